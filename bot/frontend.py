@@ -1,0 +1,34 @@
+"""What `bot/app.py` needs from a chat adapter.
+
+CONTRACT. Each adapter module exposes a class with this constructor and protocol:
+`bot.telegram.frontend.TelegramFrontend(settings: TelegramSettings, service: BotService, limits: LimitsSettings)`
+`bot.discord.frontend.DiscordFrontend(settings: DiscordSettings, service: BotService, limits: LimitsSettings)`
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bot.delivery import Presenter
+
+
+class FrontendStartError(Exception):
+    """The adapter cannot start (e.g. the platform rejected the token); the text says what to fix."""
+
+
+class Frontend(Protocol):
+    name: str
+
+    @property
+    def presenter(self) -> Presenter: ...
+
+    async def start(self) -> None:
+        """Log in, register commands, begin receiving updates; return once running.
+
+        Raises FrontendStartError with an actionable sentence (never the token) on a wrong token.
+        """
+        ...
+
+    async def stop(self) -> None:
+        """Stop receiving, finish in-flight replies (bounded), close connections."""
+        ...

@@ -1,0 +1,107 @@
+"""The closed set of messages between the claim loop (parent) and the GPU worker process (child).
+
+Plain frozen dataclasses, pickled over a multiprocessing Pipe. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One image to make. Sizes are multiples of 16; the chat side validated everything."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int
+    width: int
+    height: int
+    guidance: float
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryReport:
+    """GPU memory as torch's caching allocator sees it, in bytes (all 0 without CUDA)."""
+
+    allocated: int
+    reserved: int
+    peak_reserved: int
+    free_on_device: int
+    total_on_device: int
+
+
+# -- parent -> worker ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RunJob:
+    job_id: int
+    request: GenerationRequest
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelJob:
+    job_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+ToWorker = RunJob | CancelJob | Shutdown
+
+
+# -- worker -> parent ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WorkerReady:
+    backend: str
+    model: str
+    strategy: str
+    device_name: str
+    load_seconds: float
+    memory: MemoryReport
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStartFailed:
+    """Loading failed (missing model file, bad backend path, ...): restarting will not help."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepProgress:
+    job_id: int
+    step: int
+    total: int
+
+
+class JobErrorKind(enum.StrEnum):
+    OUT_OF_MEMORY = "out_of_memory"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSucceeded:
+    job_id: int
+    png: bytes  # with text metadata: prompt, seed, steps, size, guidance, model files, strategy, version
+    seconds: float
+    step_seconds: float  # mean wall time of one denoising step
+    strategy: str
+    memory: MemoryReport  # after the CUDA cache was cleared
+
+
+@dataclass(frozen=True, slots=True)
+class JobErrored:
+    job_id: int
+    kind: JobErrorKind
+    message: str  # meant for an operator's log; the chat side words it for users
+    memory: MemoryReport
+
+
+FromWorker = WorkerReady | WorkerStartFailed | StepProgress | JobSucceeded | JobErrored

@@ -1,0 +1,167 @@
+"""The job as the rest of the program sees it: plain, frozen values built from rows.
+
+A job moves through these states, and only along these arrows:
+
+    queued ──► running ──► done
+      │           │  └───► failed
+      │           └──────► queued     (the worker died; attempts + 1, up to the configured maximum)
+      └──────────┴───────► cancelled
+
+done, failed and cancelled are final: nothing changes their status again. Delivery (the chat side
+posting the result) is recorded separately in ``delivered_at``, so a finished job that was never
+delivered is found again after a restart, and one that was delivered is never run or posted again.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class JobStatus(enum.StrEnum):
+    """Status values; each equals the string stored in the database."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+FINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+
+ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}
+    ),
+    JobStatus.DONE: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+class Platform(enum.StrEnum):
+    """Where a job came from, and so where its result goes."""
+
+    DISCORD = "discord"
+    TELEGRAM = "telegram"
+    CLI = "cli"
+
+
+class FailureKind(enum.StrEnum):
+    """Why a job failed, in a form the chat side can turn into words for a user."""
+
+    OUT_OF_MEMORY = "out_of_memory"
+    TIMEOUT = "timeout"
+    WORKER_DIED = "worker_died"
+    MODEL_MISSING = "model_missing"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """What to draw. Validated by the chat side before it is stored; the engine trusts it."""
+
+    prompt: str
+    seed: int
+    steps: int
+    width: int
+    height: int
+    guidance: float
+    negative_prompt: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asked, and where the answer goes. Ids are strings: platforms differ in their id types."""
+
+    platform: Platform
+    chat_id: str
+    user_id: str
+    user_name: str
+    guild_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job about to be enqueued."""
+
+    requester: Requester
+    request: ImageRequest
+    parent_id: int | None = None
+    # A second identical button press while the first one's job is still active returns that job
+    # instead of queueing another; the chat side builds the key (e.g. "reroll:42:user 7").
+    dedupe_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One stored job, as read from its row."""
+
+    id: int
+    requester: Requester
+    request: ImageRequest
+    parent_id: int | None
+    status: JobStatus
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    delivered_at: datetime | None
+    progress_step: int
+    progress_total: int
+    error: str | None
+    failure_kind: FailureKind | None
+    result_path: str | None
+    result_sha256: str | None
+    duration_s: float | None
+    step_seconds: float | None
+    claimed_by: str | None
+    status_message_id: str | None
+    result_message_id: str | None
+    dedupe_key: str | None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    job: Job
+    created: bool  # False: an active job with the same dedupe key already existed
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePosition:
+    """Where a queued job stands in fair order: position 1 runs next."""
+
+    position: int
+    jobs_ahead: tuple[Job, ...]
+    running: tuple[Job, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What startup recovery did."""
+
+    requeued: tuple[Job, ...]
+    failed: tuple[Job, ...]
+    undelivered: tuple[Job, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    path: str
+    sha256: str
+    size_bytes: int

@@ -1,0 +1,30 @@
+"""Settings of the storage layer (the `[storage]` section of the config file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StorageSettings(BaseModel):
+    """Where jobs and images live."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///data/majicbot.db",
+        description="SQLAlchemy async URL; sqlite+aiosqlite:///PATH or postgresql+asyncpg://...",
+    )
+    data_dir: Path = Field(default=Path("data"), description="Images are written under DATA_DIR/images.")
+    max_attempts: int = Field(
+        default=2, ge=1, le=10, description="A job whose worker died this many times is failed."
+    )
+    busy_timeout_ms: int = Field(default=5000, ge=0, description="SQLite: wait this long for a lock.")
+    poll_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Claimers and deliverers re-read the job table at least this often, "
+        "even without a wake-up signal (another process may have written it).",
+    )
