@@ -94,11 +94,11 @@ def _run(args: argparse.Namespace, *, with_engine: bool, with_chat: bool) -> int
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from engine.generate import generate_one
     from tqdm import tqdm
 
     from bot.command_parser import ImagineArgs
     from bot.request_rules import resolve_request
-    from engine.generate import generate_one
     from engine.messages import StepProgress
 
     config = _load(args)
@@ -143,9 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser(
-        "run", parents=[common], help="run the engine and the configured chat adapters"
-    )
+    run = commands.add_parser("run", parents=[common], help="run the engine and the configured chat adapters")
     run.set_defaults(handler=lambda a: _run(a, with_engine=not a.no_engine, with_chat=True))
     run.add_argument(
         "--no-engine",
@@ -157,9 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine.set_defaults(handler=lambda a: _run(a, with_engine=True, with_chat=False))
 
-    generate = commands.add_parser(
-        "generate", parents=[common], help="make one image from the command line"
-    )
+    generate = commands.add_parser("generate", parents=[common], help="make one image from the command line")
     generate.add_argument("prompt")
     generate.add_argument("--negative", default="", help="negative prompt")
     generate.add_argument("--seed", type=int, default=None)
@@ -188,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser("db", help="database")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
-    db_commands.add_parser(
-        "upgrade", parents=[common], help="apply database migrations"
-    ).set_defaults(handler=_db_upgrade)
+    db_commands.add_parser("upgrade", parents=[common], help="apply database migrations").set_defaults(
+        handler=_db_upgrade
+    )
     return parser
 
 

@@ -84,9 +84,7 @@ def load_config(explicit: Path | None = None, environ: Mapping[str, str] = os.en
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(str(path), [f"not valid TOML: {error}"]) from None
     elif required:
-        raise ConfigError(
-            str(path), ["file not found; copy config.example.toml to config.toml and edit it"]
-        )
+        raise ConfigError(str(path), ["file not found; copy config.example.toml to config.toml and edit it"])
     for variable, (section, key) in SECRET_VARIABLES.items():
         value = environ.get(variable)
         if value:

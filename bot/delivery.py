@@ -5,17 +5,36 @@ The claim loop writes rows and signals `Topic.UPDATED`; this loop wakes on that 
 `poll_interval_s`, reads what changed, and calls the presenter of the job's platform. A final job is
 delivered once: `mark_delivered` follows a successful post, so a crash before it delivers again after
 restart rather than never.
+
+Each pass reads the active jobs (running, and queued in fair order) and the final, undelivered jobs of
+the platforms that have a presenter here. A job whose status, step or queue position differs from what
+was last shown goes to `show_progress`; a final one to `deliver`, `report_failure` or
+`report_cancelled`, then `mark_delivered`. Platforms are served side by side, so a slow upload to one
+does not hold back the other. A presenter call that raises or hangs is logged and tried again on a later
+pass after a growing pause; after `max_delivery_attempts` the job is marked delivered anyway, with an
+error in the log, so one undeliverable job cannot loop forever.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
-from storage.jobs import Job, Platform
+from engine.eta import StepTimes, estimate
+from storage.jobs import Job, JobStatus, Platform
 from storage.queue import JobQueue
-from storage.signals import JobSignals
+from storage.signals import JobSignals, Topic
+
+logger = logging.getLogger(__name__)
+
+_Call = Callable[[], Awaitable[None]]
 
 
 class Presenter(Protocol):
@@ -40,6 +59,21 @@ class Presenter(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Shown:
+    """What a user last saw of an active job: a change in any of these is worth an update."""
+
+    status: JobStatus
+    step: int
+    position: int  # 0 while running
+
+
+@dataclass(slots=True)
+class _Retry:
+    failures: int
+    not_before: float  # time.monotonic()
+
+
 class DeliveryLoop:
     """Runs until `stop` is set; never lets one presenter's error stop the others."""
 
@@ -50,8 +84,161 @@ class DeliveryLoop:
         presenters: Sequence[Presenter],
         *,
         poll_interval_s: float,
+        max_delivery_attempts: int = 5,
+        retry_backoff_s: tuple[float, float] = (2.0, 60.0),
+        call_timeout_s: float = 120.0,
     ) -> None:
-        raise NotImplementedError
+        self._queue = queue
+        self._signals = signals
+        self._presenters = {presenter.platform: presenter for presenter in presenters}
+        self._poll_interval_s = poll_interval_s
+        self._max_attempts = max_delivery_attempts
+        self._backoff_s = retry_backoff_s
+        self._call_timeout_s = call_timeout_s
+        self._shown: dict[int, _Shown] = {}
+        self._retries: dict[int, _Retry] = {}
+        # Posted but not yet recorded (the database write failed): record again, never post again.
+        self._posted: dict[int, str | None] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
-        raise NotImplementedError
+        if not self._presenters:
+            logger.warning("delivery loop has no presenters; nothing to deliver")
+            return
+        logger.info("delivery loop started for %s", ", ".join(sorted(self._presenters)))
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                # A database hiccup must not end delivery: the next pass reads everything again.
+                logger.exception("delivery pass failed; trying again in %.1f s", self._poll_interval_s)
+            await self._wait(stop)
+        logger.info("delivery loop stopped")
+
+    async def run_once(self) -> None:
+        """One pass: progress for active jobs, outcomes for final undelivered ones."""
+        platforms = tuple(self._presenters)
+        running = tuple(await self._queue.running())
+        queued = tuple(await self._queue.queued_in_fair_order())
+        pending = tuple(await self._queue.pending_delivery(platforms))
+        times = StepTimes.from_jobs(await self._queue.recent_step_times())
+        now = datetime.now(UTC)
+
+        updates: dict[Platform, list[_Call]] = {platform: [] for platform in platforms}
+        active_ids: set[int] = set()
+        for job in running:
+            active_ids.add(job.id)
+            self._maybe_show(updates, job, 0, estimate(job, (), running, times, now=now))
+        for index, job in enumerate(queued):
+            active_ids.add(job.id)
+            if job.requester.platform in self._presenters:
+                eta_s = estimate(job, queued[:index], running, times, now=now)
+                self._maybe_show(updates, job, index + 1, eta_s)
+        for job in pending:
+            if self._due(job.id):
+                updates[job.requester.platform].append(functools.partial(self._finish, job))
+        # Forget jobs that are neither active nor waiting for delivery (another host delivered them).
+        pending_ids = {job.id for job in pending}
+        for job_id in [job_id for job_id in self._shown if job_id not in active_ids]:
+            del self._shown[job_id]
+        for job_id in [job_id for job_id in self._retries if job_id not in pending_ids]:
+            del self._retries[job_id]
+
+        await asyncio.gather(*(self._serve(calls) for calls in updates.values() if calls))
+
+    # -- one pass ------------------------------------------------------------------------------
+    def _maybe_show(
+        self,
+        updates: dict[Platform, list[_Call]],
+        job: Job,
+        position: int,
+        eta_s: float | None,
+    ) -> None:
+        presenter = self._presenters.get(job.requester.platform)
+        if presenter is None:
+            return
+        shown = _Shown(job.status, job.progress_step, position)
+        if self._shown.get(job.id) == shown:
+            return
+        # Recorded before the call: a failed edit is retried by the next change, not every pass.
+        self._shown[job.id] = shown
+        updates[presenter.platform].append(functools.partial(self._show, presenter, job, eta_s))
+
+    async def _serve(self, calls: list[_Call]) -> None:
+        # One platform's calls in order (oldest job first), so its rate limits see a steady stream.
+        for call in calls:
+            await call()
+
+    async def _show(self, presenter: Presenter, job: Job, eta_s: float | None) -> None:
+        try:
+            async with asyncio.timeout(self._call_timeout_s):
+                await presenter.show_progress(job, eta_s)
+        except Exception:
+            logger.exception("showing progress failed job=%d", job.id)
+
+    async def _finish(self, job: Job) -> None:
+        presenter = self._presenters[job.requester.platform]
+        self._shown.pop(job.id, None)
+        if job.id not in self._posted:
+            try:
+                async with asyncio.timeout(self._call_timeout_s):
+                    self._posted[job.id] = await self._post_outcome(presenter, job)
+            except Exception:
+                if not self._give_up_after_failure(job):
+                    return
+                self._posted[job.id] = None
+        try:
+            await self._queue.mark_delivered(job.id, result_message_id=self._posted[job.id])
+        except Exception:
+            logger.exception("recording the delivery failed; recording it again later job=%d", job.id)
+            return
+        del self._posted[job.id]
+        self._retries.pop(job.id, None)
+        logger.info("delivered status=%s platform=%s job=%d", job.status, presenter.platform, job.id)
+
+    async def _post_outcome(self, presenter: Presenter, job: Job) -> str | None:
+        if job.status is JobStatus.DONE:
+            return await presenter.deliver(job)
+        if job.status is JobStatus.FAILED:
+            await presenter.report_failure(job)
+        elif job.status is JobStatus.CANCELLED:
+            await presenter.report_cancelled(job)
+        return None
+
+    def _give_up_after_failure(self, job: Job) -> bool:
+        """Count a failed post (called while handling it); True once it is time to stop trying."""
+        retry = self._retries.setdefault(job.id, _Retry(failures=0, not_before=0.0))
+        retry.failures += 1
+        if retry.failures >= self._max_attempts:
+            logger.exception(
+                "delivering failed %d times; giving up and marking it delivered job=%d",
+                retry.failures,
+                job.id,
+            )
+            return True
+        low, high = self._backoff_s
+        pause = min(high, low * 2 ** (retry.failures - 1))
+        retry.not_before = time.monotonic() + pause
+        logger.exception(
+            "delivering failed (attempt %d of %d); trying again in %.0f s job=%d",
+            retry.failures,
+            self._max_attempts,
+            pause,
+            job.id,
+        )
+        return False
+
+    def _due(self, job_id: int) -> bool:
+        retry = self._retries.get(job_id)
+        return retry is None or time.monotonic() >= retry.not_before
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        """Until a job is updated, `stop` is set, or the poll interval passes."""
+        signalled = asyncio.ensure_future(self._signals.wait(Topic.UPDATED, self._poll_interval_s))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({signalled, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (signalled, stopped):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

@@ -7,15 +7,23 @@ method raises only `bot.errors.UserFacingError` subclasses for things a user did
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from bot.command_parser import ImagineArgs
+from bot import texts
+from bot.command_parser import ImagineArgs, check_args, check_seed
+from bot.errors import NotAllowed, NothingToDo, QuotaExceeded
+from bot.request_rules import random_seed, resolve_request
 from bot.settings import LimitsSettings
+from engine.eta import StepTimes, estimate
 from engine.settings import EngineSettings
 from storage.images import ImageStore
-from storage.jobs import Job, Requester
-from storage.queue import JobQueue
+from storage.jobs import ImageRequest, Job, JobStatus, NewJob, Requester
+from storage.queue import JobNotFound, JobQueue
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +54,16 @@ class BotService:
         limits: LimitsSettings,
         engine: EngineSettings,
     ) -> None:
-        raise NotImplementedError
+        self._queue = queue
+        self._images = images
+        self._limits = limits
+        self._engine = engine
 
     async def imagine(self, requester: Requester, args: ImagineArgs, *, is_admin: bool = False) -> Queued:
         """Validate against limits and quota, fill defaults (random seed, steps, 1024x1024), enqueue."""
-        raise NotImplementedError
+        request = resolve_request(args, self._limits, self._engine)
+        await self._check_quota(requester, is_admin=is_admin)
+        return await self._enqueue(NewJob(requester=requester, request=request))
 
     async def reroll(
         self,
@@ -65,26 +78,194 @@ class BotService:
 
         from_button: dedupe by (source job, user) so a second press while queued returns the same job.
         """
-        raise NotImplementedError
+        if seed is not None:
+            check_seed(seed)
+        source = await self._reroll_source(requester, job_id, is_admin=is_admin)
+        dedupe_key = f"reroll:{source.id}:{requester.user_id}" if from_button else None
+        if dedupe_key is not None:
+            # A second press must find the first press's job even when that job fills the quota.
+            for active in await self._queue.active_jobs(requester.platform, requester.user_id):
+                if active.dedupe_key == dedupe_key:
+                    return await self._status(active, created=False)
+        await self._check_quota(requester, is_admin=is_admin)
+        old = source.request
+        # Limits may have tightened since the source job ran: check it as if it were typed now.
+        args = check_args(
+            ImagineArgs(
+                prompt=old.prompt,
+                negative_prompt=old.negative_prompt,
+                seed=seed,
+                steps=old.steps,
+                width=old.width,
+                height=old.height,
+            ),
+            self._limits,
+        )
+        request = ImageRequest(
+            prompt=args.prompt,
+            negative_prompt=args.negative_prompt,
+            seed=seed if seed is not None else random_seed(),
+            steps=old.steps,
+            width=old.width,
+            height=old.height,
+            guidance=old.guidance,
+        )
+        return await self._enqueue(
+            NewJob(requester=requester, request=request, parent_id=source.id, dedupe_key=dedupe_key)
+        )
 
     async def history(self, requester: Requester, limit: int = 10) -> Sequence[Job]:
-        raise NotImplementedError
+        """The user's newest jobs on this platform, newest first."""
+        return await self._queue.history(requester.platform, requester.user_id, limit)
 
     async def queue_overview(self, requester: Requester) -> QueueOverview:
-        raise NotImplementedError
+        """What runs, how many wait, and where the user's own jobs stand."""
+        running = tuple(await self._queue.running())
+        queued = tuple(await self._queue.queued_in_fair_order())
+        times = await self._step_times()
+        now = datetime.now(UTC)
+        mine: list[Queued] = []
+        for job in running:
+            if _owns(requester, job):
+                mine.append(Queued(job, 0, 0, estimate(job, (), running, times, now=now), created=False))
+        for index, job in enumerate(queued):
+            if _owns(requester, job):
+                ahead = queued[:index]
+                eta_s = estimate(job, ahead, running, times, now=now)
+                mine.append(Queued(job, index + 1, index, eta_s, created=False))
+        return QueueOverview(running=running, queued_total=len(queued), mine=tuple(mine))
 
     async def cancel(self, requester: Requester, job_id: int | None = None, *, is_admin: bool = False) -> Job:
         """Cancel the given job, or the user's newest active job. Others' jobs need is_admin."""
-        raise NotImplementedError
+        if job_id is None:
+            active = await self._queue.active_jobs(requester.platform, requester.user_id)
+            if not active:
+                raise NothingToDo("You have no queued or running job to cancel.")
+            target = active[-1]
+        else:
+            target = await self.job(job_id)
+            if not (_owns(requester, target) or (is_admin and _same_platform(requester, target))):
+                raise NotAllowed(f"Job #{job_id} is not yours; only its owner or an admin can cancel it.")
+            if target.is_final:
+                raise NothingToDo(f"Job #{job_id} has already {_finished_phrase(target)}; nothing to cancel.")
+        cancelled = await self._queue.cancel(target.id)
+        if cancelled.status is not JobStatus.CANCELLED:
+            # It finished between reading and cancelling: cancel leaves final jobs as they are.
+            raise NothingToDo(
+                f"Job #{target.id} has already {_finished_phrase(cancelled)}; nothing to cancel."
+            )
+        logger.info("cancelled by user=%s admin=%s job=%d", requester.user_id, is_admin, target.id)
+        return cancelled
 
     async def job_for_owner_or_admin(self, requester: Requester, job_id: int, *, is_admin: bool) -> Job:
         """The job, if `requester` owns it or is an admin (for Delete); raises NotAllowed otherwise."""
-        raise NotImplementedError
+        job = await self.job(job_id)
+        if _owns(requester, job) or (is_admin and _same_platform(requester, job)):
+            return job
+        raise NotAllowed(f"Only the person who made job #{job_id} or an admin can do that.")
 
     async def job(self, job_id: int) -> Job:
         """Any job by id (for Details, Original PNG); raises NothingToDo if there is none."""
-        raise NotImplementedError
+        try:
+            return await self._queue.get(job_id)
+        except JobNotFound:
+            raise NothingToDo(f"There is no job #{job_id}.") from None
 
     async def image_bytes(self, job: Job) -> bytes:
         """The stored PNG of a done job."""
-        raise NotImplementedError
+        if job.result_path is None:
+            raise NothingToDo(f"Job #{job.id} has no picture: it is {job.status.value}.")
+        try:
+            return await self._images.read(job.result_path)
+        except FileNotFoundError:
+            logger.warning("image file missing path=%s job=%d", job.result_path, job.id)
+            raise NothingToDo(
+                f"The picture of job #{job.id} is no longer on the server; /reroll {job.request.seed} "
+                "draws it again."
+            ) from None
+
+    async def standing(self, job: Job) -> Queued:
+        """Where `job` stands now: its queue position and ETA (position 0 once it runs)."""
+        return await self._status(job, created=False)
+
+    async def set_status_message(self, job_id: int, message_id: str) -> None:
+        """Remember the chat message that shows the job's position and progress, so it can still be
+        edited after a restart."""
+        await self._queue.set_status_message(job_id, message_id)
+
+    # -- internals -----------------------------------------------------------------------------
+    async def _check_quota(self, requester: Requester, *, is_admin: bool) -> None:
+        if is_admin and self._limits.admins_exempt_from_quota:
+            return
+        active = await self._queue.active_jobs(requester.platform, requester.user_id)
+        limit = self._limits.max_active_jobs_per_user
+        if len(active) >= limit:
+            raise QuotaExceeded(texts.quota_text(limit, active))
+
+    async def _reroll_source(self, requester: Requester, job_id: int | None, *, is_admin: bool) -> Job:
+        if job_id is None:
+            last = await self._queue.last_job(requester.platform, requester.chat_id, requester.user_id)
+            if last is None:
+                raise NothingToDo(
+                    "Nothing to reroll here yet: draw something first, e.g. /imagine a lighthouse at dusk"
+                )
+            return last
+        try:
+            job = await self._queue.get(job_id)
+        except JobNotFound:
+            job = None
+        # Anyone may reroll a job they could see: one of theirs, or one posted where they are now.
+        # Jobs from other chats stay invisible, so their prompts do not leak.
+        visible = job is not None and (
+            _owns(requester, job)
+            or _same_place(requester, job)
+            or (is_admin and _same_platform(requester, job))
+        )
+        if job is None or not visible:
+            raise NothingToDo(f"There is no job #{job_id} here to reroll.")
+        return job
+
+    async def _enqueue(self, new_job: NewJob) -> Queued:
+        result = await self._queue.enqueue(new_job)
+        job = result.job
+        if result.created:
+            logger.info(
+                "queued platform=%s user=%s parent=%s job=%d",
+                job.requester.platform,
+                job.requester.user_id,
+                job.parent_id,
+                job.id,
+            )
+        return await self._status(job, created=result.created)
+
+    async def _status(self, job: Job, *, created: bool) -> Queued:
+        """Position and ETA of one job as it stands now."""
+        times = await self._step_times()
+        now = datetime.now(UTC)
+        position = await self._queue.position(job.id)
+        if position is None:
+            # Claimed (or even finished) since it was read: show it as it is now.
+            job = await self._queue.get(job.id)
+            return Queued(job, 0, 0, estimate(job, (), (), times, now=now), created)
+        eta_s = estimate(job, position.jobs_ahead, position.running, times, now=now)
+        return Queued(job, position.position, len(position.jobs_ahead), eta_s, created)
+
+    async def _step_times(self) -> StepTimes:
+        return StepTimes.from_jobs(await self._queue.recent_step_times())
+
+
+def _same_platform(requester: Requester, job: Job) -> bool:
+    return job.requester.platform is requester.platform
+
+
+def _owns(requester: Requester, job: Job) -> bool:
+    return _same_platform(requester, job) and job.requester.user_id == requester.user_id
+
+
+def _same_place(requester: Requester, job: Job) -> bool:
+    return _same_platform(requester, job) and job.requester.chat_id == requester.chat_id
+
+
+def _finished_phrase(job: Job) -> str:
+    phrases = {JobStatus.DONE: "finished", JobStatus.FAILED: "failed", JobStatus.CANCELLED: "been cancelled"}
+    return phrases.get(job.status, job.status.value)

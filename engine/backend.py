@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from engine.errors import EngineStartError
 from engine.messages import GenerationRequest
 
 if TYPE_CHECKING:
@@ -37,3 +39,45 @@ class DescribedBackend(Backend, Protocol):
 
 
 BackendFactory = Callable[["EngineSettings"], Backend]
+
+DIFFSYNTH_FACTORY = "engine.diffsynth_backend:create_backend"
+"""What `engine.backend = "diffsynth"` means; imported only inside the worker process."""
+
+
+def factory_path(backend: str) -> tuple[str, str]:
+    """(module, attribute) that `engine.backend` names; raises EngineStartError when malformed.
+
+    Cheap and import-free, so the parent checks the setting before it spawns a worker.
+    """
+    path = DIFFSYNTH_FACTORY if backend == "diffsynth" else backend
+    module, sep, attribute = path.partition(":")
+    if not sep or not module or not attribute.isidentifier():
+        raise EngineStartError(
+            f'engine.backend is {backend!r}; set it to "diffsynth" or to an import path '
+            '"package.module:factory" whose factory(settings) returns the backend.'
+        )
+    return module, attribute
+
+
+def resolve_factory(backend: str) -> BackendFactory:
+    """Import the factory that `engine.backend` names (in the worker process: it may import torch)."""
+    module_name, attribute = factory_path(backend)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EngineStartError(
+            f"engine.backend {backend!r}: module {module_name!r} could not be imported ({exc}). "
+            "Check the setting; for the default backend install the GPU extra: pip install 'majicbot[gpu]'."
+        ) from exc
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise EngineStartError(
+            f"engine.backend {backend!r}: module {module_name!r} has no callable {attribute!r}. "
+            "Check the name after the colon."
+        )
+    return factory  # type: ignore[no-any-return]
+
+
+def load_backend(settings: EngineSettings) -> Backend:
+    """Build the configured backend once (loads the models); raises whatever the factory raises."""
+    return resolve_factory(settings.backend)(settings)

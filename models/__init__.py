@@ -1,0 +1,30 @@
+"""The majicflus model set: registry, download, check. Imports neither torch nor other packages."""
+
+from models.check import (
+    FIX_COMMAND,
+    FileCheck,
+    FileStatus,
+    ModelCheckReport,
+    ModelFilesMissing,
+    check_models,
+    require_complete,
+)
+from models.download import DownloadProgress, DownloadUnavailable, download_models
+from models.registry import MODEL_FILES, ModelFile, ModelPaths, model_paths
+
+__all__ = [
+    "FIX_COMMAND",
+    "MODEL_FILES",
+    "DownloadProgress",
+    "DownloadUnavailable",
+    "FileCheck",
+    "FileStatus",
+    "ModelCheckReport",
+    "ModelFile",
+    "ModelFilesMissing",
+    "ModelPaths",
+    "check_models",
+    "download_models",
+    "model_paths",
+    "require_complete",
+]

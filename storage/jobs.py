@@ -41,9 +41,7 @@ FINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLE
 
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
-    JobStatus.RUNNING: frozenset(
-        {JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}
-    ),
+    JobStatus.RUNNING: frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}),
     JobStatus.DONE: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
@@ -130,6 +128,9 @@ class Job:
     status_message_id: str | None
     result_message_id: str | None
     dedupe_key: str | None
+    # When the row last changed: pass the largest one seen to `JobQueue.changed_since`. Always set on
+    # jobs read from storage; the default only keeps hand-built jobs (in tests) short.
+    updated_at: datetime | None = None
 
     @property
     def is_final(self) -> bool:

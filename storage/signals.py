@@ -20,7 +20,9 @@ class Topic(enum.StrEnum):
 class JobSignals(Protocol):
     def notify(self, topic: Topic) -> None: ...
 
-    async def wait(self, topic: Topic, timeout: float) -> bool:
+    # A plain timeout argument, not asyncio.timeout(): the bound is part of the protocol (every waiter
+    # must re-read the table after it), not something each caller may forget to add.
+    async def wait(self, topic: Topic, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until `topic` is notified or `timeout` passes; True if notified."""
         ...
 
@@ -41,7 +43,7 @@ class LocalSignals:
         if event is not None:
             event.set()
 
-    async def wait(self, topic: Topic, timeout: float) -> bool:
+    async def wait(self, topic: Topic, timeout: float) -> bool:  # noqa: ASYNC109
         event = self._events.setdefault(topic, asyncio.Event())
         try:
             await asyncio.wait_for(event.wait(), timeout)

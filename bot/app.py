@@ -1,0 +1,275 @@
+"""Wiring for `majicbot run`: database, recovery, engine, chat adapters, delivery; clean shutdown.
+
+`Application.run(stop)` reads top to bottom: start every part in order, serve until `stop` is set or a
+part dies, then always shut down in reverse order, each step bounded by a timeout:
+
+    database (+ migrations) -> queue -> recovery -> worker -> claim loop -> adapters -> delivery loop
+
+The chat process never imports torch or diffsynth: the worker is a spawned child process, and the
+adapters are imported only when configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from bot.config import Config
+from bot.delivery import DeliveryLoop
+from bot.frontend import Frontend
+from bot.service import BotService
+from storage.database import Database
+from storage.images import ImageStore
+from storage.queue import JobQueue
+from storage.signals import LocalSignals
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+FrontendFactory = Callable[[BotService], Sequence[Frontend]]
+"""Builds the chat adapters once the service exists (tests pass one; `run` builds from the config)."""
+
+NO_CHAT_ADAPTER = (
+    "no chat adapter is configured: set telegram.token or discord.token in the config file "
+    "(or MAJICBOT_TELEGRAM_TOKEN / MAJICBOT_DISCORD_TOKEN in the environment)"
+)
+
+
+class ApplicationError(Exception):
+    """The application cannot run as configured; the text says what to change."""
+
+
+class Application:
+    """Everything `majicbot run` runs, in one event loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        with_engine: bool = True,
+        with_chat: bool = True,
+        frontends: FrontendFactory | None = None,
+        shutdown_timeout_s: float = 15.0,
+    ) -> None:
+        if not (with_engine or with_chat):
+            raise ApplicationError("nothing to run: enable the engine, the chat adapters, or both")
+        if with_chat and frontends is None and not (config.telegram_enabled or config.discord_enabled):
+            raise ApplicationError(NO_CHAT_ADAPTER)
+        self._config = config
+        self._with_engine = with_engine
+        self._with_chat = with_chat
+        self._build_frontends = frontends or _configured_frontends(config)
+        self._shutdown_timeout_s = shutdown_timeout_s
+        # Several hosts may share one database: a claimer name that survives restarts lets recovery
+        # re-queue only what this host (and this GPU) left running.
+        self.claimer = f"{socket.gethostname()}/{config.engine.device}"
+        self._ready = asyncio.Event()
+        self._settled = asyncio.Event()  # set once ready, or once run() ended without getting there
+        self._inner_stop = asyncio.Event()
+        self._shutdown_steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._database: Database | None = None
+        self._queue: JobQueue | None = None
+        self._images: ImageStore | None = None
+        self._signals: LocalSignals | None = None
+        self._service: BotService | None = None
+        self._frontends: tuple[Frontend, ...] = ()
+
+    # -- what tests and the CLI use ------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start everything, serve until `stop` is set (or a part fails), and always shut down."""
+        try:
+            await self._start()
+            self._ready.set()
+            self._settled.set()
+            logger.info("majicbot is running (engine=%s, chat=%s)", self._with_engine, self._with_chat)
+            await self._serve(stop)
+        finally:
+            await self._shutdown()
+            self._settled.set()
+
+    async def started(self) -> None:
+        """Return once everything has started; raise if the application ended before that."""
+        await self._settled.wait()
+        if not self._ready.is_set():
+            raise ApplicationError("the application stopped before it finished starting; see the log")
+
+    @property
+    def queue(self) -> JobQueue:
+        return _started(self._queue)
+
+    @property
+    def service(self) -> BotService:
+        return _started(self._service)
+
+    @property
+    def signals(self) -> LocalSignals:
+        return _started(self._signals)
+
+    @property
+    def images(self) -> ImageStore:
+        return _started(self._images)
+
+    @property
+    def frontends(self) -> tuple[Frontend, ...]:
+        return self._frontends
+
+    # -- start, serve, shut down ---------------------------------------------------------------
+    async def _start(self) -> None:
+        config = self._config
+        database = Database(config.storage.database_url, busy_timeout_ms=config.storage.busy_timeout_ms)
+        self._database = database
+        self._on_shutdown("database", database.close)
+        await database.upgrade()
+        self._signals = LocalSignals()
+        self._queue = JobQueue(database, self._signals, max_attempts=config.storage.max_attempts)
+        self._images = ImageStore(config.storage.data_dir)
+        self._service = BotService(self._queue, self._images, config.limits, config.engine)
+        if self._with_engine:
+            await self._start_engine()
+        if self._with_chat:
+            await self._start_chat()
+
+    async def _start_engine(self) -> None:
+        # Imported here: a chat-only host needs neither module (nor their multiprocessing setup).
+        from engine.claim_loop import ClaimLoop
+
+        from engine.supervisor import WorkerSupervisor
+
+        queue = self.queue
+        report = await queue.recover(self.claimer)
+        for job in report.requeued:
+            logger.info("recovery: re-queued a job left running (attempt %d) job=%d", job.attempts, job.id)
+        for job in report.failed:
+            logger.warning("recovery: failed a job its worker died under too often job=%d", job.id)
+        for job in report.undelivered:
+            logger.info("recovery: finished job not delivered yet (%s) job=%d", job.status, job.id)
+        logger.info(
+            "recovery as %s: %d re-queued, %d failed, %d waiting for delivery",
+            self.claimer,
+            len(report.requeued),
+            len(report.failed),
+            len(report.undelivered),
+        )
+
+        supervisor = WorkerSupervisor(self._config.engine)
+        self._on_shutdown("worker", lambda: supervisor.stop(self._shutdown_timeout_s / 2))
+        ready = await supervisor.start()
+        logger.info(
+            "worker ready: backend=%s model=%s strategy=%s device=%s loaded in %.1f s",
+            ready.backend,
+            ready.model,
+            ready.strategy,
+            ready.device_name,
+            ready.load_seconds,
+        )
+        claim_loop = ClaimLoop(
+            queue,
+            self.images,
+            self.signals,
+            supervisor,
+            claimer=self.claimer,
+            poll_interval_s=self._config.storage.poll_interval_s,
+        )
+        self._spawn("claim loop", claim_loop.run(self._inner_stop))
+
+    async def _start_chat(self) -> None:
+        self._frontends = tuple(self._build_frontends(self.service))
+        if not self._frontends:
+            raise ApplicationError(NO_CHAT_ADAPTER)
+        for frontend in self._frontends:
+            self._on_shutdown(f"{frontend.name} adapter", frontend.stop)
+            await frontend.start()
+            logger.info("%s adapter started", frontend.name)
+        delivery = DeliveryLoop(
+            self.queue,
+            self.signals,
+            [frontend.presenter for frontend in self._frontends],
+            poll_interval_s=self._config.storage.poll_interval_s,
+        )
+        self._spawn("delivery loop", delivery.run(self._inner_stop))
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set or a background loop ends on its own (which only a bug makes it do)."""
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait({stopped, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopped
+        for task in done:
+            if task is stopped:
+                continue
+            error = task.exception()
+            if error is not None:
+                raise ApplicationError(f"the {task.get_name()} failed: {error}") from error
+            raise ApplicationError(f"the {task.get_name()} stopped unexpectedly; see the log")
+
+    async def _shutdown(self) -> None:
+        """Stop every started part in reverse order of starting; each step bounded by a timeout."""
+        logger.info("shutting down")
+        # Every loop sees this at once: the claim loop stops claiming while the adapters still stop.
+        self._inner_stop.set()
+        while self._shutdown_steps:
+            name, step = self._shutdown_steps.pop()
+            await self._bounded(name, step())
+        self._tasks.clear()
+        logger.info("shut down")
+
+    async def _bounded(self, name: str, step: Awaitable[None]) -> None:
+        try:
+            async with asyncio.timeout(self._shutdown_timeout_s):
+                await step
+        except TimeoutError:
+            logger.error(
+                "stopping the %s took over %.0f s; went on without it", name, self._shutdown_timeout_s
+            )
+        except Exception:
+            logger.exception("stopping the %s failed", name)
+
+    def _on_shutdown(self, name: str, step: Callable[[], Awaitable[None]]) -> None:
+        self._shutdown_steps.append((name, step))
+
+    def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.append(task)
+        self._on_shutdown(name, lambda: _finish_task(task, self._shutdown_timeout_s * 0.8))
+
+
+async def _finish_task(task: asyncio.Task[None], grace_s: float) -> None:
+    """Let a loop that saw the stop event finish its pass; cancel it if it takes longer than grace_s."""
+    done, _ = await asyncio.wait({task}, timeout=grace_s)
+    if not done:
+        logger.warning("the %s did not stop within %.0f s; cancelling it", task.get_name(), grace_s)
+        task.cancel()
+    (outcome,) = await asyncio.gather(task, return_exceptions=True)
+    if isinstance(outcome, Exception):
+        logger.error("the %s ended with an error: %r", task.get_name(), outcome)
+
+
+def _configured_frontends(config: Config) -> FrontendFactory:
+    def build(service: BotService) -> Sequence[Frontend]:
+        frontends: list[Frontend] = []
+        # Imported only when configured, so an unused platform's library is never loaded.
+        if config.telegram_enabled:
+            from bot.telegram.frontend import TelegramFrontend
+
+            frontends.append(TelegramFrontend(config.telegram, service, config.limits))
+        if config.discord_enabled:
+            from bot.discord.frontend import DiscordFrontend
+
+            frontends.append(DiscordFrontend(config.discord, service, config.limits))
+        return frontends
+
+    return build
+
+
+def _started(value: _T | None) -> _T:
+    if value is None:
+        raise RuntimeError("the application has not started yet; await started() first")
+    return value

@@ -1,0 +1,117 @@
+"""The Discord adapter as `bot/app.py` sees it: log in, sync commands, hold the gateway, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+import discord
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bot.delivery import Presenter
+from bot.discord.access import Access
+from bot.discord.buttons import JobButton
+from bot.discord.client import MajicClient
+from bot.discord.commands import DiscordHandlers, build_commands, on_tree_error
+from bot.discord.presenter import DiscordPresenter
+from bot.frontend import FrontendStartError
+from bot.service import BotService
+from bot.settings import DiscordSettings, LimitsSettings
+
+log = logging.getLogger(__name__)
+
+# discord.py's own endpoints, restored when the configuration names none.
+DISCORD_API_BASE = Route.BASE
+DISCORD_GATEWAY = DiscordWebSocket.DEFAULT_GATEWAY
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+class DiscordFrontend:
+    """Implements `bot.frontend.Frontend` with discord.py."""
+
+    name = "discord"
+
+    def __init__(self, settings: DiscordSettings, service: BotService, limits: LimitsSettings) -> None:
+        if settings.token is None:
+            raise ValueError("DiscordFrontend needs discord.token (or MAJICBOT_DISCORD_TOKEN)")
+        self._settings = settings
+        self._client = MajicClient(on_setup=self._setup)
+        self._presenter = DiscordPresenter(
+            self._client, service, edit_interval_s=settings.progress_edit_interval_s
+        )
+        self._handlers = DiscordHandlers(service, Access(settings), self._presenter, limits)
+        self._client.actions = self._handlers
+        self._gateway: asyncio.Task[None] | None = None
+
+    @property
+    def presenter(self) -> Presenter:
+        return self._presenter
+
+    async def start(self) -> None:
+        """Log in, sync the slash commands, connect to the gateway; return once READY."""
+        assert self._settings.token is not None
+        # discord.py reads its endpoints from class attributes: they apply to the whole process.
+        Route.BASE = self._settings.api_base_url or DISCORD_API_BASE
+        gateway = self._settings.gateway_url
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway) if gateway else DISCORD_GATEWAY
+        try:
+            await self._client.login(self._settings.token.get_secret_value())
+        except discord.LoginFailure:
+            await self._client.close()
+            raise FrontendStartError(
+                "Discord rejected the bot token (401 Unauthorized). "
+                "Check discord.token or MAJICBOT_DISCORD_TOKEN."
+            ) from None
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
+            await self._client.close()
+            raise FrontendStartError(
+                f"Could not log in to Discord at {Route.BASE} ({type(error).__name__}: {error}). "
+                "Check the network, or discord.api_base_url if you use a proxy."
+            ) from None
+        self._gateway = asyncio.create_task(self._client.connect(), name="discord-gateway")
+        ready = asyncio.create_task(self._client.wait_until_ready())
+        done, _ = await asyncio.wait(
+            {self._gateway, ready}, timeout=READY_TIMEOUT_S, return_when="FIRST_COMPLETED"
+        )
+        if ready not in done:
+            ready.cancel()
+            problem = "the connection closed" if self._gateway in done else "no answer"
+            await self.stop()
+            raise FrontendStartError(
+                f"Discord's gateway did not become ready ({problem}). "
+                "Check the network, or discord.gateway_url if you use a proxy."
+            )
+        user = self._client.user
+        log.info("discord: connected as %s (id %s)", user, None if user is None else user.id)
+
+    async def stop(self) -> None:
+        """Let answers in progress finish (bounded), then close the gateway and HTTP session."""
+        await self._handlers.drain(STOP_TIMEOUT_S)
+        await self._presenter.close()
+        await self._client.close()
+        if self._gateway is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._gateway, STOP_TIMEOUT_S)
+            self._gateway = None
+
+    async def _setup(self, client: MajicClient) -> None:
+        """Runs inside login, before the gateway: register buttons and commands, then sync commands."""
+        client.add_dynamic_items(JobButton)
+        tree = client.tree
+        for command in build_commands(self._handlers):
+            tree.add_command(command)
+        tree.error(on_tree_error)
+        if self._settings.sync_guild_ids:
+            for guild_id in self._settings.sync_guild_ids:
+                guild = discord.Object(id=guild_id)
+                tree.copy_global_to(guild=guild)
+                synced = await tree.sync(guild=guild)
+                log.info("discord: synced %d commands to guild %s", len(synced), guild_id)
+        else:
+            synced = await tree.sync()
+            log.info("discord: synced %d commands globally", len(synced))

@@ -1,0 +1,252 @@
+"""How a job's life looks on Discord: an ephemeral status line, then the image as a channel message.
+
+The status line is the deferred interaction response, edited at most once per
+`progress_edit_interval_s` (the last text waiting in between is sent when the interval ends; unchanged
+text is never re-sent). Interaction tokens die after 15 minutes, and they live only in memory, so
+after that (or after a restart) the status line simply stops changing. The result itself is posted
+with the bot token as an ordinary message in the channel (or DM), which works however long the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import discord
+from PIL import Image
+
+from bot import texts
+from bot.discord.buttons import result_view, retry_view
+from bot.service import BotService, Queued
+from storage.jobs import Job, Platform
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+# Discord refuses edits through an interaction token 15 minutes after the interaction; stop a little
+# earlier so a slow edit never lands on a dead token.
+TOKEN_LIFETIME_S = 14.5 * 60
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+_REMEMBERED_FINALS = 1000
+
+
+@dataclass(slots=True)
+class _StatusLine:
+    """One job's deferred interaction response and its edit throttle."""
+
+    interaction: discord.Interaction
+    opened: float
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    shown: str | None = None
+    last_edit: float = float("-inf")
+    waiting: str | None = None
+    flush: asyncio.Task[None] | None = None
+
+    def expired(self, now: float) -> bool:
+        return now - self.opened > TOKEN_LIFETIME_S
+
+
+@dataclass(frozen=True, slots=True)
+class _Upload:
+    data: bytes
+    filename: str
+    note: str | None  # why this is not the original PNG
+
+
+class DiscordPresenter:
+    """Implements `bot.delivery.Presenter` for Discord."""
+
+    platform = Platform.DISCORD
+
+    def __init__(self, client: discord.Client, service: BotService, *, edit_interval_s: float) -> None:
+        self._client = client
+        self._service = service
+        self._interval = edit_interval_s
+        self._lines: dict[int, _StatusLine] = {}
+        self._upload_limits: dict[str, int] = {}  # channel id -> bytes, as the last interaction said
+        # Jobs that ended before their handler opened a status line (fast jobs): the final text to show.
+        self._finals: OrderedDict[int, str] = OrderedDict()
+
+    # -- from the command handlers --------------------------------------------------------------
+    async def open(self, interaction: discord.Interaction, queued: Queued) -> None:
+        """Start showing `queued` in the interaction's deferred response."""
+        job_id = queued.job.id
+        self._upload_limits[str(interaction.channel_id)] = interaction.filesize_limit
+        line = self._lines.get(job_id)
+        if line is None or line.interaction.id != interaction.id:
+            if line is not None:  # a second press returned the same job: the newest click shows it
+                self._close(job_id)
+            line = self._lines[job_id] = _StatusLine(interaction, time.monotonic())
+        final = self._finals.get(job_id)
+        await self._edit(job_id, line, final or texts.queued_text(queued), final=final is not None)
+        if final is not None:
+            self._close(job_id)
+
+    # -- Presenter ------------------------------------------------------------------------------
+    async def show_progress(self, job: Job, eta_s: float | None) -> None:
+        line = self._lines.get(job.id)
+        if line is None:
+            return
+        await self._edit(job.id, line, texts.progress_text(job, eta_s), final=False)
+
+    async def deliver(self, job: Job) -> str | None:
+        upload = await self._upload(job)
+        embed = result_embed(job, upload)
+        file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
+        channel = self._client.get_partial_messageable(int(job.requester.chat_id))
+        try:
+            message = await channel.send(
+                embed=embed, file=file, view=result_view(job.id), allowed_mentions=NO_MENTIONS
+            )
+        except (discord.Forbidden, discord.NotFound) as error:
+            # Retrying cannot help (the channel is gone or the bot may not post there): give up on it.
+            log.warning("job=%s could not be posted to channel %s: %s", job.id, job.requester.chat_id, error)
+            await self._finish(job.id, f"Job #{job.id} is done, but I may not post in this channel.")
+            return None
+        log.info("job=%s delivered as message %s", job.id, message.id)
+        await self._finish(job.id, f"{texts.final_status_text(job)} It is posted in this channel.")
+        return str(message.id)
+
+    async def report_failure(self, job: Job) -> None:
+        text = texts.failure_text(job)
+        line = self._lines.get(job.id)
+        if line is not None and not line.expired(time.monotonic()):
+            await self._finish(job.id, text, view=retry_view(job.id))
+            return
+        self._remember_final(job.id, text)
+        # Nobody is watching a status line: say it in the channel, where the retry button outlives us.
+        channel = self._client.get_partial_messageable(int(job.requester.chat_id))
+        try:
+            await channel.send(
+                content=f"{job.requester.user_name}: {text}",
+                view=retry_view(job.id),
+                allowed_mentions=NO_MENTIONS,
+            )
+        except (discord.Forbidden, discord.NotFound) as error:
+            log.warning("job=%s failure notice could not be posted: %s", job.id, error)
+
+    async def report_cancelled(self, job: Job) -> None:
+        await self._finish(job.id, texts.final_status_text(job))
+
+    async def close(self) -> None:
+        """Stop waiting edits (on shutdown)."""
+        for job_id in list(self._lines):
+            self._close(job_id)
+
+    # -- status lines ---------------------------------------------------------------------------
+    async def _finish(self, job_id: int, text: str, *, view: discord.ui.View | None = None) -> None:
+        self._remember_final(job_id, text)
+        line = self._lines.get(job_id)
+        if line is None:
+            return
+        await self._edit(job_id, line, text, final=True, view=view)
+        self._close(job_id)
+
+    async def _edit(
+        self, job_id: int, line: _StatusLine, text: str, *, final: bool, view: discord.ui.View | None = None
+    ) -> None:
+        async with line.lock:
+            now = time.monotonic()
+            if line.expired(now):
+                self._close(job_id)
+                return
+            if text == line.shown and view is None:
+                line.waiting = None
+                return
+            wait = line.last_edit + self._interval - now
+            if not final and wait > 0:
+                line.waiting = text
+                if line.flush is None:
+                    line.flush = asyncio.create_task(self._flush_later(job_id, line, wait))
+                return
+            if final and line.flush is not None:
+                line.flush.cancel()
+                line.flush = None
+            line.waiting = None
+            await self._send(job_id, line, text, view)
+
+    async def _flush_later(self, job_id: int, line: _StatusLine, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with line.lock:
+            line.flush = None
+            text, line.waiting = line.waiting, None
+            if text is None or text == line.shown or line.expired(time.monotonic()):
+                return
+            await self._send(job_id, line, text, None)
+
+    async def _send(self, job_id: int, line: _StatusLine, text: str, view: discord.ui.View | None) -> None:
+        line.last_edit = time.monotonic()
+        try:
+            if view is None:
+                await line.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            else:
+                await line.interaction.edit_original_response(
+                    content=text, view=view, allowed_mentions=NO_MENTIONS
+                )
+        except discord.HTTPException as error:
+            # The token died or the message was dismissed: the result still arrives in the channel.
+            log.info("job=%s status line can no longer be edited: %s", job_id, error)
+            self._lines.pop(job_id, None)
+            return
+        line.shown = text
+
+    def _close(self, job_id: int) -> None:
+        line = self._lines.pop(job_id, None)
+        if line is not None and line.flush is not None:
+            line.flush.cancel()
+
+    def _remember_final(self, job_id: int, text: str) -> None:
+        self._finals[job_id] = text
+        while len(self._finals) > _REMEMBERED_FINALS:
+            self._finals.popitem(last=False)
+
+    # -- the image ------------------------------------------------------------------------------
+    async def _upload(self, job: Job) -> _Upload:
+        png = await self._service.image_bytes(job)
+        limit = self._upload_limits.get(job.requester.chat_id, DEFAULT_UPLOAD_LIMIT)
+        name = f"majicbot-{job.id}-{job.request.seed}"
+        if len(png) <= limit:
+            return _Upload(png, f"{name}.png", None)
+        jpeg = await asyncio.to_thread(_as_jpeg_under, png, limit)
+        note = (
+            f"The PNG ({len(png) / 2**20:.1f} MiB) is over this channel's upload limit "
+            f"({limit / 2**20:.0f} MiB), so this is a high-quality JPEG."
+        )
+        return _Upload(jpeg, f"{name}.jpg", note)
+
+
+def result_embed(job: Job, upload: _Upload) -> discord.Embed:
+    """Prompt, seed, steps, size, seconds and job id, with the image shown inside the embed."""
+    request = job.request
+    embed = discord.Embed(description=texts.shorten(request.prompt, 4000), colour=discord.Colour.blurple())
+    embed.set_author(name=texts.shorten(f"for {job.requester.user_name}", 256))
+    embed.add_field(name="Seed", value=str(request.seed))
+    embed.add_field(name="Steps", value=str(request.steps))
+    embed.add_field(name="Size", value=f"{request.width}x{request.height}")
+    if job.duration_s is not None:
+        embed.add_field(name="Time", value=f"{job.duration_s:.1f} s")
+    embed.add_field(name="Job", value=f"#{job.id}")
+    if request.negative_prompt:
+        embed.add_field(name="Leave out", value=texts.shorten(request.negative_prompt, 1000), inline=False)
+    embed.set_image(url=f"attachment://{upload.filename}")
+    if upload.note:
+        embed.set_footer(text=upload.note)
+    return embed
+
+
+def _as_jpeg_under(png: bytes, limit: int) -> bytes:
+    """The image as the best-quality JPEG that fits in `limit` bytes (runs in a thread)."""
+    with Image.open(io.BytesIO(png)) as image:
+        rgb = image.convert("RGB")
+    data = b""
+    for quality in (95, 90, 85, 75, 60, 40):
+        buffer = io.BytesIO()
+        rgb.save(buffer, format="JPEG", quality=quality, optimize=True)
+        data = buffer.getvalue()
+        if len(data) <= limit:
+            break
+    return data

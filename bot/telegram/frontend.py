@@ -1,0 +1,143 @@
+"""The Telegram adapter as `bot/app.py` sees it: a PTB Application that we start and stop ourselves.
+
+We never call `run_polling()`: it owns the event loop and the signals, and majicbot runs Discord, the
+delivery loop and the engine beside Telegram in one loop. So `start()` does what `run_polling()`
+would (initialize, the post-init setup, start, start polling or the webhook) and `stop()` undoes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from telegram import Update
+from telegram.error import InvalidToken, TelegramError
+from telegram.ext import AIORateLimiter, ApplicationBuilder
+
+from bot.delivery import Presenter
+from bot.frontend import FrontendStartError
+from bot.log_setup import SecretRedactor
+from bot.service import BotService
+from bot.settings import LimitsSettings, TelegramSettings
+from bot.telegram.access import AccessPolicy
+from bot.telegram.handlers import COMMANDS, TelegramApp, TelegramHandlers
+from bot.telegram.presenter import TelegramPresenter
+
+logger = logging.getLogger(__name__)
+
+# A RetryAfter (429) is waited out and the call repeated, so flood control delays but loses nothing.
+RATE_LIMIT_RETRIES = 5
+ALLOWED_UPDATES = (Update.MESSAGE, Update.CALLBACK_QUERY)
+# PTB and httpx log request URLs, and the Bot API puts the token in the URL path.
+_TOKEN_LEAKING_LOGGERS = ("telegram", "httpx", "httpcore")
+
+
+class TelegramFrontend:
+    name = "telegram"
+
+    def __init__(self, settings: TelegramSettings, service: BotService, limits: LimitsSettings) -> None:
+        if settings.token is None:
+            raise FrontendStartError("telegram.token is not set; set it or MAJICBOT_TELEGRAM_TOKEN.")
+        self._settings = settings
+        token = settings.token.get_secret_value()
+        secrets = [token]
+        if settings.webhook_secret is not None:
+            secrets.append(settings.webhook_secret.get_secret_value())
+        self._redactor = SecretRedactor(secrets)
+        self._guarded_loggers = _install_redactor(self._redactor)  # before PTB logs its URLs
+        self._app: TelegramApp = (
+            ApplicationBuilder()
+            .token(token)
+            .base_url(settings.base_url)
+            .base_file_url(settings.base_file_url)
+            .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+            .concurrent_updates(True)
+            .build()
+        )
+        self._presenter = TelegramPresenter(self._app.bot, service, settings)
+        TelegramHandlers(service, limits, AccessPolicy.from_settings(settings), self._presenter).register(
+            self._app
+        )
+
+    @property
+    def presenter(self) -> Presenter:
+        return self._presenter
+
+    async def start(self) -> None:
+        """Check the token (getMe), register the commands, then receive updates."""
+        try:
+            await self._app.initialize()
+        except InvalidToken:
+            raise FrontendStartError(
+                "Telegram rejected the bot token (getMe answered 401 Unauthorized or 404). "
+                "Check telegram.token or MAJICBOT_TELEGRAM_TOKEN."
+            ) from None
+        except TelegramError as error:
+            raise FrontendStartError(
+                f"Cannot reach the Telegram Bot API at {_origin(self._settings.base_url)} "
+                f"({self._redactor.redact(str(error))}). Check the network or telegram.base_url."
+            ) from None
+        try:
+            await self._app.bot.set_my_commands(COMMANDS)
+            await self._app.start()
+            await self._start_receiving()
+        except TelegramError as error:
+            await self._shutdown()
+            raise FrontendStartError(
+                f"Telegram refused to start the bot ({self._redactor.redact(str(error))}). "
+                "Check the [telegram] settings."
+            ) from None
+        self._presenter.mark_started()
+        logger.info("Telegram bot @%s is running (%s)", self._app.bot.username, self._settings.mode)
+
+    async def stop(self) -> None:
+        """Stop receiving updates, let in-flight handlers finish, close connections."""
+        await self._presenter.close()
+        await self._shutdown()
+        for guarded in self._guarded_loggers:
+            guarded.removeFilter(self._redactor)
+        logger.info("Telegram bot stopped")
+
+    async def _start_receiving(self) -> None:
+        updater = self._app.updater
+        assert updater is not None
+        if self._settings.mode == "polling":
+            await updater.start_polling(allowed_updates=list(ALLOWED_UPDATES))
+            return
+        assert self._settings.webhook_url is not None and self._settings.webhook_secret is not None
+        await updater.start_webhook(
+            listen=self._settings.webhook_listen,
+            port=self._settings.webhook_port,
+            url_path=urlsplit(self._settings.webhook_url).path.lstrip("/"),
+            webhook_url=self._settings.webhook_url,
+            secret_token=self._settings.webhook_secret.get_secret_value(),
+            allowed_updates=list(ALLOWED_UPDATES),
+        )
+
+    async def _shutdown(self) -> None:
+        updater = self._app.updater
+        if updater is not None and updater.running:
+            await updater.stop()
+        if self._app.running:
+            await self._app.stop()
+        await self._app.shutdown()
+
+
+def _install_redactor(redactor: SecretRedactor) -> list[logging.Logger]:
+    """Put `redactor` on every logger that may write the token (a parent's filter does not see a
+    child's records, so each existing logger under those names gets it)."""
+    names = {
+        name
+        for name in logging.root.manager.loggerDict
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in _TOKEN_LEAKING_LOGGERS)
+    }
+    names.update(_TOKEN_LEAKING_LOGGERS)
+    guarded = [logging.getLogger(name) for name in sorted(names)]
+    for guarded_logger in guarded:
+        guarded_logger.addFilter(redactor)
+    return guarded
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

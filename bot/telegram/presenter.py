@@ -1,0 +1,253 @@
+"""Shows a job's life in Telegram: status message edits, chat actions, the photo, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import math
+import time
+from collections import OrderedDict
+
+from telegram import Bot, Message
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, Forbidden, TelegramError
+
+from bot import texts
+from bot.errors import UserFacingError
+from bot.service import BotService
+from bot.settings import TelegramSettings
+from bot.telegram import keyboards
+from storage.jobs import Job, JobStatus, Platform
+
+logger = logging.getLogger(__name__)
+
+MAX_CAPTION = 1024
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+MAX_PHOTO_SIDES = 10_000
+CHAT_ACTION_EVERY_S = 4.0  # an action shows for about 5 s
+CHAT_ACTION_MAX_S = 30 * 60.0  # a job whose outcome never reaches us must not spin forever
+_REMEMBERED_FINISHED = 1000
+
+
+class TelegramPresenter:
+    """The `bot.delivery.Presenter` for Telegram. One instance per bot, used from one event loop."""
+
+    platform = Platform.TELEGRAM
+
+    def __init__(self, bot: Bot, service: BotService, settings: TelegramSettings) -> None:
+        self._bot = bot
+        self._service = service
+        self._settings = settings
+        self._started = False
+        # Status messages the handlers posted; the row's status_message_id covers restarts.
+        self._status_messages: dict[int, int] = {}
+        self._last_text: dict[int, str] = {}
+        self._last_edit: dict[int, float] = {}
+        self._chat_actions: dict[int, asyncio.Task[None]] = {}
+        self._trailing_edits: dict[int, asyncio.Task[None]] = {}
+        # Jobs finished before their status message was attached (a very fast job): the handler's
+        # late status message is removed when it arrives.
+        self._finished: OrderedDict[int, None] = OrderedDict()
+
+    def mark_started(self) -> None:
+        self._started = True
+
+    async def close(self) -> None:
+        self._started = False
+        tasks = [*self._chat_actions.values(), *self._trailing_edits.values()]
+        self._chat_actions.clear()
+        self._trailing_edits.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- called by the handlers ---------------------------------------------------------------
+    async def attach_status(self, job: Job, message_id: int, text: str) -> None:
+        """The handler posted `message_id` (saying `text`) as `job`'s status message."""
+        if job.id in self._finished:
+            await self._delete(job, message_id)
+            return
+        self._status_messages[job.id] = message_id
+        self._last_text[job.id] = text
+        self._last_edit[job.id] = time.monotonic()
+        await self._service.set_status_message(job.id, str(message_id))
+
+    # -- bot.delivery.Presenter ---------------------------------------------------------------
+    async def show_progress(self, job: Job, eta_s: float | None) -> None:
+        self._require_started()
+        if job.status is JobStatus.RUNNING:
+            self._keep_chat_action(job)
+        message_id = self._status_message(job)
+        if message_id is None:
+            return
+        position: int | None = None
+        if job.status is JobStatus.QUEUED:
+            standing = await self._service.standing(job)
+            job, eta_s, position = standing.job, standing.eta_s, standing.position or None
+        text = texts.progress_text(job, eta_s, position)
+        self._cancel_trailing_edit(job)
+        wait = self._last_edit.get(job.id, -math.inf) + self._edit_interval(job) - time.monotonic()
+        if wait > 0:
+            # Too soon after the last edit: show this text once the interval has passed, unless a
+            # newer change replaces it first.
+            self._trailing_edits[job.id] = asyncio.create_task(
+                self._edit_later(job, message_id, text, wait), name=f"telegram-edit-{job.id}"
+            )
+            return
+        await self._edit(job, message_id, text)
+
+    async def deliver(self, job: Job) -> str | None:
+        self._require_started()
+        self._job_ending(job)
+        try:
+            png = await self._service.image_bytes(job)
+        except UserFacingError as error:  # the file is gone: say so rather than retry forever
+            sent = await self._bot.send_message(_chat_id(job), str(error))
+        else:
+            sent = await self._send_image(job, png)
+        await self._finalise_status(job, delete=True)
+        logger.info("job=%s delivered to telegram chat %s", job.id, job.requester.chat_id)
+        return str(sent.message_id)
+
+    async def report_failure(self, job: Job) -> None:
+        self._require_started()
+        self._job_ending(job)
+        text = texts.failure_text(job)
+        markup = keyboards.retry_keyboard(job)
+        message_id = self._status_message(job)
+        if message_id is not None:
+            try:
+                await self._bot.edit_message_text(
+                    text, chat_id=_chat_id(job), message_id=message_id, reply_markup=markup
+                )
+                self._forget(job)
+                return
+            except BadRequest as error:
+                logger.warning("job=%s could not edit its status message: %s", job.id, error)
+        await self._bot.send_message(_chat_id(job), text, reply_markup=markup)
+        await self._finalise_status(job, delete=True)
+
+    async def report_cancelled(self, job: Job) -> None:
+        self._require_started()
+        self._job_ending(job)
+        message_id = self._status_message(job)
+        if message_id is not None:
+            try:
+                await self._bot.edit_message_text(
+                    texts.cancelled_text(job), chat_id=_chat_id(job), message_id=message_id
+                )
+            except BadRequest as error:
+                logger.info("job=%s could not edit its status message: %s", job.id, error)
+        self._forget(job)
+
+    # -- internals ------------------------------------------------------------------------------
+    async def _send_image(self, job: Job, png: bytes) -> Message:
+        chat_id = _chat_id(job)
+        caption = texts.caption(job, MAX_CAPTION)
+        markup = keyboards.result_keyboard(job)
+        request = job.request
+        if len(png) <= MAX_PHOTO_BYTES and request.width + request.height <= MAX_PHOTO_SIDES:
+            try:
+                return await self._bot.send_photo(
+                    chat_id,
+                    photo=png,
+                    filename=f"majicbot-{job.id}.png",
+                    caption=caption,
+                    reply_markup=markup,
+                )
+            except BadRequest as error:
+                logger.warning("job=%s Telegram refused the photo (%s); sending a document", job.id, error)
+        return await self._bot.send_document(
+            chat_id,
+            document=io.BytesIO(png),
+            filename=f"majicbot-{job.id}-{request.seed}.png",
+            caption=caption,
+            reply_markup=markup,
+        )
+
+    async def _finalise_status(self, job: Job, *, delete: bool) -> None:
+        message_id = self._status_message(job)
+        self._forget(job)
+        if message_id is None:
+            self._finished[job.id] = None
+            while len(self._finished) > _REMEMBERED_FINISHED:
+                self._finished.popitem(last=False)
+            return
+        if delete:
+            await self._delete(job, message_id)
+
+    async def _delete(self, job: Job, message_id: int) -> None:
+        try:
+            await self._bot.delete_message(_chat_id(job), message_id)
+        except TelegramError as error:
+            logger.info("job=%s could not delete its status message: %s", job.id, error)
+
+    def _status_message(self, job: Job) -> int | None:
+        if job.id in self._status_messages:
+            return self._status_messages[job.id]
+        return int(job.status_message_id) if job.status_message_id else None
+
+    def _forget(self, job: Job) -> None:
+        self._status_messages.pop(job.id, None)
+        self._last_text.pop(job.id, None)
+        self._last_edit.pop(job.id, None)
+
+    def _edit_interval(self, job: Job) -> float:
+        if _chat_id(job) > 0:  # Telegram's private chats have positive ids, groups negative
+            return self._settings.progress_interval_private_s
+        return self._settings.progress_interval_group_s
+
+    def _keep_chat_action(self, job: Job) -> None:
+        task = self._chat_actions.get(job.id)
+        if task is None or task.done():
+            self._chat_actions[job.id] = asyncio.create_task(
+                self._chat_action_loop(job), name=f"telegram-chat-action-{job.id}"
+            )
+
+    def _job_ending(self, job: Job) -> None:
+        """The outcome is about to be posted: no more chat actions or progress edits."""
+        task = self._chat_actions.pop(job.id, None)
+        if task is not None:
+            task.cancel()
+        self._cancel_trailing_edit(job)
+
+    def _cancel_trailing_edit(self, job: Job) -> None:
+        task = self._trailing_edits.pop(job.id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _edit_later(self, job: Job, message_id: int, text: str, wait: float) -> None:
+        await asyncio.sleep(wait)
+        self._trailing_edits.pop(job.id, None)
+        await self._edit(job, message_id, text)
+
+    async def _edit(self, job: Job, message_id: int, text: str) -> None:
+        if text == self._last_text.get(job.id):
+            return
+        self._last_text[job.id] = text
+        self._last_edit[job.id] = time.monotonic()
+        try:
+            await self._bot.edit_message_text(text, chat_id=_chat_id(job), message_id=message_id)
+        except TelegramError as error:
+            # A user may delete the status message; progress is a courtesy, the photo still comes.
+            logger.info("job=%s could not edit its status message: %s", job.id, error)
+
+    async def _chat_action_loop(self, job: Job) -> None:
+        deadline = time.monotonic() + CHAT_ACTION_MAX_S
+        while time.monotonic() < deadline:
+            try:
+                await self._bot.send_chat_action(_chat_id(job), ChatAction.UPLOAD_PHOTO)
+            except Forbidden:
+                return  # the user blocked the bot or it left the group
+            except TelegramError as error:
+                logger.debug("job=%s chat action failed: %s", job.id, error)
+            await asyncio.sleep(CHAT_ACTION_EVERY_S)
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError("The Telegram frontend is not running; start it before delivering jobs.")
+
+
+def _chat_id(job: Job) -> int:
+    return int(job.requester.chat_id)

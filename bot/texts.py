@@ -1,0 +1,216 @@
+"""The words both chat adapters show, so Discord and Telegram users read the same sentences.
+
+Plain text only: Telegram sends user-facing text without a parse mode, and nothing here relies on
+Discord's markdown. Adapters add their own layout (embeds, buttons) around these lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from bot.command_parser import KNOWN_FLAGS
+from storage.jobs import FailureKind, Job, JobStatus
+
+if TYPE_CHECKING:
+    from bot.service import Queued, QueueOverview
+
+ELLIPSIS = "…"
+
+FAILURE_REASONS: dict[FailureKind, str] = {
+    FailureKind.OUT_OF_MEMORY: (
+        "the GPU ran out of memory. Try a smaller size (--ar 1:1 or --size 768x768) or fewer --steps."
+    ),
+    FailureKind.TIMEOUT: "it took too long and was stopped. Try fewer --steps or a smaller size.",
+    FailureKind.WORKER_DIED: (
+        "the image worker crashed while drawing it. Try again; if it keeps happening, "
+        "tell the bot's operator."
+    ),
+    FailureKind.MODEL_MISSING: (
+        "the model files are missing on the server. The bot's operator needs to run: majicbot download"
+    ),
+    FailureKind.ERROR: "something went wrong while drawing it. Try again in a moment.",
+}
+
+HELP = f"""majicbot draws pictures from your words on a local GPU (majicflus, a FLUX.1 model).
+
+/imagine <prompt> [flags]: draw a picture, e.g.
+  /imagine a red fox in the snow, golden hour --ar 16:9
+/reroll [seed]: draw your last prompt here again, with a new random seed or the one you give
+/history: your last 10 pictures, with their seeds
+/queue: what is running and where your pictures stand
+/cancel: stop your newest queued or running picture
+/help: this text
+
+Flags (after the prompt): {KNOWN_FLAGS}
+  --seed N: 0 to 4294967295; the same seed and prompt give the same picture
+  --steps N: more steps, more detail, more time
+  --ar W:H: 1:1, 16:9, 9:16, 4:3, 3:4, 3:2 or 2:3 (about one megapixel)
+  --size WxH: exact size in pixels, multiples of 16
+  --no <text>: what to leave out of the picture
+"""
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, ending in an ellipsis when cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - 1)].rstrip() + ELLIPSIS
+
+
+def format_duration(seconds: float) -> str:
+    """Rough, human durations: "12 s", "3 min 20 s", "1 h 5 min"."""
+    total = max(0, round(seconds))
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def eta_phrase(eta_s: float | None) -> str:
+    """ " (about 2 min)" or "" while no timings are known yet."""
+    return "" if eta_s is None else f" (about {format_duration(eta_s)})"
+
+
+def queued_text(queued: Queued) -> str:
+    """The immediate reply to /imagine or /reroll."""
+    job = queued.job
+    lead = f"Job #{job.id}" if queued.created else f"You already asked for this: job #{job.id}"
+    if queued.position == 0:
+        return f"{lead} is running{eta_phrase(queued.eta_s)}."
+    ahead = "nothing ahead of it" if queued.jobs_ahead == 0 else _count(queued.jobs_ahead, "job") + " ahead"
+    return f"{lead} is queued at position {queued.position}, {ahead}{eta_phrase(queued.eta_s)}."
+
+
+def progress_text(job: Job, eta_s: float | None, position: int | None = None) -> str:
+    """The status line a presenter edits while a job waits and runs."""
+    if job.status is JobStatus.RUNNING:
+        if job.progress_step <= 0:
+            return f"Job #{job.id} is starting{eta_phrase(eta_s)}."
+        left = "" if eta_s is None else f", about {format_duration(eta_s)} left"
+        return f"Job #{job.id}: step {job.progress_step} of {job.progress_total}{left}."
+    if job.status is JobStatus.QUEUED:
+        where = "" if position is None else f" at position {position}"
+        return f"Job #{job.id} is queued{where}{eta_phrase(eta_s)}."
+    return final_status_text(job)
+
+
+def final_status_text(job: Job) -> str:
+    """One line for a finished job's status message."""
+    if job.status is JobStatus.DONE:
+        took = "" if job.duration_s is None else f" in {format_duration(job.duration_s)}"
+        return f"Job #{job.id} is done{took}."
+    if job.status is JobStatus.CANCELLED:
+        return f"Job #{job.id} was cancelled."
+    if job.status is JobStatus.FAILED:
+        return failure_text(job)
+    return f"Job #{job.id} is {job.status.value}."
+
+
+def failure_text(job: Job) -> str:
+    """Why a job failed, in one line a user can act on (never the operator's error text)."""
+    reason = FAILURE_REASONS[job.failure_kind or FailureKind.ERROR]
+    return f"Job #{job.id} failed: {reason}"
+
+
+def cancelled_text(job: Job) -> str:
+    return f"Cancelled job #{job.id} ({shorten(job.request.prompt, 60)})."
+
+
+def parameters_line(job: Job) -> str:
+    """seed, steps, size, seconds and id: the facts needed to reproduce or find the picture."""
+    request = job.request
+    parts = [
+        f"seed {request.seed}",
+        f"{request.steps} steps",
+        f"{request.width}x{request.height}",
+    ]
+    if job.duration_s is not None:
+        parts.append(f"{job.duration_s:.1f} s")
+    parts.append(f"job #{job.id}")
+    return " · ".join(parts)
+
+
+def caption(job: Job, limit: int) -> str:
+    """The prompt (shortened to fit) over the parameters line, within `limit` characters."""
+    params = parameters_line(job)
+    room = limit - len(params) - 1
+    if room < 10:
+        return shorten(params, limit)
+    return f"{shorten(job.request.prompt, room)}\n{params}"
+
+
+def details_text(job: Job) -> str:
+    """Everything about a job, for the Details button: full prompt and parameters."""
+    request = job.request
+    lines = [f"Prompt: {request.prompt}"]
+    if request.negative_prompt:
+        lines.append(f"Leave out (--no): {request.negative_prompt}")
+    lines += [
+        f"Seed: {request.seed}",
+        f"Steps: {request.steps}",
+        f"Size: {request.width}x{request.height}",
+        f"Guidance: {request.guidance:g}",
+        f"Job: #{job.id}" + ("" if job.parent_id is None else f" (reroll of #{job.parent_id})"),
+        f"By: {job.requester.user_name}",
+        f"Status: {job.status.value}",
+    ]
+    if job.duration_s is not None:
+        lines.append(f"Took: {job.duration_s:.1f} s")
+    lines.append(f"Again: /reroll {request.seed}")
+    return "\n".join(lines)
+
+
+def history_line(job: Job, prompt_limit: int = 60) -> str:
+    """One /history entry: id, shortened prompt, seed, size and, unless done, the status."""
+    status = "" if job.status is JobStatus.DONE else f" · {job.status.value}"
+    return (
+        f"#{job.id} {shorten(job.request.prompt, prompt_limit)} · seed {job.request.seed} · "
+        f"{job.request.width}x{job.request.height}{status}"
+    )
+
+
+def history_text(jobs: Sequence[Job]) -> str:
+    if not jobs:
+        return "You have no pictures yet. Try: /imagine a lighthouse at dusk"
+    return "Your latest pictures:\n" + "\n".join(history_line(job) for job in jobs)
+
+
+def quota_text(limit: int, active: Sequence[Job]) -> str:
+    listed = ", ".join(f"#{job.id} ({job.status.value})" for job in active)
+    return (
+        f"You already have {_count(len(active), 'job')} waiting or running ({listed}); the limit is "
+        f"{limit}. Wait for one to finish, or stop one with /cancel."
+    )
+
+
+def queue_text(overview: QueueOverview) -> str:
+    """The /queue answer: what runs, how many wait, and where the asker's jobs stand."""
+    lines: list[str] = []
+    if overview.running:
+        running = ", ".join(
+            f"#{job.id} (step {job.progress_step} of {job.progress_total})" for job in overview.running
+        )
+        lines.append(f"Running: {running}.")
+    else:
+        lines.append("Nothing is running.")
+    lines.append(f"Waiting: {_count(overview.queued_total, 'job')}.")
+    if overview.mine:
+        lines.append("Yours:")
+        lines += [f"  {queued_text(queued)}" for queued in overview.mine]
+    else:
+        lines.append("You have nothing queued.")
+    return "\n".join(lines)
+
+
+def not_allowed_text() -> str:
+    """The one polite line for someone outside the allowlists."""
+    return "Sorry, this bot is not available to you here."
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

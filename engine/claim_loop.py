@@ -1,0 +1,291 @@
+"""The claim loop: take the next queued job in fair order, run it in the worker, record what happened.
+
+    claim_next -> worker.run (progress -> record_progress) -> ImageStore.save + mark_done
+                                                           -> mark_failed (out of memory, timeout, error)
+                                                           -> requeue_after_crash (the worker died)
+
+It meets the chat side only through job rows (and a wake-up signal): several hosts may run one each
+against a shared database. The next job is claimed as soon as the worker answers (storing the image and
+marking the job done overlap the next job), so the GPU stays busy back to back; `last_gap_s` is the
+measured idle time between two queued jobs. With the queue empty it waits for `Topic.QUEUED`, at most
+`poll_interval_s`.
+
+Stopping: a job running when `stop` is set is cancelled in the worker and put back in the queue at once
+with `requeue_after_crash` (rows stay truthful, another host can take it). That counts one attempt, so a
+job interrupted by `max_attempts` shutdowns in a row fails with the reason; recovery at the next start
+would count it the same way. A job that finishes while being stopped is stored as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from engine.errors import EngineError, EngineStartError, EngineStopped, JobFailed, WorkerDied
+from engine.messages import GenerationRequest, JobErrorKind, JobSucceeded, StepProgress
+from engine.supervisor import WorkerSupervisor
+from storage.images import ImageStore
+from storage.jobs import FailureKind, Job
+from storage.queue import InvalidTransition, JobNotFound, JobQueue
+from storage.signals import JobSignals, Topic
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FAILURE_KINDS: dict[JobErrorKind, FailureKind] = {
+    JobErrorKind.OUT_OF_MEMORY: FailureKind.OUT_OF_MEMORY,
+    JobErrorKind.TIMEOUT: FailureKind.TIMEOUT,
+    JobErrorKind.ERROR: FailureKind.ERROR,
+}
+"""How a failed run is stored. CANCELLED is not a failure: the row was cancelled, or the job goes back."""
+
+STOPPED_REASON = "The engine stopped while this job ran."
+
+
+def generation_request(job: Job) -> GenerationRequest:
+    """What the worker is asked to draw for a stored job."""
+    r = job.request
+    return GenerationRequest(
+        prompt=r.prompt,
+        negative_prompt=r.negative_prompt,
+        seed=r.seed,
+        steps=r.steps,
+        width=r.width,
+        height=r.height,
+        guidance=r.guidance,
+    )
+
+
+class _ProgressWriter:
+    """Stores the latest step of one job, one write at a time (fast steps are coalesced).
+
+    A write that finds the job no longer running means it was cancelled: the worker is told to stop.
+    """
+
+    def __init__(self, queue: JobQueue, worker: WorkerSupervisor, job_id: int) -> None:
+        self._queue = queue
+        self._worker = worker
+        self._job_id = job_id
+        self._latest: StepProgress | None = None
+        self._wake = asyncio.Event()
+        self._closed = False
+        self.cancelled = False
+        self._task = asyncio.get_running_loop().create_task(self._write())
+
+    def on_step(self, progress: StepProgress) -> None:
+        self._latest = progress
+        self._wake.set()
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            progress, self._latest = self._latest, None
+            if self._closed:
+                return
+            if progress is None:
+                continue
+            try:
+                running = await self._queue.record_progress(self._job_id, progress.step, progress.total)
+            except Exception:
+                logger.exception("job=%d: could not store progress", self._job_id)
+                continue
+            if not running and not self.cancelled:
+                self.cancelled = True
+                logger.info(
+                    "job=%d is no longer running (cancelled); stopping it in the worker", self._job_id
+                )
+                await self._worker.cancel(self._job_id)
+
+    async def close(self) -> None:
+        """Stop writing; a write in flight is finished, not interrupted (it holds a transaction)."""
+        self._closed = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._task, timeout=30)
+        except TimeoutError:
+            logger.error("job=%d: a progress write did not finish within 30 s", self._job_id)
+
+
+class ClaimLoop:
+    """Claims jobs for one worker and records their outcomes. `run(stop)` until `stop` is set."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        images: ImageStore,
+        signals: JobSignals,
+        worker: WorkerSupervisor,
+        *,
+        claimer: str,
+        poll_interval_s: float,
+        stop_timeout_s: float = 30.0,
+    ) -> None:
+        self._queue = queue
+        self._images = images
+        self._signals = signals
+        self._worker = worker
+        self._claimer = claimer
+        self._poll_interval_s = poll_interval_s
+        self._stop_timeout_s = stop_timeout_s
+        self._finishing: set[asyncio.Task[None]] = set()
+        self._previous_end: float | None = None
+        self.last_gap_s: float | None = None
+        """Seconds the worker sat idle between the last two jobs when the second was already queued."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run jobs until `stop` is set; then finish recording and return.
+
+        Returns early if the supervisor was stopped under it. The worker is not stopped here: its owner
+        stops it after this returns.
+        """
+        logger.info("claim loop %s started", self._claimer)
+        try:
+            while not stop.is_set():
+                if not await self._next(stop):
+                    break
+        finally:
+            await self._shutdown()
+
+    async def _next(self, stop: asyncio.Event) -> bool:
+        """One turn: wait for the worker, claim a job and run it (or wait for one). False: give up."""
+        try:
+            ready = await self._until_stopped(self._worker.start(), stop)
+            if ready is None:
+                return False
+            job = await self._queue.claim_next(self._claimer)
+            if job is None:
+                self._previous_end = None  # idle: the next job's start is no gap
+                await self._wait_for_work(stop)
+                return True
+            await self._run_job(job, stop)
+        except EngineStopped:
+            logger.warning("claim loop %s: the engine was stopped; no more jobs are claimed", self._claimer)
+            return False
+        except EngineStartError as exc:
+            logger.error("the engine cannot start, retrying: %s", exc)
+            await self._until_stopped(asyncio.sleep(self._poll_interval_s), stop)
+        except Exception:
+            logger.exception("claim loop %s: unexpected error; going on", self._claimer)
+            await self._until_stopped(asyncio.sleep(self._poll_interval_s), stop)
+        return True
+
+    async def _run_job(self, job: Job, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        if self._previous_end is not None:
+            self.last_gap_s = loop.time() - self._previous_end
+            logger.info("job=%d starts %.1f ms after the previous job", job.id, self.last_gap_s * 1000)
+        logger.info(
+            "job=%d running (attempt %d): %dx%d, %d steps",
+            job.id,
+            job.attempts + 1,
+            job.request.width,
+            job.request.height,
+            job.request.steps,
+        )
+        progress = _ProgressWriter(self._queue, self._worker, job.id)
+        run = loop.create_task(self._worker.run(job.id, generation_request(job), progress.on_step))
+        stopper = loop.create_task(stop.wait())
+        stopping = False
+        try:
+            await asyncio.wait({run, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not run.done():
+                stopping = True
+                logger.info("job=%d: stopping; cancelling it in the worker", job.id)
+                await self._worker.cancel(job.id)
+                # The supervisor kills a worker that ignores the cancel; this bound is a second belt.
+                await asyncio.wait({run}, timeout=self._stop_timeout_s)
+        finally:
+            stopper.cancel()
+            if not run.done():
+                run.cancel()  # run() tells the worker to stop the job
+                await asyncio.gather(run, return_exceptions=True)
+            await progress.close()
+            self._previous_end = loop.time()
+        try:
+            result = run.result()
+        except asyncio.CancelledError:
+            await self._transition(job, self._queue.requeue_after_crash(job.id, STOPPED_REASON))
+        except JobFailed as exc:
+            await self._record_failure(job, exc, cancelled_by_user=progress.cancelled, stopping=stopping)
+        except (WorkerDied, EngineError) as exc:
+            reason = exc.reason if isinstance(exc, WorkerDied) else str(exc)
+            await self._transition(job, self._queue.requeue_after_crash(job.id, reason))
+        else:
+            task = loop.create_task(self._store(job, result))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+
+    async def _record_failure(
+        self, job: Job, failure: JobFailed, *, cancelled_by_user: bool, stopping: bool
+    ) -> None:
+        if failure.kind is JobErrorKind.CANCELLED:
+            if cancelled_by_user:
+                logger.info("job=%d cancelled", job.id)
+                return
+            # Not asked for by the job's row: the engine is stopping. If the row was cancelled
+            # meanwhile, the transition is refused and nothing changes.
+            reason = STOPPED_REASON if stopping else failure.message
+            await self._transition(job, self._queue.requeue_after_crash(job.id, reason))
+            return
+        kind = FAILURE_KINDS[failure.kind]
+        await self._transition(job, self._queue.mark_failed(job.id, kind, failure.message))
+
+    async def _store(self, job: Job, result: JobSucceeded) -> None:
+        """Write the PNG and mark the job done (overlapping the next job's run)."""
+        try:
+            image = await self._images.save(job.id, job.request.seed, result.png)
+        except Exception as exc:
+            logger.exception("job=%d: the image could not be stored", job.id)
+            await self._transition(
+                job,
+                self._queue.mark_failed(
+                    job.id,
+                    FailureKind.ERROR,
+                    f"The image could not be stored: {exc}. Check the data directory.",
+                ),
+            )
+            return
+        await self._transition(
+            job,
+            self._queue.mark_done(job.id, image, duration_s=result.seconds, step_seconds=result.step_seconds),
+        )
+
+    async def _transition(self, job: Job, change: Awaitable[Job]) -> None:
+        """Apply one status change; a job cancelled or removed meanwhile keeps what it has."""
+        try:
+            after = await change
+        except (InvalidTransition, JobNotFound) as exc:
+            logger.info("job=%d changed meanwhile; leaving it as it is (%s)", job.id, exc)
+            return
+        except Exception:
+            logger.exception("job=%d: could not record its outcome", job.id)
+            return
+        logger.info("job=%d is now %s", job.id, after.status.value)
+
+    async def _wait_for_work(self, stop: asyncio.Event) -> None:
+        await self._until_stopped(self._signals.wait(Topic.QUEUED, self._poll_interval_s), stop)
+
+    async def _until_stopped(self, work: Awaitable[T], stop: asyncio.Event) -> T | None:
+        """`work`'s result, or None (with `work` cancelled) if `stop` is set first."""
+        task = asyncio.ensure_future(work)
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+
+    async def _shutdown(self) -> None:
+        """Finish storing results already made (bounded), then return."""
+        if self._finishing:
+            logger.info("claim loop %s: storing %d finished jobs", self._claimer, len(self._finishing))
+            await asyncio.wait(set(self._finishing), timeout=self._stop_timeout_s)
+        logger.info("claim loop %s stopped", self._claimer)

@@ -1,0 +1,111 @@
+"""The PNG a job produces, with how it was made written into text chunks.
+
+Anyone holding the file can see the prompt, seed and settings that reproduce it (as `majicbot generate`
+flags). Encoding is deterministic: the same image and metadata give the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+from engine.messages import GenerationRequest
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+
+def majicbot_version() -> str:
+    try:
+        return version("majicbot")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class PngMetadata:
+    """What goes into the PNG's text chunks."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int
+    width: int
+    height: int
+    guidance: float
+    model: str  # the model file names
+    strategy: str  # the memory strategy the image was made with
+    version: str
+
+    @classmethod
+    def for_request(cls, request: GenerationRequest, *, model: str, strategy: str) -> PngMetadata:
+        return cls(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            seed=request.seed,
+            steps=request.steps,
+            width=request.width,
+            height=request.height,
+            guidance=request.guidance,
+            model=model,
+            strategy=strategy,
+            version=majicbot_version(),
+        )
+
+    def chunks(self) -> tuple[tuple[str, str], ...]:
+        """(keyword, text) pairs in a fixed order."""
+        return (
+            ("prompt", self.prompt),
+            ("negative_prompt", self.negative_prompt),
+            ("seed", str(self.seed)),
+            ("steps", str(self.steps)),
+            ("size", f"{self.width}x{self.height}"),
+            ("guidance", repr(self.guidance)),
+            ("model", self.model),
+            ("memory_strategy", self.strategy),
+            ("Software", f"majicbot {self.version}"),
+        )
+
+    @classmethod
+    def from_chunks(cls, text: dict[str, str]) -> PngMetadata:
+        """Parse what `chunks` wrote; raises KeyError or ValueError for a PNG majicbot did not write."""
+        width, _, height = text["size"].partition("x")
+        return cls(
+            prompt=text["prompt"],
+            negative_prompt=text["negative_prompt"],
+            seed=int(text["seed"]),
+            steps=int(text["steps"]),
+            width=int(width),
+            height=int(height),
+            guidance=float(text["guidance"]),
+            model=text["model"],
+            strategy=text["memory_strategy"],
+            version=text["Software"].removeprefix("majicbot "),
+        )
+
+
+def encode_png(image: Image, metadata: PngMetadata) -> bytes:
+    """The image as PNG bytes with the metadata as text chunks (iTXt where the text is not Latin-1).
+
+    CPU-bound (about 0.1-0.5 s at 1024x1024): call it in the worker process or a thread, never in the
+    event loop.
+    """
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for keyword, text in metadata.chunks():
+        info.add_text(keyword, text)
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG", pnginfo=info, compress_level=6)
+    return buffer.getvalue()
+
+
+def read_metadata(png: bytes) -> PngMetadata:
+    """The metadata `encode_png` wrote (for tests, `/details` and tools)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        text = dict(getattr(image, "text", {}))
+    return PngMetadata.from_chunks(text)

@@ -1,0 +1,135 @@
+"""The job table as SQLAlchemy 2 typed models. Only `storage/` sees rows; everyone else gets `Job`.
+
+The Alembic versions in `storage/migrations/versions/` create exactly this schema (a test compares them).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Constraint names are fixed so later migrations can refer to them on every dialect.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# 64-bit ids on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-numbered rowid.
+JOB_ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect (SQLite stores them without an offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"{value!r} has no timezone; pass an aware datetime such as datetime.now(UTC).")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class JobRow(Base):
+    """One image job: who asked, what to draw, and where it stands."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(JOB_ID_TYPE, primary_key=True)
+    # who asked, and where the answer goes
+    platform: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(64))
+    guild_id: Mapped[str | None] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    user_name: Mapped[str] = mapped_column(String(256))
+    # what to draw
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    steps: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    guidance: Mapped[float] = mapped_column(Float)
+    parent_id: Mapped[int | None] = mapped_column(JOB_ID_TYPE, ForeignKey("jobs.id", ondelete="SET NULL"))
+    dedupe_key: Mapped[str | None] = mapped_column(String(256))
+    # where it stands
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    failure_kind: Mapped[str | None] = mapped_column(String(32))
+    claimed_by: Mapped[str | None] = mapped_column(String(256))
+    progress_step: Mapped[int] = mapped_column(Integer)
+    progress_total: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # the outcome
+    result_path: Mapped[str | None] = mapped_column(Text)
+    result_sha256: Mapped[str | None] = mapped_column(String(64))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    step_seconds: Mapped[float | None] = mapped_column(Float)
+    # the platform messages that show this job (to edit progress, to find the job from a button)
+    status_message_id: Mapped[str | None] = mapped_column(String(64))
+    result_message_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="status_known"
+        ),
+        CheckConstraint("platform IN ('discord', 'telegram', 'cli')", name="platform_known"),
+        # the queue (claim, positions, running, recovery)
+        Index("ix_jobs_status_id", "status", "id"),
+        # fair order: when each user last started a job
+        Index("ix_jobs_user_started", "platform", "user_id", "started_at"),
+        # history, active jobs (quotas)
+        Index("ix_jobs_user_created", "platform", "user_id", "created_at"),
+        # /reroll: the user's last job in a chat
+        Index("ix_jobs_chat_user_created", "platform", "chat_id", "user_id", "created_at"),
+        # delivery: changed rows, and final rows not yet delivered
+        Index("ix_jobs_updated_at", "updated_at"),
+        Index("ix_jobs_delivered_status", "delivered_at", "status"),
+        Index("ix_jobs_parent_id", "parent_id"),
+        # At most one active job per dedupe key (a double-pressed button queues one job).
+        Index(
+            "uq_jobs_active_dedupe_key",
+            "dedupe_key",
+            unique=True,
+            sqlite_where=text("dedupe_key IS NOT NULL AND status IN ('queued', 'running')"),
+            postgresql_where=text("dedupe_key IS NOT NULL AND status IN ('queued', 'running')"),
+        ),
+        # Ids are never reused on SQLite, so an old button can never point at a newer job.
+        {"sqlite_autoincrement": True},
+    )

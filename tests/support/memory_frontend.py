@@ -1,0 +1,91 @@
+"""An in-memory chat adapter: the one place a fake front end is fine (app and delivery tests).
+
+`RecordingPresenter` records every call the delivery loop makes and lets a test wait for a condition
+on those calls; `MemoryFrontend` wraps one in the `bot.frontend.Frontend` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from storage.jobs import Job, JobStatus, Platform
+
+WAIT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Call:
+    kind: str  # "progress", "deliver", "failure" or "cancelled"
+    job_id: int
+    status: JobStatus
+    step: int = 0
+    eta_s: float | None = None
+
+
+@dataclass
+class RecordingPresenter:
+    """Records every call; `failures` makes the next outcome posts raise, `hang` makes them never return."""
+
+    platform: Platform = Platform.TELEGRAM
+    failures: int = 0
+    hang: bool = False
+    calls: list[Call] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def show_progress(self, job: Job, eta_s: float | None) -> None:
+        await self._record(Call("progress", job.id, job.status, job.progress_step, eta_s))
+
+    async def deliver(self, job: Job) -> str | None:
+        await self._record(Call("deliver", job.id, job.status))
+        await self._maybe_fail()
+        return f"message-{job.id}"
+
+    async def report_failure(self, job: Job) -> None:
+        await self._record(Call("failure", job.id, job.status))
+        await self._maybe_fail()
+
+    async def report_cancelled(self, job: Job) -> None:
+        await self._record(Call("cancelled", job.id, job.status))
+        await self._maybe_fail()
+
+    def of(self, kind: str, job_id: int | None = None) -> list[Call]:
+        return [c for c in self.calls if c.kind == kind and (job_id is None or c.job_id == job_id)]
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Until `predicate()` holds after some call; TimeoutError after WAIT_S."""
+        async with asyncio.timeout(WAIT_S), self.changed:
+            await self.changed.wait_for(predicate)
+
+    async def _record(self, call: Call) -> None:
+        async with self.changed:
+            self.calls.append(call)
+            self.changed.notify_all()
+
+    async def _maybe_fail(self) -> None:
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("the platform is down")
+
+
+class MemoryFrontend:
+    """A `Frontend` with no platform behind it; records start and stop."""
+
+    def __init__(self, platform: Platform = Platform.TELEGRAM) -> None:
+        self.name = f"memory-{platform.value}"
+        self._presenter = RecordingPresenter(platform=platform)
+        self.started = False
+        self.stopped = False
+
+    @property
+    def presenter(self) -> RecordingPresenter:
+        return self._presenter
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True

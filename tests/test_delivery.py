@@ -1,0 +1,234 @@
+"""DeliveryLoop against a real SQLite queue, with a presenter that records what it was asked to show."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.delivery import DeliveryLoop
+from storage.database import Database
+from storage.images import ImageStore
+from storage.jobs import FailureKind, Job, JobStatus, Platform
+from storage.queue import JobQueue
+from storage.signals import LocalSignals, Topic
+from tests.support.memory_frontend import WAIT_S, RecordingPresenter
+from tests.support.new_jobs import NewJobFactory
+
+
+@contextlib.asynccontextmanager
+async def running(loop: DeliveryLoop) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        async with asyncio.timeout(WAIT_S):
+            await task
+
+
+async def wait_delivered(queue: JobQueue, signals: LocalSignals, job_id: int) -> Job:
+    """Until the row says delivered (bounded); mark_delivered signals UPDATED, the timeout is a backstop."""
+    async with asyncio.timeout(WAIT_S):
+        while (job := await queue.get(job_id)).delivered_at is None:
+            await signals.wait(Topic.UPDATED, 0.05)
+    return job
+
+
+async def finished_job(
+    queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory, **kwargs: object
+) -> Job:
+    job = (await queue.enqueue(make_new_job(**kwargs))).job  # type: ignore[arg-type]
+    claimed = await queue.claim_next("test")
+    assert claimed is not None and claimed.id == job.id
+    stored = await image_store.save(job.id, job.request.seed, b"png")
+    return await queue.mark_done(job.id, stored, duration_s=2.0, step_seconds=0.25)
+
+
+def make_loop(
+    queue: JobQueue, signals: LocalSignals, *presenters: RecordingPresenter, **kwargs: object
+) -> DeliveryLoop:
+    options: dict[str, object] = {"poll_interval_s": 0.05, "retry_backoff_s": (0.01, 0.05)}
+    options.update(kwargs)
+    return DeliveryLoop(queue, signals, list(presenters), **options)  # type: ignore[arg-type]
+
+
+async def test_done_job_is_delivered_once(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    presenter = RecordingPresenter()
+    loop = make_loop(queue, signals, presenter)
+    done = await finished_job(queue, image_store, make_new_job)
+    await loop.run_once()
+    delivered = await queue.get(done.id)
+    assert delivered.delivered_at is not None
+    assert delivered.result_message_id == f"message-{done.id}"
+    await loop.run_once()
+    await loop.run_once()
+    assert [c.kind for c in presenter.calls] == ["deliver"]
+
+
+async def test_delivered_once_across_a_restart_of_the_loop(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    first_presenter = RecordingPresenter()
+    async with running(make_loop(queue, signals, first_presenter)):
+        first = await finished_job(queue, image_store, make_new_job)
+        await wait_delivered(queue, signals, first.id)
+    # Finished while no loop ran (the chat process was down): the next loop delivers it, only it.
+    second = await finished_job(queue, image_store, make_new_job, user_id="2")
+    second_presenter = RecordingPresenter()
+    async with running(make_loop(queue, signals, second_presenter)):
+        await wait_delivered(queue, signals, second.id)
+    # (The first loop may also have shown the jobs' progress while they ran.)
+    assert [c.job_id for c in first_presenter.of("deliver")] == [first.id]
+    assert [c.job_id for c in second_presenter.of("deliver")] == [second.id]
+
+
+async def test_failure_and_cancel_are_reported(
+    queue: JobQueue, signals: LocalSignals, make_new_job: NewJobFactory
+) -> None:
+    presenter = RecordingPresenter()
+    failing = (await queue.enqueue(make_new_job(prompt="fails"))).job
+    assert await queue.claim_next("test") is not None
+    await queue.mark_failed(failing.id, FailureKind.OUT_OF_MEMORY, "CUDA out of memory")
+    cancelled = (await queue.enqueue(make_new_job(prompt="cancelled", user_id="2"))).job
+    await queue.cancel(cancelled.id)
+    await make_loop(queue, signals, presenter).run_once()
+    assert [(c.kind, c.job_id, c.status) for c in presenter.calls] == [
+        ("failure", failing.id, JobStatus.FAILED),
+        ("cancelled", cancelled.id, JobStatus.CANCELLED),
+    ]
+    assert (await queue.get(failing.id)).delivered_at is not None
+    assert (await queue.get(cancelled.id)).delivered_at is not None
+
+
+async def test_a_failing_presenter_is_retried_and_others_go_on(
+    queue: JobQueue,
+    signals: LocalSignals,
+    image_store: ImageStore,
+    make_new_job: NewJobFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    telegram = RecordingPresenter(failures=2)
+    discord = RecordingPresenter(platform=Platform.DISCORD)
+    flaky = await finished_job(queue, image_store, make_new_job)
+    steady = await finished_job(queue, image_store, make_new_job, platform=Platform.DISCORD)
+    with caplog.at_level(logging.ERROR, logger="bot.delivery"):
+        async with running(make_loop(queue, signals, telegram, discord)):
+            await wait_delivered(queue, signals, steady.id)
+            await wait_delivered(queue, signals, flaky.id)
+    assert len(telegram.of("deliver", flaky.id)) == 3
+    assert len(discord.of("deliver", steady.id)) == 1
+    failures = [r.getMessage() for r in caplog.records if "delivering failed" in r.getMessage()]
+    assert len(failures) == 2
+    assert all(message.endswith(f"job={flaky.id}") for message in failures)
+
+
+async def test_gives_up_after_the_last_attempt(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    presenter = RecordingPresenter(failures=100)
+    job = await finished_job(queue, image_store, make_new_job)
+    async with running(make_loop(queue, signals, presenter, max_delivery_attempts=3)):
+        delivered = await wait_delivered(queue, signals, job.id)
+    assert len(presenter.of("deliver")) == 3
+    assert delivered.result_message_id is None
+
+
+async def test_a_hanging_presenter_times_out_and_is_retried(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    presenter = RecordingPresenter(hang=True)
+    job = await finished_job(queue, image_store, make_new_job)
+    async with running(make_loop(queue, signals, presenter, call_timeout_s=0.05)):
+        await presenter.wait_until(lambda: len(presenter.of("deliver")) >= 2)
+        presenter.hang = False
+        await wait_delivered(queue, signals, job.id)
+
+
+async def test_progress_for_positions_and_steps(
+    queue: JobQueue, signals: LocalSignals, make_new_job: NewJobFactory
+) -> None:
+    presenter = RecordingPresenter()
+    loop = make_loop(queue, signals, presenter)
+    first = (await queue.enqueue(make_new_job(user_id="1"))).job
+    second = (await queue.enqueue(make_new_job(user_id="2"))).job
+    await loop.run_once()
+    assert [(c.job_id, c.status) for c in presenter.of("progress")] == [
+        (first.id, JobStatus.QUEUED),
+        (second.id, JobStatus.QUEUED),
+    ]
+    await loop.run_once()  # nothing changed: nothing shown
+    assert len(presenter.of("progress")) == 2
+
+    assert await queue.claim_next("test") is not None  # first runs; second moves up to position 1
+    await loop.run_once()
+    assert [(c.job_id, c.status, c.step) for c in presenter.of("progress")[2:]] == [
+        (first.id, JobStatus.RUNNING, 0),
+        (second.id, JobStatus.QUEUED, 0),
+    ]
+    await queue.record_progress(first.id, 1, 4)
+    await loop.run_once()
+    await queue.record_progress(first.id, 2, 4)
+    await loop.run_once()
+    await loop.run_once()
+    steps = [c.step for c in presenter.of("progress", first.id)]
+    assert steps == [0, 0, 1, 2]
+
+
+async def test_eta_is_passed_once_timings_are_known(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    presenter = RecordingPresenter()
+    await finished_job(queue, image_store, make_new_job)  # 4 steps x 0.25 s + 1 s
+    waiting = (await queue.enqueue(make_new_job())).job
+    await make_loop(queue, signals, presenter).run_once()
+    (call,) = presenter.of("progress", waiting.id)
+    assert call.eta_s == pytest.approx(2.0)
+
+
+async def test_only_platforms_with_a_presenter_are_served(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    presenter = RecordingPresenter(platform=Platform.TELEGRAM)
+    discord_job = await finished_job(queue, image_store, make_new_job, platform=Platform.DISCORD)
+    await queue.enqueue(make_new_job(platform=Platform.DISCORD, user_id="2"))
+    await make_loop(queue, signals, presenter).run_once()
+    assert presenter.calls == []
+    assert (await queue.get(discord_job.id)).delivered_at is None
+
+
+class ObservedSignals(LocalSignals):
+    """LocalSignals that tell the test when someone has started waiting for UPDATED."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+
+    async def wait(self, topic: Topic, timeout: float) -> bool:  # noqa: ASYNC109 (the protocol's)
+        if topic is Topic.UPDATED:
+            self.waiting.set()  # set before the wait below registers, with no await in between
+        return await super().wait(topic, timeout)
+
+
+async def test_wakes_on_the_updated_signal(
+    database: Database, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    signals = ObservedSignals()
+    queue = JobQueue(database, signals, max_attempts=2)
+    presenter = RecordingPresenter()
+    job = (await queue.enqueue(make_new_job())).job
+    assert await queue.claim_next("test") is not None
+    stored = await image_store.save(job.id, job.request.seed, b"png")
+    # A poll interval far longer than the wait: only the signal can deliver in time.
+    async with running(make_loop(queue, signals, presenter, poll_interval_s=60.0)):
+        async with asyncio.timeout(WAIT_S):
+            await signals.waiting.wait()
+        await queue.mark_done(job.id, stored, duration_s=1.0, step_seconds=0.25)
+        await wait_delivered(queue, signals, job.id)
+    assert [c.kind for c in presenter.calls] == ["progress", "deliver"]

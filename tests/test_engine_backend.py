@@ -1,0 +1,33 @@
+"""How `engine.backend` is resolved (without spawning a worker)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from engine.backend import DIFFSYNTH_FACTORY, factory_path, resolve_factory
+from engine.errors import EngineStartError
+
+
+def test_diffsynth_names_the_real_backend_lazily() -> None:
+    assert factory_path("diffsynth") == tuple(DIFFSYNTH_FACTORY.split(":"))
+
+
+@pytest.mark.parametrize("bad", ["", "nocolon", "module:", ":factory", "module:not an identifier"])
+def test_malformed_settings_are_refused_with_the_expected_form(bad: str) -> None:
+    with pytest.raises(EngineStartError, match=re.escape('"package.module:factory"')):
+        factory_path(bad)
+
+
+def test_a_missing_module_or_factory_is_named() -> None:
+    with pytest.raises(EngineStartError, match="could not be imported"):
+        resolve_factory("no_such_module_here:create")
+    with pytest.raises(EngineStartError, match="has no callable 'nothing'"):
+        resolve_factory("engine.messages:nothing")
+
+
+def test_an_import_path_resolves_to_its_factory() -> None:
+    from tests.support import tiny_backend
+
+    assert resolve_factory("tests.support.tiny_backend:create_backend") is tiny_backend.create_backend

@@ -1,0 +1,222 @@
+"""The claim loop end to end: the real queue on a SQLite file, the real image store, a real worker process
+(tiny CPU backend, shared by the module), outcomes read back from the rows."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+import pytest_asyncio
+
+from engine.claim_loop import STOPPED_REASON, ClaimLoop
+from engine.png_metadata import read_metadata
+from engine.settings import EngineSettings
+from engine.supervisor import WorkerSupervisor
+from storage.database import Database
+from storage.images import ImageStore
+from storage.jobs import FailureKind, Job, JobStatus
+from storage.queue import JobQueue
+from storage.signals import LocalSignals, Topic
+from tests.support.new_jobs import NewJobFactory
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+BOUND_S = 30
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def worker() -> AsyncIterator[WorkerSupervisor]:
+    settings = EngineSettings(
+        backend="tests.support.tiny_backend:create_backend", restart_backoff_s=(0.05, 0.5), load_timeout_s=60
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TINY_BACKEND_STEP_S", "0.2")
+        supervisor = WorkerSupervisor(settings, answer_grace_s=5)
+        async with asyncio.timeout(60):
+            await supervisor.start()
+    yield supervisor
+    async with asyncio.timeout(BOUND_S):
+        await supervisor.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def database(db_url: str) -> AsyncIterator[Database]:
+    """conftest's database, opened in this module's event loop (the worker fixture lives in it)."""
+    db = Database(db_url)
+    await db.upgrade()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+@asynccontextmanager
+async def claiming(
+    queue: JobQueue,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    *,
+    poll_interval_s: float = 0.5,
+) -> AsyncIterator[ClaimLoop]:
+    claim_loop = ClaimLoop(
+        queue, image_store, signals, worker, claimer="test-host:1", poll_interval_s=poll_interval_s
+    )
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(claim_loop.run(stop))
+    try:
+        yield claim_loop
+    finally:
+        stop.set()
+        async with asyncio.timeout(BOUND_S):
+            await task
+
+
+async def wait_until(
+    signals: LocalSignals, condition: Callable[[], Awaitable[bool]], limit_s: float = BOUND_S
+) -> None:
+    async with asyncio.timeout(limit_s):
+        while not await condition():
+            await signals.wait(Topic.UPDATED, 0.1)
+
+
+async def all_final(queue: JobQueue, jobs: list[Job]) -> bool:
+    return all([(await queue.get(j.id)).is_final for j in jobs])
+
+
+async def test_jobs_run_in_fair_order_back_to_back_and_images_are_stored(
+    queue: JobQueue,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+) -> None:
+    jobs = [
+        (await queue.enqueue(make_new_job(user_id=user, prompt=f"picture {n} of {user}", seed=n))).job
+        for n, user in enumerate(["alice", "alice", "alice", "bob", "bob", "carol"], start=1)
+    ]
+    expected_order = [j.id for j in await queue.queued_in_fair_order()]
+    async with claiming(queue, image_store, signals, worker) as claim_loop:
+        await wait_until(signals, lambda: all_final(queue, jobs))
+    done = [await queue.get(j.id) for j in jobs]
+    assert {j.status for j in done} == {JobStatus.DONE}
+    started = sorted(done, key=lambda j: (j.started_at, j.id))
+    assert [j.id for j in started] == expected_order
+    assert [j.requester.user_id for j in started][:3] == ["alice", "bob", "carol"]
+    for job in done:
+        assert job.result_path is not None
+        png = await image_store.read(job.result_path)
+        assert hashlib.sha256(png).hexdigest() == job.result_sha256
+        assert read_metadata(png).prompt == job.request.prompt
+        assert job.duration_s is not None and job.duration_s > 0
+        assert job.step_seconds is not None and job.step_seconds > 0
+        assert job.progress_step == job.request.steps
+    # Five of the six jobs started while another was queued: the idle time between them was measured.
+    assert claim_loop.last_gap_s is not None
+    print(f"gap between back-to-back jobs: {claim_loop.last_gap_s * 1000:.1f} ms")
+    assert claim_loop.last_gap_s < 1.0
+
+
+async def test_an_idle_loop_wakes_up_on_the_queued_signal(
+    queue: JobQueue,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+) -> None:
+    # A poll interval far beyond the bound: only the signal can start the job in time.
+    async with claiming(queue, image_store, signals, worker, poll_interval_s=600):
+        await asyncio.sleep(0.2)  # let the loop find the queue empty and start waiting
+        job = (await queue.enqueue(make_new_job())).job
+        await wait_until(signals, lambda: all_final(queue, [job]), limit_s=10)
+    assert (await queue.get(job.id)).status is JobStatus.DONE
+
+
+async def test_failures_are_stored_with_their_kind_and_reason(
+    queue: JobQueue,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+) -> None:
+    boom = (await queue.enqueue(make_new_job(user_id="1", prompt="[boom]"))).job
+    oom = (await queue.enqueue(make_new_job(user_id="2", prompt="huge [oom2]"))).job
+    fine = (await queue.enqueue(make_new_job(user_id="3"))).job
+    async with claiming(queue, image_store, signals, worker):
+        await wait_until(signals, lambda: all_final(queue, [boom, oom, fine]))
+    boom, oom, fine = [await queue.get(j.id) for j in (boom, oom, fine)]
+    assert (boom.status, boom.failure_kind) == (JobStatus.FAILED, FailureKind.ERROR)
+    assert boom.error is not None and "boom" in boom.error
+    assert (oom.status, oom.failure_kind) == (JobStatus.FAILED, FailureKind.OUT_OF_MEMORY)
+    assert oom.error is not None and "ran out of memory" in oom.error
+    assert fine.status is JobStatus.DONE
+
+
+async def test_a_job_whose_worker_dies_is_requeued_once_then_failed_with_the_reason(
+    queue: JobQueue,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+) -> None:
+    crash = (await queue.enqueue(make_new_job(user_id="1", prompt="[crash]"))).job
+    fine = (await queue.enqueue(make_new_job(user_id="2"))).job
+    async with claiming(queue, image_store, signals, worker):
+        await wait_until(signals, lambda: all_final(queue, [crash, fine]))
+    crash, fine = await queue.get(crash.id), await queue.get(fine.id)
+    assert (crash.status, crash.failure_kind, crash.attempts) == (
+        JobStatus.FAILED,
+        FailureKind.WORKER_DIED,
+        2,
+    )
+    assert crash.error is not None and "killed by signal SIGKILL" in crash.error
+    assert fine.status is JobStatus.DONE
+
+
+async def test_cancelling_a_running_job_stops_it_in_the_worker(
+    queue: JobQueue,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+) -> None:
+    slow = (await queue.enqueue(make_new_job(user_id="1", prompt="[slow]", steps=100))).job
+    async with claiming(queue, image_store, signals, worker):
+
+        async def slow_has_progress() -> bool:
+            return (await queue.get(slow.id)).progress_step >= 1
+
+        await wait_until(signals, slow_has_progress)
+        await queue.cancel(slow.id)
+        # 100 steps would take 20 s; the next job is done long before that.
+        after = (await queue.enqueue(make_new_job(user_id="2"))).job
+        await wait_until(signals, lambda: all_final(queue, [after]), limit_s=10)
+    assert (await queue.get(slow.id)).status is JobStatus.CANCELLED
+    assert (await queue.get(after.id)).status is JobStatus.DONE
+
+
+async def test_stopping_puts_the_running_job_back_in_the_queue(
+    queue: JobQueue,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+) -> None:
+    slow = (await queue.enqueue(make_new_job(prompt="[slow]", steps=100))).job
+    loop = asyncio.get_running_loop()
+    async with claiming(queue, image_store, signals, worker):
+
+        async def slow_has_progress() -> bool:
+            return (await queue.get(slow.id)).progress_step >= 1
+
+        await wait_until(signals, slow_has_progress)
+        stopping_at = loop.time()
+    assert loop.time() - stopping_at < 5
+    back = await queue.get(slow.id)
+    assert (back.status, back.attempts, back.error) == (JobStatus.QUEUED, 1, STOPPED_REASON)
+    # The worker is free again for whoever claims next.
+    async with asyncio.timeout(BOUND_S):
+        assert (await worker.start()).model == "tiny.safetensors"

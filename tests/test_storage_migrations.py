@@ -1,0 +1,75 @@
+"""Migrations from an empty file, SQLite's settings, and the models matching the migrated schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, text
+
+from storage.database import MIGRATIONS_DIR, Database
+from storage.tables import Base
+
+
+def head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+async def scalar(database: Database, sql: str) -> object:
+    async with database.engine.connect() as connection:
+        return (await connection.execute(text(sql))).scalar_one()
+
+
+async def test_upgrade_from_empty_creates_the_tables_and_records_head(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "majicbot.db"
+    database = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        await database.upgrade()
+        async with database.engine.connect() as connection:
+            tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+        assert {"jobs", "alembic_version"} <= tables
+        assert await scalar(database, "SELECT version_num FROM alembic_version") == head_revision()
+    finally:
+        await database.close()
+    assert path.is_file(), "the parent directories of the database file are created"
+
+
+async def test_upgrade_twice_is_a_no_op(database: Database) -> None:
+    async with database.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO jobs (platform, chat_id, user_id, user_name, prompt, negative_prompt, seed,"
+                " steps, width, height, guidance, status, attempts, progress_step, progress_total,"
+                " created_at, updated_at) VALUES ('cli', 'c', 'u', 'n', 'p', '', 1, 4, 64, 64, 3.5,"
+                " 'queued', 0, 0, 4, '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')"
+            )
+        )
+    await database.upgrade()
+    assert await scalar(database, "SELECT count(*) FROM jobs") == 1
+    assert await scalar(database, "SELECT count(*) FROM alembic_version") == 1
+
+
+async def test_sqlite_runs_in_wal_with_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", busy_timeout_ms=1234)
+    try:
+        assert await scalar(database, "PRAGMA journal_mode") == "wal"
+        assert await scalar(database, "PRAGMA foreign_keys") == 1
+        assert await scalar(database, "PRAGMA busy_timeout") == 1234
+    finally:
+        await database.close()
+
+
+async def test_the_models_match_the_migrated_schema(database: Database) -> None:
+    def differences(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+    async with database.engine.connect() as connection:
+        assert await connection.run_sync(differences) == []
