@@ -11,9 +11,9 @@ measured idle time between two queued jobs. With the queue empty it waits for `T
 `poll_interval_s`.
 
 Stopping: a job running when `stop` is set is cancelled in the worker and put back in the queue at once
-with `requeue_after_crash` (rows stay truthful, another host can take it). That counts one attempt, so a
-job interrupted by `max_attempts` shutdowns in a row fails with the reason; recovery at the next start
-would count it the same way. A job that finishes while being stopped is stored as done.
+with `release` (rows stay truthful, another host can take it). A deliberate stop is not the job's fault,
+so it costs no attempt; only a worker that died (or a crash, found by `recover()` at the next start)
+does. A job that finishes while being stopped is stored as done.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ FAILURE_KINDS: dict[JobErrorKind, FailureKind] = {
 }
 """How a failed run is stored. CANCELLED is not a failure: the row was cancelled, or the job goes back."""
 
-STOPPED_REASON = "The engine stopped while this job ran."
 
 
 def generation_request(job: Job) -> GenerationRequest:
@@ -208,7 +207,7 @@ class ClaimLoop:
         try:
             result = run.result()
         except asyncio.CancelledError:
-            await self._transition(job, self._queue.requeue_after_crash(job.id, STOPPED_REASON))
+            await self._transition(job, self._queue.release(job.id))
         except JobFailed as exc:
             await self._record_failure(job, exc, cancelled_by_user=progress.cancelled, stopping=stopping)
         except (WorkerDied, EngineError) as exc:
@@ -228,8 +227,10 @@ class ClaimLoop:
                 return
             # Not asked for by the job's row: the engine is stopping. If the row was cancelled
             # meanwhile, the transition is refused and nothing changes.
-            reason = STOPPED_REASON if stopping else failure.message
-            await self._transition(job, self._queue.requeue_after_crash(job.id, reason))
+            if stopping:
+                await self._transition(job, self._queue.release(job.id))
+            else:
+                await self._transition(job, self._queue.requeue_after_crash(job.id, failure.message))
             return
         kind = FAILURE_KINDS[failure.kind]
         await self._transition(job, self._queue.mark_failed(job.id, kind, failure.message))

@@ -318,7 +318,14 @@ class WorkerSupervisor:
             break  # still loading: wait for the start in progress
         if self._starting is None or self._starting.done():
             self._starting = asyncio.create_task(self._start(self._backoff()))
-        return await asyncio.shield(self._starting)
+        starting = self._starting
+        try:
+            return await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if starting.cancelled() and current is not None and not current.cancelling():
+                raise EngineStopped("The engine was stopped while the worker was starting.") from None
+            raise
 
     def _backoff(self) -> float:
         if self._failures == 0:

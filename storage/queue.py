@@ -207,6 +207,21 @@ class JobQueue:
         self._signals.notify(Topic.QUEUED if job.status is JobStatus.QUEUED else Topic.UPDATED)
         return job
 
+    async def release(self, job_id: int) -> Job:
+        """running -> queued without counting an attempt: the engine stopped on purpose (a clean
+        shutdown or restart), so nothing is wrong with the job and it keeps its place."""
+        async with self._db.write() as session:
+            row = await _load_to_move(session, job_id, JobStatus.QUEUED)
+            row.status = JobStatus.QUEUED.value
+            row.claimed_by = None
+            row.progress_step = 0
+            row.updated_at = _now()
+            await session.flush()
+            job = _to_job(row)
+        logger.info("released job=%s back to the queue (engine stopping)", job.id)
+        self._signals.notify(Topic.QUEUED)
+        return job
+
     async def cancel(self, job_id: int) -> Job:
         """queued or running -> cancelled. A final job is returned unchanged (cancel is idempotent)."""
         async with self._db.write() as session:

@@ -4,6 +4,8 @@ shared by every test in this module (spawning imports torch, which takes seconds
 from __future__ import annotations
 
 import asyncio
+import logging
+import multiprocessing
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,10 +13,20 @@ import pytest
 import pytest_asyncio
 
 from engine.errors import JobFailed
-from engine.messages import GenerationRequest, JobErrorKind, JobSucceeded, StepProgress
+from engine.messages import (
+    CancelJob,
+    GenerationRequest,
+    JobErrorKind,
+    JobSucceeded,
+    RunJob,
+    Shutdown,
+    StepProgress,
+    WorkerReady,
+)
 from engine.png_metadata import majicbot_version, read_metadata
 from engine.settings import EngineSettings
 from engine.supervisor import WorkerSupervisor
+from engine.worker import worker_main
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -60,6 +72,45 @@ async def run(
         return await supervisor.run(
             job_id, req, None if progress is None else progress.append, timeout_s=timeout_s
         )
+
+
+async def test_the_worker_protocol_over_raw_pipes() -> None:
+    """Without the supervisor: ready, progress 1..N then the result, cancels of other jobs ignored, and
+    Shutdown ends the process cleanly."""
+    context = multiprocessing.get_context("spawn")
+    child_commands, commands = context.Pipe(duplex=False)
+    events, child_events = context.Pipe(duplex=False)
+    settings = EngineSettings(backend=TINY)
+    process = context.Process(
+        target=worker_main, args=(settings, child_commands, child_events, logging.WARNING), daemon=True
+    )
+    await asyncio.to_thread(process.start)
+    child_commands.close()
+    child_events.close()
+
+    async def receive() -> object:
+        if not await asyncio.to_thread(events.poll, BOUND_S):
+            raise TimeoutError("the worker sent nothing")
+        return events.recv()
+
+    try:
+        ready = await receive()
+        assert isinstance(ready, WorkerReady)
+        assert ready.model == "tiny.safetensors"
+        commands.send(CancelJob(99))
+        commands.send(RunJob(1, request(steps=3), timeout_s=60))
+        received = [await receive() for _ in range(4)]
+        assert received[:3] == [StepProgress(1, n, 3) for n in (1, 2, 3)]
+        assert isinstance(received[3], JobSucceeded)
+        assert received[3].job_id == 1
+        commands.send(Shutdown())
+        await asyncio.to_thread(process.join, BOUND_S)
+        assert process.exitcode == 0
+    finally:
+        if process.is_alive():
+            process.kill()
+        commands.close()
+        events.close()
 
 
 async def test_readiness_reports_backend_model_strategy_device_and_memory(
@@ -161,6 +212,13 @@ async def test_out_of_memory_retries_once_with_a_lower_memory_strategy(superviso
     assert [p.step for p in progress] == [1, 1, 2, 3]
 
 
+async def test_an_out_of_memory_error_is_recognised_by_name_and_as_a_cause(
+    supervisor: WorkerSupervisor,
+) -> None:
+    result = await run(supervisor, 15, request("[oom-wrapped]"))
+    assert result.job_id == 15
+
+
 async def test_out_of_memory_twice_fails_with_a_message_people_understand(
     supervisor: WorkerSupervisor,
 ) -> None:
@@ -205,4 +263,5 @@ async def test_the_event_loop_is_never_blocked_while_the_worker_runs(supervisor:
             worst = max(worst, loop.time() - before - interval)
     result = job.result()
     assert len(result.png) > 10_000  # a large message crossed the pipe while the ticker ran
+    print(f"worst event loop lag while the worker ran: {worst * 1000:.1f} ms")
     assert worst < 0.05, f"the event loop was blocked for {worst * 1000:.0f} ms"

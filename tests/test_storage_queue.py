@@ -362,3 +362,17 @@ async def test_the_database_itself_allows_one_active_job_per_dedupe_key(
         session.add(JobRow(**copy))
         with pytest.raises(IntegrityError):
             await session.flush()
+
+
+async def test_release_puts_a_running_job_back_without_counting_an_attempt(
+    queue: JobQueue, make_new_job: NewJobFactory
+) -> None:
+    queued = (await queue.enqueue(make_new_job())).job
+    claimed = await queue.claim_next("host-a")
+    assert claimed is not None
+    assert claimed.id == queued.id
+    await queue.record_progress(queued.id, 2, 4)
+    back = await queue.release(queued.id)
+    assert (back.status, back.attempts, back.claimed_by, back.progress_step) == (JobStatus.QUEUED, 0, None, 0)
+    with pytest.raises(InvalidTransition):
+        await queue.release(queued.id)  # only a running job can be released

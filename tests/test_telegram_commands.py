@@ -8,9 +8,11 @@ test_telegram_flow.py.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
@@ -19,6 +21,7 @@ from bot.frontend import FrontendStartError
 from bot.service import BotService
 from bot.settings import LimitsSettings
 from bot.telegram.frontend import TelegramFrontend
+from bot.telegram.handlers import UNKNOWN_BUTTON
 from engine.settings import EngineSettings
 from storage.images import ImageStore
 from storage.jobs import JobStatus
@@ -203,26 +206,28 @@ async def test_second_press_while_queued_does_not_queue_another(
         assert [job.id for job in await app.queue.queued_in_fair_order()] == [1, 2]
 
 
-async def test_unknown_and_foreign_buttons_are_answered(emulator: TelegramEmulator, tmp_path: Path) -> None:
+async def test_unknown_forged_and_refused_buttons_are_answered(
+    emulator: TelegramEmulator, tmp_path: Path
+) -> None:
     chat = TgChat.private(ANN)
     config = make_config(tmp_path, emulator, allowed_user_ids=(ANN.id,))
-    async with running(config, with_engine=False):
-        message_id = await emulator.send_text(ANN, chat, "/imagine a kite --size 64x64")
-        status = await emulator.wait_for("sendMessage", reply_to(chat.id, message_id))
-        status_id = status.response["message_id"]
-        before = len(emulator.calls)
-        await emulator.press_button(ANN, chat, status_id, "frobnicate:1")
-        await emulator.wait_for(
-            "answerCallbackQuery", lambda call: "older version" in call.params["text"], after=before
-        )
-        await emulator.press_button(STRANGER, chat, status_id, "reroll:1")
-        await emulator.wait_for(
-            "answerCallbackQuery", lambda call: call.params["text"] == texts.not_allowed_text(), after=before
-        )
-        await emulator.press_button(ANN, chat, status_id, "png:1")
-        await emulator.wait_for(
-            "answerCallbackQuery", lambda call: "has no image" in call.params["text"], after=before
-        )
+    async with running(config, with_engine=False) as app:
+        await say(emulator, ANN, chat, "/imagine a kite --size 64x64")
+        listing = await emulator.send_text(ANN, chat, "/history")
+        history = await emulator.wait_for("sendMessage", reply_to(chat.id, listing))
+        history_id = history.response["message_id"]
+        for user, data, expected in [
+            (ANN, "frobnicate:1", UNKNOWN_BUTTON),  # not ours
+            (ANN, "delete:1", UNKNOWN_BUTTON),  # not a button of this message: forged
+            (STRANGER, "reroll:1", texts.not_allowed_text()),
+        ]:
+            before = len(emulator.calls)
+            await emulator.press_button(user, chat, history_id, data)
+            answer = await emulator.wait_for("answerCallbackQuery", after=before)
+            assert answer.params["text"] == expected
+            assert answer.params["show_alert"] == "true"
+        assert [job.id for job in await app.queue.queued_in_fair_order()] == [1]
+        assert emulator.calls_of("deleteMessage") == []
 
 
 async def test_wrong_token_is_a_clear_error_and_never_logged(
@@ -258,3 +263,37 @@ async def test_token_never_reaches_the_logs(
     assert "getUpdates" in caplog.text  # the URLs were logged, with the token masked
     assert TOKEN not in caplog.text
     assert TOKEN.split(":")[1] not in caplog.text
+
+
+async def test_webhook_mode_needs_the_secret_token(emulator: TelegramEmulator, tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a free port for the webhook server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secret = "hook-secret-value-42"
+    config = make_config(
+        tmp_path,
+        emulator,
+        mode="webhook",
+        webhook_url="https://bot.example.org/telegram-hook",
+        webhook_port=port,
+        webhook_secret=secret,
+    )
+    chat = TgChat.private(ANN)
+    async with running(config, with_engine=False) as app, aiohttp.ClientSession() as http:
+        registered = await emulator.wait_for("setWebhook")
+        assert registered.params["url"] == "https://bot.example.org/telegram-hook"
+        assert registered.params["secret_token"] == secret
+        assert emulator.calls_of("getUpdates") == []
+
+        hook = f"http://127.0.0.1:{port}/telegram-hook"
+        forged = emulator.message_update(STRANGER, chat, "/imagine forged --size 64x64")
+        async with http.post(hook, json=forged) as response:
+            assert response.status == 403
+        update = emulator.message_update(ANN, chat, "/imagine a hooked fish --size 64x64")
+        headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
+        async with http.post(hook, json=update, headers=headers) as response:
+            assert response.status == 200
+        message_id = update["message"]["message_id"]
+        reply = await emulator.wait_for("sendMessage", reply_to(chat.id, message_id))
+        assert "Job #1" in reply.params["text"]
+        assert [job.request.prompt for job in await app.queue.queued_in_fair_order()] == ["a hooked fish"]

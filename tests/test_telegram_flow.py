@@ -14,7 +14,7 @@ import pytest
 from bot.app import Application
 from storage.jobs import Job, JobStatus
 from tests.support.telegram_emulator import BOT_USERNAME, Call, TelegramEmulator, TgChat, TgUser
-from tests.support.telegram_harness import TOKEN, make_config, reply_to, running, until
+from tests.support.telegram_harness import SMALL_LIMITS, TOKEN, make_config, reply_to, running, until
 
 ANN = TgUser(1001, "Ann", "ann")
 BOB = TgUser(1002, "Bob", "bob")
@@ -116,9 +116,9 @@ async def test_progress_is_edited_throttled_with_chat_actions(
     chat: TgChat,
     interval_s: float,
 ) -> None:
-    monkeypatch.setenv("TINY_BACKEND_STEP_S", "0.6")  # 10 steps: about 6 s, more than one chat action
+    monkeypatch.setenv("TINY_BACKEND_STEP_S", "0.75")  # 8 steps: 6 s, more than one chat action
     async with running(make_config(tmp_path, emulator)):
-        message_id = await emulator.send_text(ANN, chat, "/imagine [slow] clouds --size 64x64 --steps 10")
+        message_id = await emulator.send_text(ANN, chat, "/imagine [slow] clouds --size 64x64 --steps 8")
         status = await emulator.wait_for("sendMessage", reply_to(chat.id, message_id))
         await emulator.wait_for("sendPhoto", lambda call: call.chat_id == chat.id, within_s=30)
         status_id = status.response["message_id"]
@@ -127,7 +127,7 @@ async def test_progress_is_edited_throttled_with_chat_actions(
             for call in emulator.calls_of("editMessageText")
             if call.integer("message_id") == status_id and call.chat_id == chat.id
         ]
-        assert any("step" in call.params["text"] and "of 10" in call.params["text"] for call in edits)
+        assert any("step" in call.params["text"] and "of 8" in call.params["text"] for call in edits)
         texts = [call.params["text"] for call in edits]
         assert len(texts) == len(set(texts)), "unchanged text is never sent again"
         # Measured on arrival at the emulator, so allow a little jitter below the interval.
@@ -259,3 +259,20 @@ async def _delivered(app: Application, job_id: int) -> bool:
 
 async def _running_count(app: Application, count: int) -> bool:
     return len(await app.queue.running()) == count
+
+
+async def test_long_prompt_is_shortened_to_fit_the_caption(
+    emulator: TelegramEmulator, tmp_path: Path
+) -> None:
+    limits = SMALL_LIMITS.model_copy(update={"max_prompt_length": 4000})
+    prompt = " ".join(f"word{number}" for number in range(600))  # about 4000 characters
+    chat = TgChat.private(ANN)
+    async with running(make_config(tmp_path, emulator, limits=limits)) as app:
+        await emulator.send_text(ANN, chat, f"/imagine {prompt} --size 64x64 --steps 1 --seed 5")
+        photo = await emulator.wait_for("sendPhoto", photo_for(1), within_s=30)
+        caption = photo.params["caption"]
+        assert len(caption) <= 1024
+        assert caption.endswith("job #1")
+        assert "seed 5" in caption
+        assert caption.startswith("word0 word1 ")
+        assert (await app.queue.get(1)).request.prompt == prompt  # stored whole

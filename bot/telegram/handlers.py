@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import BotCommand, Message, ReplyParameters, Update
+from telegram import BotCommand, CallbackQuery, Message, ReplyParameters, Update
 from telegram.constants import ChatAction
 from telegram.ext import (
     Application,
@@ -21,7 +21,7 @@ from telegram.ext import (
 
 from bot import texts
 from bot.command_parser import MAX_SEED, check_seed, parse_imagine
-from bot.errors import InvalidRequest, UserFacingError
+from bot.errors import InvalidRequest, NothingToDo, UserFacingError
 from bot.service import BotService, Queued
 from bot.settings import LimitsSettings
 from bot.telegram import keyboards
@@ -155,21 +155,21 @@ class TelegramHandlers:
         query = update.callback_query
         if query is None:
             return
-        press = keyboards.parse_callback_data(query.data)
-        if press is None:
-            await query.answer(UNKNOWN_BUTTON, show_alert=True)
-            return
         chat = update.effective_chat
         user = update.effective_user
         if chat is None or user is None or not self._access.allows(user.id, chat.id):
             await query.answer(texts.not_allowed_text(), show_alert=True)
+            return
+        press = keyboards.parse_callback_data(query.data)
+        if press is None or not _is_on_its_message(query):
+            await query.answer(UNKNOWN_BUTTON, show_alert=True)
             return
         caller = Caller(_requester(update), self._access.is_admin(user.id))
         try:
             if press.action in (Action.REROLL, Action.RETRY):
                 await self._button_reroll(update, caller, press)
             elif press.action is Action.ORIGINAL:
-                await self._button_original(update, press)
+                await self._button_original(update, caller, press)
             else:
                 await self._button_delete(update, caller, press)
         except UserFacingError as error:
@@ -193,11 +193,18 @@ class TelegramHandlers:
         else:
             await self._post_status_in(update, queued)
 
-    async def _button_original(self, update: Update, press: ButtonPress) -> None:
+    async def _button_original(self, update: Update, caller: Caller, press: ButtonPress) -> None:
         query = update.callback_query
         chat = update.effective_chat
         assert query is not None and chat is not None
         job = await self._service.job(press.job_id)
+        # Only the job's own chat (or its owner, or an admin) may fetch its file.
+        owner, asker = job.requester, caller.requester
+        visible = owner.platform is asker.platform and (
+            asker.chat_id == owner.chat_id or asker.user_id == owner.user_id
+        )
+        if not (visible or caller.is_admin):
+            raise NothingToDo(f"There is no job #{job.id} here.")
         if job.status is not JobStatus.DONE:
             await query.answer(f"Job #{job.id} has no image.", show_alert=True)
             return
@@ -271,6 +278,18 @@ class TelegramHandlers:
                 await _reply(update.effective_message, "Sorry, something went wrong on my side. Try again.")
             except Exception:  # the reply is a courtesy; the error is logged above
                 logger.debug("could not tell the user about the failed update", exc_info=True)
+
+
+def _is_on_its_message(query: CallbackQuery) -> bool:
+    """Whether the pressed data is one of the message's own buttons. Clients can send any callback
+    data; Telegram leaves out messages too old to show, and then the service's checks still apply."""
+    message = query.message
+    if not isinstance(message, Message):
+        return True
+    markup = message.reply_markup
+    if markup is None:
+        return False
+    return any(button.callback_data == query.data for row in markup.inline_keyboard for button in row)
 
 
 def _requester(update: Update) -> Requester:

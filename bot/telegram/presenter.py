@@ -101,11 +101,13 @@ class TelegramPresenter:
         self._require_started()
         self._job_ending(job)
         try:
-            png = await self._service.image_bytes(job)
-        except UserFacingError as error:  # the file is gone: say so rather than retry forever
-            sent = await self._bot.send_message(_chat_id(job), str(error))
-        else:
-            sent = await self._send_image(job, png)
+            try:
+                sent = await self._send_image(job, await self._service.image_bytes(job))
+            except UserFacingError as error:  # the file is gone: say so rather than retry forever
+                sent = await self._bot.send_message(_chat_id(job), str(error))
+        except Forbidden as error:
+            self._unreachable(job, error)
+            return None
         await self._finalise_status(job, delete=True)
         logger.info("job=%s delivered to telegram chat %s", job.id, job.requester.chat_id)
         return str(sent.message_id)
@@ -116,16 +118,20 @@ class TelegramPresenter:
         text = texts.failure_text(job)
         markup = keyboards.retry_keyboard(job)
         message_id = self._status_message(job)
-        if message_id is not None:
-            try:
-                await self._bot.edit_message_text(
-                    text, chat_id=_chat_id(job), message_id=message_id, reply_markup=markup
-                )
-                self._forget(job)
-                return
-            except BadRequest as error:
-                logger.warning("job=%s could not edit its status message: %s", job.id, error)
-        await self._bot.send_message(_chat_id(job), text, reply_markup=markup)
+        try:
+            if message_id is not None:
+                try:
+                    await self._bot.edit_message_text(
+                        text, chat_id=_chat_id(job), message_id=message_id, reply_markup=markup
+                    )
+                    self._forget(job)
+                    return
+                except BadRequest as error:  # e.g. the user deleted the status message
+                    logger.info("job=%s could not edit its status message: %s", job.id, error)
+            await self._bot.send_message(_chat_id(job), text, reply_markup=markup)
+        except Forbidden as error:
+            self._unreachable(job, error)
+            return
         await self._finalise_status(job, delete=True)
 
     async def report_cancelled(self, job: Job) -> None:
@@ -147,12 +153,14 @@ class TelegramPresenter:
         caption = texts.caption(job, MAX_CAPTION)
         markup = keyboards.result_keyboard(job)
         request = job.request
-        if len(png) <= MAX_PHOTO_BYTES and request.width + request.height <= MAX_PHOTO_SIDES:
+        if request.width + request.height <= MAX_PHOTO_SIDES:
+            # Telegram recompresses photos anyway; only a PNG over the photo limit is re-encoded here.
+            photo, name = (png, "png") if len(png) <= MAX_PHOTO_BYTES else (await _as_jpeg(png), "jpg")
             try:
                 return await self._bot.send_photo(
                     chat_id,
-                    photo=png,
-                    filename=f"majicbot-{job.id}.png",
+                    photo=photo,
+                    filename=f"majicbot-{job.id}.{name}",
                     caption=caption,
                     reply_markup=markup,
                 )
@@ -192,6 +200,11 @@ class TelegramPresenter:
         self._status_messages.pop(job.id, None)
         self._last_text.pop(job.id, None)
         self._last_edit.pop(job.id, None)
+
+    def _unreachable(self, job: Job, error: Forbidden) -> None:
+        # Blocked by the user, or removed from the group: trying again cannot help.
+        logger.warning("job=%s cannot post to telegram chat %s: %s", job.id, job.requester.chat_id, error)
+        self._forget(job)
 
     def _edit_interval(self, job: Job) -> float:
         if _chat_id(job) > 0:  # Telegram's private chats have positive ids, groups negative
@@ -251,3 +264,16 @@ class TelegramPresenter:
 
 def _chat_id(job: Job) -> int:
     return int(job.requester.chat_id)
+
+
+async def _as_jpeg(png: bytes) -> bytes:
+    return await asyncio.to_thread(_encode_jpeg, png)
+
+
+def _encode_jpeg(png: bytes) -> bytes:
+    from PIL import Image  # only needed for the rare oversized image
+
+    output = io.BytesIO()
+    with Image.open(io.BytesIO(png)) as image:
+        image.convert("RGB").save(output, format="JPEG", quality=92)
+    return output.getvalue()

@@ -56,6 +56,7 @@ class RecordedCall:
     files: tuple[UploadedFile, ...]
     arrived: float  # time.monotonic()
     status: int
+    answer: Any  # the JSON the emulator answered with (None for an empty answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +201,8 @@ class DiscordEmulator:
         assert isinstance(result, list)
         return result
 
-    def calls_for(self, route: str) -> list[RecordedCall]:
-        return [c for c in self.calls if c.route == route]
+    def calls_matching(self, predicate: Callable[[RecordedCall], bool]) -> list[RecordedCall]:
+        return [c for c in self.calls if predicate(c)]
 
     async def inject_slash(
         self,
@@ -429,6 +430,7 @@ class DiscordEmulator:
                     files=files,
                     arrived=arrived,
                     status=response.status,
+                    answer=_answer_of(response),
                 )
             )
             await self._notify()
@@ -648,6 +650,12 @@ class DiscordEmulator:
             return await asyncio.wait_for(wait(), within)
         except TimeoutError:
             raise AssertionError(f"the emulator saw nothing matching within {within} s") from None
+
+
+def _answer_of(response: web.StreamResponse) -> Any:
+    if isinstance(response, web.Response) and isinstance(response.body, bytes) and response.body:
+        return json.loads(response.body)
+    return None
 
 
 def _token_of(request: web.Request) -> str | None:

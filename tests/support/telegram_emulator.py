@@ -144,7 +144,16 @@ class TelegramEmulator:
         self._failures.setdefault(method, []).extend([retry_after] * count)
 
     async def send_text(self, user: TgUser, chat: TgChat, text: str) -> int:
-        """A user writes `text` in `chat`; a leading /command gets its bot_command entity."""
+        """A user writes `text` in `chat` (delivered through getUpdates); returns its message id."""
+        update = self.message_update(user, chat, text)
+        await self._add_update(update)
+        return int(update["message"]["message_id"])
+
+    def message_update(self, user: TgUser, chat: TgChat, text: str) -> JsonObject:
+        """The update for a user writing `text` in `chat`, without queueing it (for webhook tests).
+
+        A leading /command gets its bot_command entity, as Telegram's clients send it.
+        """
         message_id = self._next_message_id(chat.id)
         message: JsonObject = {
             "message_id": message_id,
@@ -157,8 +166,7 @@ class TelegramEmulator:
             command = text.split(maxsplit=1)[0]
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(command)}]
         self.messages[(chat.id, message_id)] = message
-        await self._add_update({"message": message})
-        return message_id
+        return {"update_id": next(self._update_ids), "message": message}
 
     async def press_button(self, user: TgUser, chat: TgChat, message_id: int, data: str) -> str:
         """A user presses an inline button with `data` under the bot's message `message_id`."""
@@ -265,7 +273,8 @@ class TelegramEmulator:
 
     async def _add_update(self, payload: JsonObject) -> None:
         async with self._changed:
-            self._updates.append({"update_id": next(self._update_ids), **payload})
+            update = payload if "update_id" in payload else {"update_id": next(self._update_ids), **payload}
+            self._updates.append(update)
             self._changed.notify_all()
 
     def _next_message_id(self, chat_id: int) -> int:

@@ -8,6 +8,7 @@ Words in the prompt steer it, for tests (the control word stays part of the prom
   [boom]   raises ValueError at step 1
   [oom]    raises torch.cuda.OutOfMemoryError at step 1 of the first attempt only
   [oom2]   raises torch.cuda.OutOfMemoryError at step 1 of every attempt
+  [oom-wrapped]  like [oom], as the cause of a RuntimeError, from a class that is only named OutOfMemoryError
   [crash]  SIGKILLs its own process at step 1
   [hang]   sleeps an hour at step 1 without calling on_step again
 
@@ -33,7 +34,7 @@ from engine.settings import EngineSettings
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-STRATEGIES = ("resident", "offload", "sequential")
+STRATEGIES = ("resident", "offload", "sequential", "streaming")
 FAKE_TOTAL = 8 * 2**30
 FAKE_RESERVED = 512 * 2**20
 
@@ -113,12 +114,19 @@ class TinyBackend:
             os.kill(os.getpid(), signal.SIGKILL)
         if "[hang]" in prompt:
             time.sleep(3600)
+        if "[oom-wrapped]" in prompt and self._oom_pending != request:
+            self._oom_pending = request
+            raise RuntimeError("the pipeline failed") from OutOfMemoryError("out of memory (a library's own)")
         if "[oom2]" in prompt or ("[oom]" in prompt and self._oom_pending != request):
             self._oom_pending = request
             raise self._torch.cuda.OutOfMemoryError(
                 "CUDA out of memory. Tried to allocate 2.00 GiB (tiny backend, as asked)"
             )
         self._oom_pending = None
+
+
+class OutOfMemoryError(RuntimeError):
+    """Stands for another library's out-of-memory error: the worker knows it by its name."""
 
 
 def create_backend(settings: EngineSettings) -> TinyBackend:
