@@ -137,7 +137,6 @@ class Application:
     async def _start_engine(self) -> None:
         # Imported here: a chat-only host needs neither module (nor their multiprocessing setup).
         from engine.claim_loop import ClaimLoop
-
         from engine.supervisor import WorkerSupervisor
 
         queue = self.queue

@@ -115,7 +115,7 @@ class DeliveryLoop:
         logger.info("delivery loop stopped")
 
     async def run_once(self) -> None:
-        """One pass: progress for active jobs, outcomes for final undelivered ones."""
+        """One pass: outcomes for final undelivered jobs, then progress for active ones."""
         platforms = tuple(self._presenters)
         running = tuple(await self._queue.running())
         queued = tuple(await self._queue.queued_in_fair_order())
@@ -123,46 +123,35 @@ class DeliveryLoop:
         times = StepTimes.from_jobs(await self._queue.recent_step_times())
         now = datetime.now(UTC)
 
-        updates: dict[Platform, list[_Call]] = {platform: [] for platform in platforms}
-        active_ids: set[int] = set()
-        for job in running:
-            active_ids.add(job.id)
-            self._maybe_show(updates, job, 0, estimate(job, (), running, times, now=now))
-        for index, job in enumerate(queued):
-            active_ids.add(job.id)
-            if job.requester.platform in self._presenters:
-                eta_s = estimate(job, queued[:index], running, times, now=now)
-                self._maybe_show(updates, job, index + 1, eta_s)
+        # Per platform, finished jobs go first: a picture matters more than a position update, and
+        # a rate-limited platform should spend its budget on it.
+        calls: dict[Platform, list[_Call]] = {platform: [] for platform in platforms}
         for job in pending:
             if self._due(job.id):
-                updates[job.requester.platform].append(functools.partial(self._finish, job))
-        # Forget jobs that are neither active nor waiting for delivery (another host delivered them).
+                calls[job.requester.platform].append(functools.partial(self._finish, job))
+        active = [(job, 0) for job in running] + [(job, index + 1) for index, job in enumerate(queued)]
+        for job, position in active:
+            presenter = self._presenters.get(job.requester.platform)
+            shown = _Shown(job.status, job.progress_step, position)
+            if presenter is None or self._shown.get(job.id) == shown:
+                continue
+            # Recorded before the call: a failed edit is retried by the next change, not every pass.
+            self._shown[job.id] = shown
+            ahead = queued[: position - 1] if position else ()
+            eta_s = estimate(job, ahead, running, times, now=now)
+            calls[presenter.platform].append(functools.partial(self._show, presenter, job, eta_s))
+
+        # Forget jobs that are neither active nor waiting for delivery (e.g. another host delivered).
+        active_ids = {job.id for job, _ in active}
         pending_ids = {job.id for job in pending}
-        for job_id in [job_id for job_id in self._shown if job_id not in active_ids]:
-            del self._shown[job_id]
-        for job_id in [job_id for job_id in self._retries if job_id not in pending_ids]:
-            del self._retries[job_id]
+        self._shown = {job_id: shown for job_id, shown in self._shown.items() if job_id in active_ids}
+        self._retries = {job_id: retry for job_id, retry in self._retries.items() if job_id in pending_ids}
 
-        await asyncio.gather(*(self._serve(calls) for calls in updates.values() if calls))
+        await asyncio.gather(
+            *(self._serve(platform_calls) for platform_calls in calls.values() if platform_calls)
+        )
 
-    # -- one pass ------------------------------------------------------------------------------
-    def _maybe_show(
-        self,
-        updates: dict[Platform, list[_Call]],
-        job: Job,
-        position: int,
-        eta_s: float | None,
-    ) -> None:
-        presenter = self._presenters.get(job.requester.platform)
-        if presenter is None:
-            return
-        shown = _Shown(job.status, job.progress_step, position)
-        if self._shown.get(job.id) == shown:
-            return
-        # Recorded before the call: a failed edit is retried by the next change, not every pass.
-        self._shown[job.id] = shown
-        updates[presenter.platform].append(functools.partial(self._show, presenter, job, eta_s))
-
+    # -- the parts of a pass -------------------------------------------------------------------
     async def _serve(self, calls: list[_Call]) -> None:
         # One platform's calls in order (oldest job first), so its rate limits see a steady stream.
         for call in calls:

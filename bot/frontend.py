@@ -1,8 +1,13 @@
 """What `bot/app.py` needs from a chat adapter.
 
 CONTRACT. Each adapter module exposes a class with this constructor and protocol:
-`bot.telegram.frontend.TelegramFrontend(settings: TelegramSettings, service: BotService, limits: LimitsSettings)`
-`bot.discord.frontend.DiscordFrontend(settings: DiscordSettings, service: BotService, limits: LimitsSettings)`
+
+    bot.telegram.frontend.TelegramFrontend(settings: TelegramSettings, service: BotService,
+                                           limits: LimitsSettings)
+    bot.discord.frontend.DiscordFrontend(settings: DiscordSettings, service: BotService,
+                                         limits: LimitsSettings)
+
+`bot.app` imports an adapter's module only when its token is configured.
 """
 
 from __future__ import annotations

@@ -80,10 +80,14 @@ def queued_text(queued: Queued) -> str:
     """The immediate reply to /imagine or /reroll."""
     job = queued.job
     lead = f"Job #{job.id}" if queued.created else f"You already asked for this: job #{job.id}"
+    return f"{lead} {_standing(queued)}."
+
+
+def _standing(queued: Queued) -> str:
     if queued.position == 0:
-        return f"{lead} is running{eta_phrase(queued.eta_s)}."
+        return f"is running{eta_phrase(queued.eta_s)}"
     ahead = "nothing ahead of it" if queued.jobs_ahead == 0 else _count(queued.jobs_ahead, "job") + " ahead"
-    return f"{lead} is queued at position {queued.position}, {ahead}{eta_phrase(queued.eta_s)}."
+    return f"is queued at position {queued.position}, {ahead}{eta_phrase(queued.eta_s)}"
 
 
 def progress_text(job: Job, eta_s: float | None, position: int | None = None) -> str:
@@ -201,7 +205,7 @@ def queue_text(overview: QueueOverview) -> str:
     lines.append(f"Waiting: {_count(overview.queued_total, 'job')}.")
     if overview.mine:
         lines.append("Yours:")
-        lines += [f"  {queued_text(queued)}" for queued in overview.mine]
+        lines += [f"  Job #{queued.job.id} {_standing(queued)}." for queued in overview.mine]
     else:
         lines.append("You have nothing queued.")
     return "\n".join(lines)

@@ -95,7 +95,9 @@ async def test_runs_jobs_end_to_end_and_recovers_what_a_crash_left(
         requeued = await app.queue.get(left.id)
         assert requeued.attempts == 1
         queued = await app.service.imagine(
-            ALICE, ImagineArgs("a tiny lighthouse", steps=3, width=256, height=256)
+            # [slow]: 0.2 s a step in the tiny backend, long enough to be seen running.
+            ALICE,
+            ImagineArgs("a tiny lighthouse [slow]", steps=3, width=256, height=256),
         )
         presenter = frontend.presenter
         await presenter.wait_until(lambda: len(presenter.of("deliver")) == 2)
@@ -104,7 +106,9 @@ async def test_runs_jobs_end_to_end_and_recovers_what_a_crash_left(
         assert job.status is JobStatus.DONE
         png = await app.service.image_bytes(job)
         assert png.startswith(b"\x89PNG")
-        assert any(call.status is JobStatus.RUNNING for call in presenter.of("progress", job.id))
+        assert any(call.status is JobStatus.RUNNING for call in presenter.of("progress", job.id)), [
+            (c.kind, c.job_id, c.status.value, c.step) for c in presenter.calls
+        ]
     finally:
         await running.shut_down()
     assert frontend.stopped

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ ME = 4242
 
 
 async def ask(
-    emulator: DiscordEmulator, name: str, options: dict[str, str | int] | None = None, **where: int | None
+    emulator: DiscordEmulator, name: str, options: Mapping[str, str | int] | None = None, **where: int | None
 ) -> str:
     """Run a slash command; check it was deferred ephemerally within 3 s; return the answer's text."""
     interaction = await emulator.inject_slash(name, options, user_id=ME, **where)  # type: ignore[arg-type]
@@ -124,7 +125,9 @@ async def test_allowlists_and_dms(tmp_path: Path) -> None:
             assert await app.queue.queued_in_fair_order() == []
             interaction = await emulator.inject_slash("imagine", prompt, user_id=ME, role_ids=(77,))
             assert "position 1" in content(await emulator.wait_for_call(answer_to(interaction)))
-            interaction = await emulator.inject_slash("imagine", prompt, user_id=1, guild_id=None, channel_id=5)
+            interaction = await emulator.inject_slash(
+                "imagine", prompt, user_id=1, guild_id=None, channel_id=5
+            )
             assert "position 2" in content(await emulator.wait_for_call(answer_to(interaction)))
 
 
@@ -146,9 +149,28 @@ async def test_a_wrong_token_is_a_clear_start_error_and_never_logged(
         config = make_config(tmp_path, emulator)  # with TOKEN, which Discord no longer accepts:
         emulator.token = "the-token-discord-knows"
         app = Application(config, with_engine=False, shutdown_timeout_s=5)
-        with pytest.raises(FrontendStartError, match=r"Discord rejected the bot token.*MAJICBOT_DISCORD_TOKEN"):
+        with pytest.raises(
+            FrontendStartError, match=r"Discord rejected the bot token.*MAJICBOT_DISCORD_TOKEN"
+        ):
             async with asyncio.timeout(30):
                 await app.run(asyncio.Event())
         assert [call.status for call in emulator.calls] == [401]
     assert caplog.records
     assert all(TOKEN not in record.getMessage() for record in caplog.records)
+
+
+async def test_commands_sync_to_the_configured_guilds(tmp_path: Path) -> None:
+    async with emulated() as emulator:
+        config = make_config(tmp_path, emulator, sync_guild_ids=(GUILD, 501))
+        async with running(config, with_engine=False):
+            synced = [c for c in emulator.calls if c.route.endswith("/commands")]
+            assert [c.route for c in synced] == ["PUT /applications/{app}/guilds/{guild}/commands"] * 2
+            assert [c.params["guild"] for c in synced] == [str(GUILD), "501"]
+            assert {command["name"] for command in synced[0].payload or []} == {
+                "imagine",
+                "reroll",
+                "history",
+                "queue",
+                "cancel",
+            }
+            assert "position 1" in await ask(emulator, "imagine", {"prompt": "a cat"})

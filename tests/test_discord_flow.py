@@ -3,16 +3,17 @@ client against the emulator, over loopback sockets."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from bot.discord import presenter
 from storage.jobs import JobStatus, Platform
 from tests.support.discord_emulator import DiscordEmulator, Injected, RecordedCall
 from tests.support.discord_harness import (
-    CHANNEL,
     TOKEN,
     answer_to,
     callback_of,
@@ -66,7 +67,7 @@ async def test_imagine_defers_shows_progress_and_posts_the_png_with_buttons(
     assert "posted in this channel" in texts[-1]
     assert len(set(texts)) == len(texts), "unchanged text was sent again"
     progress = [edit for edit in edits if "step" in content(edit)]
-    gaps = [b.arrived - a.arrived for a, b in zip(progress, progress[1:], strict=False)]
+    gaps = [b.arrived - a.arrived for a, b in itertools.pairwise(progress)]
     assert all(gap >= EDIT_INTERVAL_S - 0.05 for gap in gaps), gaps
 
     # The image: an ordinary channel message with the bot token, the stored PNG, an embed, 3 buttons.
@@ -101,7 +102,7 @@ async def test_buttons_work_after_a_restart(tmp_path: Path) -> None:
     async with emulated() as emulator:
         config = make_config(tmp_path, emulator)
         async with running(config):
-            await imagine(emulator, "a quiet harbour --seed 11")
+            await imagine(emulator, "a quiet harbour --seed 11 --ar 1:1")
             first = await emulator.wait_for_call(channel_post(), within=60)
         message_id = first.answer["id"]
         (source_id,) = {int(custom_id.rsplit(":", 1)[1]) for custom_id in button_ids(first)}
@@ -153,7 +154,7 @@ async def test_buttons_work_after_a_restart(tmp_path: Path) -> None:
 async def test_a_rate_limited_post_is_waited_out(tmp_path: Path) -> None:
     async with emulated() as emulator, running(make_config(tmp_path, emulator)):
         emulator.rate_limit_next("POST /channels/{channel}/messages", 2, retry_after=0.3)
-        await imagine(emulator, "a red kite")
+        await imagine(emulator, "a red kite --ar 1:1")
         posted = await emulator.wait_for_call(channel_post(), within=60)
         limited = [
             c for c in emulator.calls if c.route == "POST /channels/{channel}/messages" and c.status == 429
@@ -165,7 +166,7 @@ async def test_a_rate_limited_post_is_waited_out(tmp_path: Path) -> None:
 
 async def test_a_dm_is_answered_in_the_dm(tmp_path: Path) -> None:
     async with emulated() as emulator, running(make_config(tmp_path, emulator)):
-        await imagine(emulator, "a paper boat", guild_id=None, channel_id=55)
+        await imagine(emulator, "a paper boat --ar 3:2", guild_id=None, channel_id=55)
         posted = await emulator.wait_for_call(channel_post(55), within=60)
         assert posted.files[0].filename.endswith(".png")
 
@@ -195,3 +196,66 @@ async def test_a_burst_from_five_users_is_served_fairly_and_completely(tmp_path:
     for job in started:
         counts[job.requester.user_id] += 1
         assert max(counts.values()) - min(counts[str(user)] for user in users) <= 2, counts
+
+
+async def test_a_png_over_the_upload_limit_is_sent_as_a_jpeg_and_says_so(tmp_path: Path) -> None:
+    limit = 5000  # bytes; the tiny backend's 256x256 PNG is larger, its JPEG smaller
+    async with emulated() as emulator, running(make_config(tmp_path, emulator)) as app:
+        interaction = await emulator.inject_slash(
+            "imagine",
+            {"prompt": "static --ar 1:1 --seed 3"},
+            user_id=OWNER,
+            channel_id=66,
+            upload_limit=limit,
+        )
+        await emulator.wait_for_call(callback_of(interaction))
+        posted = await emulator.wait_for_call(channel_post(66), within=60)
+        job = await app.queue.get(1)
+        png = await app.images.read(job.result_path or "")
+
+    assert len(png) > limit
+    (upload,) = posted.files
+    assert upload.filename == f"majicbot-{job.id}-3.jpg"
+    assert len(upload.data) <= limit and upload.data[:2] == b"\xff\xd8"
+    assert isinstance(posted.payload, dict)
+    assert "high-quality JPEG" in posted.payload["embeds"][0]["footer"]["text"]
+
+
+async def test_a_failed_job_says_why_and_offers_a_retry_with_the_same_seed(tmp_path: Path) -> None:
+    async with emulated() as emulator, running(make_config(tmp_path, emulator)) as app:
+        interaction = await imagine(emulator, "a [boom] volcano --ar 1:1 --seed 5")
+        failed = await emulator.wait_for_call(
+            lambda c: answer_to(interaction)(c) and "failed" in content(c), within=60
+        )
+        assert "something went wrong while drawing it" in content(failed)
+        assert button_ids(failed) == ["majicbot:retry:1"]
+        assert (await app.queue.get(1)).status is JobStatus.FAILED
+
+        # The button sits on the ephemeral status message: the click carries that message.
+        original = emulator.original_response(interaction)
+        assert original is not None
+        emulator.messages[original["id"]] = original
+        retry = await emulator.inject_click(original["id"], "majicbot:retry:1", user_id=OWNER)
+        assert "Job #2" in content(
+            await emulator.wait_for_call(lambda c: answer_to(retry)(c) and "#2" in content(c))
+        )
+        again = await app.queue.get(2)
+        assert again.parent_id == 1 and again.request.seed == 5
+
+
+async def test_after_the_interaction_token_dies_only_the_channel_post_remains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(presenter, "TOKEN_LIFETIME_S", 0.0)  # as if the queue had taken 15 minutes
+    async with emulated() as emulator, running(make_config(tmp_path, emulator)):
+        interaction = await imagine(emulator, "a long queue --ar 1:1")
+        await emulator.wait_for_call(channel_post(), within=60)
+        # A failure has no status line to show it either: it is said in the channel, with the button.
+        failing = await imagine(emulator, "a [boom] long queue --ar 1:1")
+        notice = await emulator.wait_for_call(
+            lambda c: channel_post()(c) and "failed" in content(c), within=60
+        )
+    assert emulator.calls_matching(answer_to(interaction)) == []
+    assert emulator.calls_matching(answer_to(failing)) == []
+    assert content(notice).startswith("someone: Job #2 failed")
+    assert button_ids(notice) == ["majicbot:retry:2"]

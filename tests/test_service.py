@@ -272,3 +272,20 @@ async def test_queue_overview(service: BotService, queue: JobQueue) -> None:
         (running.id, 0, 0),
         (waiting.id, 2, 1),
     ]
+
+
+async def test_standing_follows_the_job(service: BotService, queue: JobQueue) -> None:
+    first = (await service.imagine(ALICE, ImagineArgs("first"))).job
+    second = (await service.imagine(BOB, ImagineArgs("second"))).job
+    standing = await service.standing(second)
+    assert (standing.position, standing.jobs_ahead, standing.created) == (2, 1, False)
+    assert await queue.claim_next("test") is not None
+    assert (await service.standing(second)).position == 1
+    running = await service.standing(first)
+    assert (running.position, running.job.status) == (0, JobStatus.RUNNING)
+
+
+async def test_set_status_message(service: BotService, queue: JobQueue) -> None:
+    job = (await service.imagine(ALICE, ImagineArgs("status"))).job
+    await service.set_status_message(job.id, "555")
+    assert (await queue.get(job.id)).status_message_id == "555"

@@ -134,6 +134,8 @@ async def test_unlisted_chat_is_refused(emulator: TelegramEmulator, tmp_path: Pa
         ("/reroll 4294967296", "out of range"),
         ("/reroll", "Nothing to reroll"),
         ("/cancel", "no queued or running job"),
+        ("/cancel soon", "/cancel <job id>"),
+        ("/frobnicate", "I don't know /frobnicate"),
     ],
 )
 async def test_bad_input_gets_a_reply_and_queues_nothing(
@@ -171,6 +173,12 @@ async def test_reroll_with_seed_and_queue_and_cancel(emulator: TelegramEmulator,
         assert "#2" in overview
         assert "Cancelled job #2" in await say(emulator, ANN, chat, "/cancel")
         assert (await app.queue.get(2)).status is JobStatus.CANCELLED
+        # The delivery loop finalises job 2's status message.
+        status_id = int((await app.queue.get(2)).status_message_id or 0)
+        edit = await emulator.wait_for(
+            "editMessageText", lambda call: call.integer("message_id") == status_id
+        )
+        assert edit.params["text"].startswith("Cancelled job #2")
 
 
 async def test_history_lists_jobs_with_reroll_buttons(emulator: TelegramEmulator, tmp_path: Path) -> None:

@@ -25,8 +25,13 @@ class MajicClient(discord.Client):
     """A plain Client with a command tree; buttons find their actions through `interaction.client`."""
 
     def __init__(self, on_setup: Callable[[MajicClient], Awaitable[None]]) -> None:
-        # Interactions need no gateway intents; without the guilds intent nothing is cached or chunked.
-        super().__init__(intents=discord.Intents.none(), allowed_mentions=discord.AllowedMentions.none())
+        # Interactions need no gateway intents; without the guilds intent nothing is cached or chunked,
+        # and no GUILD_CREATE follows READY, so waiting for one (2 s by default) only delays startup.
+        super().__init__(
+            intents=discord.Intents.none(),
+            allowed_mentions=discord.AllowedMentions.none(),
+            guild_ready_timeout=0.0,
+        )
         self.actions: ButtonActions | None = None  # set by the frontend once its handlers exist
         self.tree: app_commands.CommandTree[MajicClient] = app_commands.CommandTree(self)
         self._on_setup = on_setup

@@ -113,12 +113,9 @@ class DiscordPresenter:
 
     async def report_failure(self, job: Job) -> None:
         text = texts.failure_text(job)
-        line = self._lines.get(job.id)
-        if line is not None and not line.expired(time.monotonic()):
-            await self._finish(job.id, text, view=retry_view(job.id))
+        if await self._finish(job.id, text, view=retry_view(job.id)):
             return
-        self._remember_final(job.id, text)
-        # Nobody is watching a status line: say it in the channel, where the retry button outlives us.
+        # No status line can show it (a restart, or the token died): say it in the channel instead.
         channel = self._client.get_partial_messageable(int(job.requester.chat_id))
         try:
             await channel.send(
@@ -138,13 +135,15 @@ class DiscordPresenter:
             self._close(job_id)
 
     # -- status lines ---------------------------------------------------------------------------
-    async def _finish(self, job_id: int, text: str, *, view: discord.ui.View | None = None) -> None:
+    async def _finish(self, job_id: int, text: str, *, view: discord.ui.View | None = None) -> bool:
+        """Show a job's last status; False if no live status line could show it."""
         self._remember_final(job_id, text)
         line = self._lines.get(job_id)
         if line is None:
-            return
+            return False
         await self._edit(job_id, line, text, final=True, view=view)
         self._close(job_id)
+        return line.shown == text
 
     async def _edit(
         self, job_id: int, line: _StatusLine, text: str, *, final: bool, view: discord.ui.View | None = None
@@ -190,7 +189,7 @@ class DiscordPresenter:
         except discord.HTTPException as error:
             # The token died or the message was dismissed: the result still arrives in the channel.
             log.info("job=%s status line can no longer be edited: %s", job_id, error)
-            self._lines.pop(job_id, None)
+            self._close(job_id)
             return
         line.shown = text
 

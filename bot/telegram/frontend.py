@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 # A RetryAfter (429) is waited out and the call repeated, so flood control delays but loses nothing.
 RATE_LIMIT_RETRIES = 5
 ALLOWED_UPDATES = (Update.MESSAGE, Update.CALLBACK_QUERY)
-# PTB and httpx log request URLs, and the Bot API puts the token in the URL path.
-_TOKEN_LEAKING_LOGGERS = ("telegram", "httpx", "httpcore")
+# PTB and httpx log request URLs, and the Bot API puts the token in the URL path; our own handlers
+# log PTB's errors.
+_TOKEN_LEAKING_LOGGERS = ("telegram", "httpx", "httpcore", "bot.telegram")
 
 
 class TelegramFrontend:

@@ -10,6 +10,7 @@ from typing import Any
 
 from telegram import BotCommand, CallbackQuery, Message, ReplyParameters, Update
 from telegram.constants import ChatAction
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -61,6 +62,8 @@ class Caller:
 
 
 class TelegramHandlers:
+    """The callbacks PTB calls for commands, private-chat text and button presses."""
+
     def __init__(
         self,
         service: BotService,
@@ -223,9 +226,16 @@ class TelegramHandlers:
         job = await self._service.job_for_owner_or_admin(
             caller.requester, press.job_id, is_admin=caller.is_admin
         )
-        await query.answer(f"Deleted job #{job.id}'s image.")
-        if query.message is not None:
+        if query.message is None:
+            await query.answer("That message is too old for me to delete.", show_alert=True)
+            return
+        try:
             await query.get_bot().delete_message(query.message.chat.id, query.message.message_id)
+        except BadRequest as error:
+            logger.info("job=%s could not delete its image message: %s", job.id, error)
+            await query.answer("Telegram would not let me delete that message; it may be too old.")
+            return
+        await query.answer(f"Deleted job #{job.id}'s image.")
         logger.info("job=%s image message deleted by telegram user %s", job.id, caller.requester.user_id)
 
     # -- shared steps -------------------------------------------------------------------------
@@ -273,11 +283,16 @@ class TelegramHandlers:
 
     async def error(self, update: object, context: Context) -> None:
         logger.error("a Telegram update failed: %s", context.error, exc_info=context.error)
-        if isinstance(update, Update) and update.effective_message is not None:
-            try:
-                await _reply(update.effective_message, "Sorry, something went wrong on my side. Try again.")
-            except Exception:  # the reply is a courtesy; the error is logged above
-                logger.debug("could not tell the user about the failed update", exc_info=True)
+        if not isinstance(update, Update):
+            return
+        sorry = "Sorry, something went wrong on my side. Try again in a moment."
+        try:
+            if update.callback_query is not None:
+                await update.callback_query.answer(sorry, show_alert=True)
+            elif update.effective_message is not None:
+                await _reply(update.effective_message, sorry)
+        except TelegramError as error:  # a courtesy (the query may be answered already); logged above
+            logger.debug("could not tell the user about the failed update: %s", error)
 
 
 def _is_on_its_message(query: CallbackQuery) -> bool:

@@ -143,7 +143,7 @@ class TelegramPresenter:
                 await self._bot.edit_message_text(
                     texts.cancelled_text(job), chat_id=_chat_id(job), message_id=message_id
                 )
-            except BadRequest as error:
+            except TelegramError as error:  # deleted, or the bot was blocked: nothing left to tidy
                 logger.info("job=%s could not edit its status message: %s", job.id, error)
         self._forget(job)
 

@@ -28,8 +28,7 @@ from aiohttp import web
 
 JsonObject = dict[str, Any]
 
-PAYLOAD = web.RequestKey("payload", object)
-FILES = web.RequestKey("files", tuple)
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 INTERACTION_ALREADY_ACKNOWLEDGED = 40060
 UNKNOWN_INTERACTION = 10062
 
@@ -40,6 +39,10 @@ class UploadedFile:
     filename: str
     content_type: str
     data: bytes
+
+
+PAYLOAD = web.RequestKey("payload", object)
+FILES: web.RequestKey[tuple[UploadedFile, ...]] = web.RequestKey("files", tuple)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,7 @@ class DiscordEmulator:
         self.messages: dict[str, JsonObject] = {}  # channel messages by id
         self.commands: dict[str, list[JsonObject]] = {}  # "global" or a guild id -> synced commands
         self.identify_count = 0
+        self.upload_limits: dict[str, int] = {}  # channel id -> bytes per file
         self._ids = itertools.count(1_100_000_000_000_000_000)
         self._interactions: dict[str, _Interaction] = {}
         self._rate_limits: list[_RateLimit] = []
@@ -214,8 +218,14 @@ class DiscordEmulator:
         channel_id: int = 1_000,
         guild_id: int | None = 500,
         role_ids: Sequence[int] = (),
+        upload_limit: int | None = None,
     ) -> Injected:
-        """A user runs `/name` with `options`; guild_id None means a DM."""
+        """A user runs `/name` with `options`; guild_id None means a DM.
+
+        upload_limit: the channel's attachment size limit (default 10 MiB); posts over it get a 413.
+        """
+        if upload_limit is not None:
+            self.upload_limits[str(channel_id)] = upload_limit
         # A guild's own copy of the command wins over the global one, as in Discord's client.
         scopes = ([str(guild_id)] if guild_id is not None else []) + ["global"]
         command = next(
@@ -342,7 +352,7 @@ class DiscordEmulator:
             "data": data,
             "token": token,
             "version": 1,
-            "attachment_size_limit": 10 * 1024 * 1024,
+            "attachment_size_limit": self.upload_limits.get(str(channel_id), DEFAULT_UPLOAD_LIMIT),
             "channel_id": str(channel_id),
             "locale": "en-US",
             "app_permissions": "2248473465835073",
@@ -530,9 +540,13 @@ class DiscordEmulator:
         body = request[PAYLOAD]
         assert isinstance(body, dict)
         base = state.original or self._message(state.payload["channel_id"], {}, ())
-        state.original = {**base, **self._message(state.payload["channel_id"], body, request[FILES])}
-        state.original["id"] = base["id"]
-        return _json(state.original)
+        update = self._message(state.payload["channel_id"], body, request[FILES])
+        # An edit changes only what it names, as on Discord.
+        edited = {**base, **{key: update[key] for key in ("content", "embeds", "components") if key in body}}
+        if request[FILES] or "attachments" in body:
+            edited["attachments"] = update["attachments"]
+        state.original = edited
+        return _json(edited)
 
     async def _delete_webhook_message(self, request: web.Request) -> web.Response:
         state = self._interactions.get(request.match_info["token"])
@@ -552,6 +566,9 @@ class DiscordEmulator:
     async def _create_message(self, request: web.Request) -> web.Response:
         body = request[PAYLOAD]
         assert isinstance(body, dict)
+        limit = self.upload_limits.get(request.match_info["channel"], DEFAULT_UPLOAD_LIMIT)
+        if any(len(f.data) > limit for f in request[FILES]):
+            return _json({"message": "Request entity too large", "code": 40005}, status=413)
         message = self._message(request.match_info["channel"], body, request[FILES])
         self.messages[message["id"]] = message
         return _json(message)
@@ -602,7 +619,7 @@ class DiscordEmulator:
             "verified": True,
         }
 
-    def _message(self, channel_id: str, body: JsonObject, files: Sequence[UploadedFile]) -> JsonObject:
+    def _message(self, channel_id: str, body: JsonObject, files: tuple[UploadedFile, ...]) -> JsonObject:
         attachments = [
             {
                 "id": str(next(self._ids)),

@@ -1,0 +1,118 @@
+"""The sentences both adapters show: exact wording where users read it, limits where platforms cut it."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import pytest
+
+from bot import texts
+from bot.service import Queued, QueueOverview
+from storage.jobs import FailureKind, ImageRequest, Job, JobStatus, Platform, Requester
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def make_job(**changes: object) -> Job:
+    job = Job(
+        id=12,
+        requester=Requester(Platform.TELEGRAM, "100", "1", "alice"),
+        request=ImageRequest("a red fox in the snow", 42, 20, 1024, 768, 3.5),
+        parent_id=None,
+        status=JobStatus.QUEUED,
+        attempts=0,
+        created_at=NOW,
+        started_at=None,
+        finished_at=None,
+        delivered_at=None,
+        progress_step=0,
+        progress_total=20,
+        error=None,
+        failure_kind=None,
+        result_path=None,
+        result_sha256=None,
+        duration_s=None,
+        step_seconds=None,
+        claimed_by=None,
+        status_message_id=None,
+        result_message_id=None,
+        dedupe_key=None,
+    )
+    return dataclasses.replace(job, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(0.4, "0 s"), (12.4, "12 s"), (60, "1 min"), (200, "3 min 20 s"), (3600, "1 h"), (3900, "1 h 5 min")],
+)
+def test_format_duration(seconds: float, words: str) -> None:
+    assert texts.format_duration(seconds) == words
+
+
+def test_shorten() -> None:
+    assert texts.shorten("a  b\nc", 10) == "a b c"
+    assert texts.shorten("abcdefghij", 5) == "abcd…"
+    assert len(texts.shorten("x" * 5000, 1024)) == 1024
+
+
+def test_queued_text() -> None:
+    job = make_job()
+    assert texts.queued_text(Queued(job, 1, 0, None, True)) == (
+        "Job #12 is queued at position 1, nothing ahead of it."
+    )
+    assert texts.queued_text(Queued(job, 3, 2, 95, True)) == (
+        "Job #12 is queued at position 3, 2 jobs ahead (about 1 min 35 s)."
+    )
+    running = make_job(status=JobStatus.RUNNING)
+    assert texts.queued_text(Queued(running, 0, 0, 8, False)) == (
+        "You already asked for this: job #12 is running (about 8 s)."
+    )
+
+
+def test_progress_text() -> None:
+    assert texts.progress_text(make_job(), None, 2) == "Job #12 is queued at position 2."
+    running = make_job(status=JobStatus.RUNNING, progress_step=7)
+    assert texts.progress_text(running, 26.0) == "Job #12: step 7 of 20, about 26 s left."
+    starting = make_job(status=JobStatus.RUNNING)
+    assert texts.progress_text(starting, None) == "Job #12 is starting."
+
+
+@pytest.mark.parametrize("kind", list(FailureKind))
+def test_every_failure_kind_has_a_reason(kind: FailureKind) -> None:
+    job = make_job(status=JobStatus.FAILED, failure_kind=kind, error="CUDA error: secret operator detail")
+    line = texts.failure_text(job)
+    assert line.startswith("Job #12 failed: ")
+    assert "secret operator detail" not in line
+    assert "\n" not in line
+
+
+def test_caption_fits_the_limit_and_keeps_the_parameters() -> None:
+    job = make_job(
+        status=JobStatus.DONE, duration_s=12.34, request=ImageRequest("y" * 3000, 42, 20, 1024, 768, 3.5)
+    )
+    caption = texts.caption(job, 1024)
+    assert len(caption) <= 1024
+    assert caption.endswith("seed 42 · 20 steps · 1024x768 · 12.3 s · job #12")
+
+
+def test_history_and_quota_and_queue() -> None:
+    done = make_job(status=JobStatus.DONE)
+    assert texts.history_line(done) == "#12 a red fox in the snow · seed 42 · 1024x768"
+    assert texts.history_text([]) == "You have no pictures yet. Try: /imagine a lighthouse at dusk"
+    assert texts.quota_text(1, [make_job()]) == (
+        "You already have 1 job waiting or running (#12 (queued)); the limit is 1. "
+        "Wait for one to finish, or stop one with /cancel."
+    )
+    overview = QueueOverview(running=(), queued_total=1, mine=(Queued(make_job(), 1, 0, None, False),))
+    assert texts.queue_text(overview) == (
+        "Nothing is running.\nWaiting: 1 job.\nYours:\n"
+        "  Job #12 is queued at position 1, nothing ahead of it."
+    )
+
+
+def test_details_show_everything_needed_to_reproduce() -> None:
+    job = make_job(parent_id=3, request=ImageRequest("a fox", 42, 20, 1024, 768, 3.5, "blur"))
+    details = texts.details_text(job)
+    for line in ("Prompt: a fox", "Leave out (--no): blur", "Seed: 42", "Size: 1024x768", "(reroll of #3)"):
+        assert line in details
