@@ -72,7 +72,6 @@ class Application:
         self._inner_stop = asyncio.Event()
         self._shutdown_steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._database: Database | None = None
         self._queue: JobQueue | None = None
         self._images: ImageStore | None = None
         self._signals: LocalSignals | None = None
@@ -122,7 +121,6 @@ class Application:
     async def _start(self) -> None:
         config = self._config
         database = Database(config.storage.database_url, busy_timeout_ms=config.storage.busy_timeout_ms)
-        self._database = database
         self._on_shutdown("database", database.close)
         await database.upgrade()
         self._signals = LocalSignals()

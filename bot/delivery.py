@@ -106,12 +106,21 @@ class DeliveryLoop:
             return
         logger.info("delivery loop started for %s", ", ".join(sorted(self._presenters)))
         while not stop.is_set():
+            # Listen before reading, so an update written during the pass wakes the next one at once.
+            woken = asyncio.ensure_future(self._signals.wait(Topic.UPDATED, self._poll_interval_s))
+            stopped = asyncio.ensure_future(stop.wait())
             try:
-                await self.run_once()
-            except Exception:
-                # A database hiccup must not end delivery: the next pass reads everything again.
-                logger.exception("delivery pass failed; trying again in %.1f s", self._poll_interval_s)
-            await self._wait(stop)
+                try:
+                    await self.run_once()
+                except Exception:
+                    # A database hiccup must not end delivery: the next pass reads everything again.
+                    logger.exception("delivery pass failed; trying again in %.1f s", self._poll_interval_s)
+                await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (woken, stopped):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         logger.info("delivery loop stopped")
 
     async def run_once(self) -> None:
@@ -219,15 +228,3 @@ class DeliveryLoop:
     def _due(self, job_id: int) -> bool:
         retry = self._retries.get(job_id)
         return retry is None or time.monotonic() >= retry.not_before
-
-    async def _wait(self, stop: asyncio.Event) -> None:
-        """Until a job is updated, `stop` is set, or the poll interval passes."""
-        signalled = asyncio.ensure_future(self._signals.wait(Topic.UPDATED, self._poll_interval_s))
-        stopped = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({signalled, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (signalled, stopped):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task

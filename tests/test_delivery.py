@@ -229,6 +229,26 @@ async def test_wakes_on_the_updated_signal(
     async with running(make_loop(queue, signals, presenter, poll_interval_s=60.0)):
         async with asyncio.timeout(WAIT_S):
             await signals.waiting.wait()
+        # Whether the first pass is still reading or already waiting, the signal must wake a pass.
         await queue.mark_done(job.id, stored, duration_s=1.0, step_seconds=0.25)
+        await wait_delivered(queue, signals, job.id)
+    assert [c.job_id for c in presenter.of("deliver")] == [job.id]
+
+
+async def test_an_update_written_during_a_pass_wakes_the_next_one(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    job = (await queue.enqueue(make_new_job())).job
+    assert await queue.claim_next("test") is not None
+    stored = await image_store.save(job.id, job.request.seed, b"png")
+
+    class FinishesWhileShown(RecordingPresenter):
+        async def show_progress(self, shown: Job, eta_s: float | None) -> None:
+            await super().show_progress(shown, eta_s)
+            # The claim loop finishing the job while this pass is still busy posting.
+            await queue.mark_done(shown.id, stored, duration_s=1.0, step_seconds=0.25)
+
+    presenter = FinishesWhileShown()
+    async with running(make_loop(queue, signals, presenter, poll_interval_s=60.0)):
         await wait_delivered(queue, signals, job.id)
     assert [c.kind for c in presenter.calls] == ["progress", "deliver"]

@@ -166,7 +166,8 @@ async def test_commands_sync_to_the_configured_guilds(tmp_path: Path) -> None:
             synced = [c for c in emulator.calls if c.route.endswith("/commands")]
             assert [c.route for c in synced] == ["PUT /applications/{app}/guilds/{guild}/commands"] * 2
             assert [c.params["guild"] for c in synced] == [str(GUILD), "501"]
-            assert {command["name"] for command in synced[0].payload or []} == {
+            assert isinstance(synced[0].payload, list)
+            assert {command["name"] for command in synced[0].payload} == {
                 "imagine",
                 "reroll",
                 "history",

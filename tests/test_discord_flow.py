@@ -68,7 +68,7 @@ async def test_imagine_defers_shows_progress_and_posts_the_png_with_buttons(
     assert len(set(texts)) == len(texts), "unchanged text was sent again"
     progress = [edit for edit in edits if "step" in content(edit)]
     gaps = [b.arrived - a.arrived for a, b in itertools.pairwise(progress)]
-    assert all(gap >= EDIT_INTERVAL_S - 0.05 for gap in gaps), gaps
+    assert all(gap >= EDIT_INTERVAL_S for gap in gaps), gaps
 
     # The image: an ordinary channel message with the bot token, the stored PNG, an embed, 3 buttons.
     assert post.headers["Authorization"] == f"Bot {TOKEN}"
@@ -120,7 +120,9 @@ async def test_buttons_work_after_a_restart(tmp_path: Path) -> None:
             (reroll,) = queued
             assert reroll.parent_id == source_id and reroll.request.prompt == "a quiet harbour"
             assert reroll.request.seed != 11
-            assert f"#{reroll.id}" in answers[0] and "already asked" in answers[1]
+            # The two clicks race; whichever lost finds the winner's job.
+            assert all(f"#{reroll.id}" in answer for answer in answers)
+            assert sum("already asked" in answer for answer in answers) == 1, answers
 
             details = await emulator.inject_click(
                 message_id, f"majicbot:details:{source_id}", user_id=STRANGER

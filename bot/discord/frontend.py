@@ -74,9 +74,10 @@ class DiscordFrontend:
                 "Check the network, or discord.api_base_url if you use a proxy."
             ) from None
         self._gateway = asyncio.create_task(self._client.connect(), name="discord-gateway")
+        self._gateway.add_done_callback(_log_gateway_end)
         ready = asyncio.create_task(self._client.wait_until_ready())
         done, _ = await asyncio.wait(
-            {self._gateway, ready}, timeout=READY_TIMEOUT_S, return_when="FIRST_COMPLETED"
+            {self._gateway, ready}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
         )
         if ready not in done:
             ready.cancel()
@@ -115,3 +116,14 @@ class DiscordFrontend:
         else:
             synced = await tree.sync()
             log.info("discord: synced %d commands globally", len(synced))
+
+
+def _log_gateway_end(task: asyncio.Task[None]) -> None:
+    # discord.py reconnects by itself; it gives up only on errors that need a person (e.g. a token
+    # revoked while running), and nothing else would notice.
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "discord: the gateway connection ended (%s); commands are no longer received. "
+            "Check the token and network, then restart majicbot.",
+            task.exception(),
+        )

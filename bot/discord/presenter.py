@@ -178,7 +178,6 @@ class DiscordPresenter:
             await self._send(job_id, line, text, None)
 
     async def _send(self, job_id: int, line: _StatusLine, text: str, view: discord.ui.View | None) -> None:
-        line.last_edit = time.monotonic()
         try:
             if view is None:
                 await line.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
@@ -191,6 +190,9 @@ class DiscordPresenter:
             log.info("job=%s status line can no longer be edited: %s", job_id, error)
             self._close(job_id)
             return
+        finally:
+            # Counted from when Discord has the edit, so no two edits land closer than the interval.
+            line.last_edit = time.monotonic()
         line.shown = text
 
     def _close(self, job_id: int) -> None:
