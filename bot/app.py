@@ -3,7 +3,11 @@
 `Application.run(stop)` reads top to bottom: start every part in order, serve until `stop` is set or a
 part dies, then always shut down in reverse order, each step bounded by a timeout:
 
-    database (+ migrations) -> queue -> recovery -> worker -> claim loop -> adapters -> delivery loop
+    database (+ migrations) -> queue -> recovery -> engine task (load the worker, then claim loop)
+                                                  -> adapters -> delivery loop
+
+The worker loads its models while the adapters start, so commands are queued from the first second; a
+missing model file is found before anything starts (preflight), a worker that fails later ends the run.
 
 The chat process never imports torch or diffsynth: the worker is a spawned child process, and the
 adapters are imported only when configured.
@@ -16,7 +20,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.config import Config
 from bot.delivery import DeliveryLoop
@@ -26,6 +30,10 @@ from storage.database import Database
 from storage.images import ImageStore
 from storage.queue import JobQueue
 from storage.signals import LocalSignals
+
+if TYPE_CHECKING:
+    from engine.claim_loop import ClaimLoop
+    from engine.supervisor import WorkerSupervisor
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -134,6 +142,7 @@ class Application:
 
     async def _start_engine(self) -> None:
         # Imported here: a chat-only host needs neither module (nor their multiprocessing setup).
+        from engine.backend import preflight
         from engine.claim_loop import ClaimLoop
         from engine.supervisor import WorkerSupervisor
 
@@ -153,17 +162,9 @@ class Application:
             len(report.undelivered),
         )
 
+        await asyncio.to_thread(preflight, self._config.engine)
         supervisor = WorkerSupervisor(self._config.engine)
         self._on_shutdown("worker", lambda: supervisor.stop(self._shutdown_timeout_s / 2))
-        ready = await supervisor.start()
-        logger.info(
-            "worker ready: backend=%s model=%s strategy=%s device=%s loaded in %.1f s",
-            ready.backend,
-            ready.model,
-            ready.strategy,
-            ready.device_name,
-            ready.load_seconds,
-        )
         claim_loop = ClaimLoop(
             queue,
             self.images,
@@ -172,7 +173,9 @@ class Application:
             claimer=self.claimer,
             poll_interval_s=self._config.storage.poll_interval_s,
         )
-        self._spawn("claim loop", claim_loop.run(self._inner_stop))
+        # The models load while the adapters start: commands are accepted and queued meanwhile
+        # (a Discord interaction that finds nobody listening is lost), and run once the worker is ready.
+        self._spawn("engine", _load_then_claim(supervisor, claim_loop, self._inner_stop))
 
     async def _start_chat(self) -> None:
         self._frontends = tuple(self._build_frontends(self.service))
@@ -236,6 +239,20 @@ class Application:
         task = asyncio.create_task(work, name=name)
         self._tasks.append(task)
         self._on_shutdown(name, lambda: _finish_task(task, self._shutdown_timeout_s * 0.8))
+
+
+async def _load_then_claim(supervisor: WorkerSupervisor, claim_loop: ClaimLoop, stop: asyncio.Event) -> None:
+    """Start the worker (load the models), then claim and run jobs until `stop` is set."""
+    ready = await supervisor.start()
+    logger.info(
+        "worker ready: backend=%s model=%s strategy=%s device=%s loaded in %.1f s",
+        ready.backend,
+        ready.model,
+        ready.strategy,
+        ready.device_name,
+        ready.load_seconds,
+    )
+    await claim_loop.run(stop)
 
 
 async def _finish_task(task: asyncio.Task[None], grace_s: float) -> None:

@@ -192,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `majicbot` console script."""
+    from bot.app import ApplicationError
     from bot.errors import UserFacingError
     from bot.frontend import FrontendStartError
+    from engine.errors import EngineError
 
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
@@ -202,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"majicbot: invalid configuration in {error}", file=sys.stderr)
         return EXIT_CONFIG
-    except (UserFacingError, FrontendStartError) as error:
+    except (UserFacingError, FrontendStartError, ApplicationError, EngineError) as error:
         print(f"majicbot: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -12,7 +12,15 @@ from collections.abc import Iterable
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 MASK = "********"
 # Chatty at INFO/DEBUG and never useful to an operator at those levels.
-_QUIET_LOGGERS = ("httpx", "httpcore", "telegram.ext.Updater", "discord.gateway", "discord.http", "aiosqlite")
+_QUIET_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "telegram.ext.Updater",
+    "discord.gateway",
+    "discord.http",
+    "aiosqlite",
+    "alembic",
+)
 
 
 class SecretRedactor(logging.Filter):

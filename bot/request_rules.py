@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 
-from bot.command_parser import MAX_SEED, ImagineArgs, check_args
+from bot.command_parser import MAX_SEED, ImagineArgs, check_args, fit_to_limits
 from bot.settings import LimitsSettings
 from engine.settings import EngineSettings
 from storage.jobs import ImageRequest
@@ -19,11 +19,14 @@ DEFAULT_SIZE = (1024, 1024)
 def resolve_request(args: ImagineArgs, limits: LimitsSettings, engine: EngineSettings) -> ImageRequest:
     """Check `args` against the limits (InvalidRequest if wrong) and fill what is unset.
 
-    Defaults: a random seed, `engine.default_steps`, 1024x1024 and `engine.default_guidance`.
+    Defaults: a random seed, `engine.default_steps`, 1024x1024 (scaled down to fit the limits) and
+    `engine.default_guidance`.
     """
     args = check_args(args, limits)
     width, height = (
-        (args.width, args.height) if args.width is not None and args.height is not None else DEFAULT_SIZE
+        (args.width, args.height)
+        if args.width is not None and args.height is not None
+        else fit_to_limits(*DEFAULT_SIZE, limits)
     )
     return ImageRequest(
         prompt=args.prompt,

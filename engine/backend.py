@@ -81,3 +81,21 @@ def resolve_factory(backend: str) -> BackendFactory:
 def load_backend(settings: EngineSettings) -> Backend:
     """Build the configured backend once (loads the models); raises whatever the factory raises."""
     return resolve_factory(settings.backend)(settings)
+
+
+def preflight(settings: EngineSettings) -> None:
+    """What the parent can check before it spawns a worker, without importing torch: the backend
+    setting is well formed and, for the default backend, every model file is present and recognised.
+
+    Fails fast with the fix (e.g. `majicbot download`) instead of after a worker start; blocking file
+    reads, so call it off the event loop.
+    """
+    factory_path(settings.backend)
+    if settings.backend != "diffsynth":
+        return
+    from models.check import ModelFilesMissing, require_complete
+
+    try:
+        require_complete(settings.model_dir)
+    except ModelFilesMissing as missing:
+        raise EngineStartError(str(missing)) from None

@@ -117,20 +117,33 @@ async def test_runs_jobs_end_to_end_and_recovers_what_a_crash_left(
     assert delivered.result_message_id == f"message-{queued.job.id}"
 
 
-async def test_engine_that_cannot_load_stops_the_application(tmp_path: Path) -> None:
+async def test_missing_model_files_stop_the_application_before_anything_starts(tmp_path: Path) -> None:
+    frontend = MemoryFrontend()
+    app = Application(make_config(tmp_path, "diffsynth"), frontends=lambda service: [frontend])
+    running = Running(app)
+    with pytest.raises(ApplicationError, match="stopped before it finished starting"):
+        async with asyncio.timeout(START_S):
+            await app.started()
+    with pytest.raises(EngineStartError, match=r"majicflus_v134\.safetensors") as caught:
+        async with asyncio.timeout(30):
+            await running.task
+    assert "majicbot download" in str(caught.value)
+    assert not frontend.started
+
+
+async def test_a_worker_that_cannot_load_stops_the_application(tmp_path: Path) -> None:
+    """Loading runs while the adapters start; a load that fails later still ends the run, cleanly."""
     frontend = MemoryFrontend()
     app = Application(
         make_config(tmp_path, "tests.support.tiny_backend:create_backend_missing_model"),
         frontends=lambda service: [frontend],
     )
     running = Running(app)
-    with pytest.raises(ApplicationError, match="stopped before it finished starting"):
+    with pytest.raises(ApplicationError, match=r"engine failed: .*majicflus_v134\.safetensors"):
         async with asyncio.timeout(START_S):
-            await app.started()
-    with pytest.raises(EngineStartError, match=r"majicflus_v134\.safetensors"):
-        async with asyncio.timeout(30):
             await running.task
-    assert not frontend.started
+    assert frontend.started
+    assert frontend.stopped
 
 
 async def test_chat_only_host_delivers_and_leaves_running_jobs_to_their_host(
