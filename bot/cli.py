@@ -94,11 +94,11 @@ def _run(args: argparse.Namespace, *, with_engine: bool, with_chat: bool) -> int
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from engine.generate import generate_one
     from tqdm import tqdm
 
     from bot.command_parser import ImagineArgs
     from bot.request_rules import resolve_request
+    from engine.generate import generate_one
     from engine.messages import StepProgress
 
     config = _load(args)

@@ -27,7 +27,7 @@ from engine.errors import EngineError, EngineStartError, EngineStopped, JobFaile
 from engine.messages import GenerationRequest, JobErrorKind, JobSucceeded, StepProgress
 from engine.supervisor import WorkerSupervisor
 from storage.images import ImageStore
-from storage.jobs import FailureKind, Job
+from storage.jobs import FailureKind, ImageRequest, Job
 from storage.queue import InvalidTransition, JobNotFound, JobQueue
 from storage.signals import JobSignals, Topic
 
@@ -43,10 +43,8 @@ FAILURE_KINDS: dict[JobErrorKind, FailureKind] = {
 """How a failed run is stored. CANCELLED is not a failure: the row was cancelled, or the job goes back."""
 
 
-
-def generation_request(job: Job) -> GenerationRequest:
-    """What the worker is asked to draw for a stored job."""
-    r = job.request
+def generation_request(r: ImageRequest) -> GenerationRequest:
+    """What the worker is asked to draw for a stored request."""
     return GenerationRequest(
         prompt=r.prompt,
         negative_prompt=r.negative_prompt,
@@ -186,7 +184,7 @@ class ClaimLoop:
             job.request.steps,
         )
         progress = _ProgressWriter(self._queue, self._worker, job.id)
-        run = loop.create_task(self._worker.run(job.id, generation_request(job), progress.on_step))
+        run = loop.create_task(self._worker.run(job.id, generation_request(job.request), progress.on_step))
         stopper = loop.create_task(stop.wait())
         stopping = False
         try:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.messages import GenerationRequest, WorkerReady
+from engine.claim_loop import generation_request
+from engine.messages import WorkerReady
 from engine.settings import EngineSettings
 from engine.supervisor import ProgressCallback, WorkerSupervisor
+from storage.jobs import ImageRequest
 
 CLI_JOB_ID = 0
 """The job id the worker sees (and logs) for a one-off image; queued jobs start at 1."""
@@ -14,7 +16,7 @@ CLI_JOB_ID = 0
 
 async def generate_one(
     settings: EngineSettings,
-    request: GenerationRequest,
+    request: ImageRequest,
     on_progress: ProgressCallback | None = None,
     *,
     on_ready: Callable[[WorkerReady], None] | None = None,
@@ -29,7 +31,7 @@ async def generate_one(
         ready = await supervisor.start()
         if on_ready is not None:
             on_ready(ready)
-        result = await supervisor.run(CLI_JOB_ID, request, on_progress)
+        result = await supervisor.run(CLI_JOB_ID, generation_request(request), on_progress)
         return result.png
     finally:
         await supervisor.stop()

@@ -28,7 +28,9 @@ class EngineSettings(BaseModel):
     default_steps: int = Field(default=20, ge=1, le=100, description="Denoising steps when none are given.")
     default_guidance: float = Field(default=3.5, ge=0, le=20, description="FLUX embedded guidance.")
     job_timeout_s: float = Field(default=600, gt=0, description="A job running longer is stopped and failed.")
-    load_timeout_s: float = Field(default=900, gt=0, description="Model loading longer than this is an error.")
+    load_timeout_s: float = Field(
+        default=900, gt=0, description="Model loading longer than this is an error."
+    )
     prompt_cache_size: int = Field(default=32, ge=0, description="Prompt embeddings kept for rerolls.")
     restart_backoff_s: tuple[float, float] = Field(
         default=(1.0, 60.0), description="A dead worker is restarted after min, doubling up to max seconds."

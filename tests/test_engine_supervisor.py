@@ -18,6 +18,7 @@ from engine.messages import GenerationRequest, JobErrorKind, StepProgress, Worke
 from engine.png_metadata import read_metadata
 from engine.settings import EngineSettings
 from engine.supervisor import WorkerSupervisor
+from storage.jobs import ImageRequest
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -170,7 +171,7 @@ async def test_generate_one_makes_one_png_with_progress() -> None:
     async with asyncio.timeout(60):
         png = await generate_one(
             settings(),
-            request("a lighthouse", steps=5),
+            ImageRequest(prompt="a lighthouse", seed=3, steps=5, width=64, height=64, guidance=3.5),
             lambda p: steps.append(p.step),
             on_ready=ready.append,
         )
