@@ -16,13 +16,13 @@ import pytest
 from bot.app import Application, ApplicationError
 from bot.command_parser import ImagineArgs
 from bot.config import Config
+from bot.settings import LimitsSettings
 from engine.errors import EngineStartError
-from engine.settings import EngineSettings
 from storage.database import Database
 from storage.jobs import JobStatus, Platform, Requester
 from storage.queue import JobQueue
-from storage.settings import StorageSettings
 from storage.signals import LocalSignals
+from tests.support.app_harness import tiny_app_config
 from tests.support.memory_frontend import MemoryFrontend
 from tests.support.new_jobs import build_new_job
 
@@ -33,14 +33,7 @@ ALICE = Requester(Platform.TELEGRAM, chat_id="100", user_id="1", user_name="alic
 
 
 def make_config(tmp_path: Path, backend: str = TINY) -> Config:
-    return Config(
-        storage=StorageSettings(
-            database_url=f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
-            data_dir=tmp_path / "data",
-            poll_interval_s=0.2,
-        ),
-        engine=EngineSettings(backend=backend, device="cpu", model_dir=tmp_path / "models"),
-    )
+    return tiny_app_config(tmp_path, backend=backend, limits=LimitsSettings())
 
 
 class Running:
@@ -191,6 +184,7 @@ from pathlib import Path
 from bot.app import Application
 from bot.command_parser import ImagineArgs
 from storage.jobs import Platform, Requester
+from tests.support.app_harness import tiny_app_config
 from tests.support.memory_frontend import MemoryFrontend
 from tests.test_app import make_config
 

@@ -15,6 +15,7 @@ import pytest
 
 from bot.app import Application
 from bot.frontend import FrontendStartError
+from tests.support.app_harness import running
 from tests.support.discord_emulator import DiscordEmulator, Injected
 from tests.support.discord_harness import (
     CHANNEL,
@@ -25,7 +26,6 @@ from tests.support.discord_harness import (
     content,
     emulated,
     make_config,
-    running,
 )
 
 ACK_WINDOW_S = 3.0

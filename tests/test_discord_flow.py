@@ -12,6 +12,7 @@ import pytest
 
 from bot.discord import presenter
 from storage.jobs import JobStatus, Platform
+from tests.support.app_harness import running
 from tests.support.discord_emulator import DiscordEmulator, Injected, RecordedCall
 from tests.support.discord_harness import (
     TOKEN,
@@ -21,7 +22,6 @@ from tests.support.discord_harness import (
     content,
     emulated,
     make_config,
-    running,
 )
 
 OWNER = 4242

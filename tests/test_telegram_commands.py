@@ -26,8 +26,14 @@ from engine.settings import EngineSettings
 from storage.images import ImageStore
 from storage.jobs import JobStatus
 from storage.queue import JobQueue
+from tests.support.app_harness import running
 from tests.support.telegram_emulator import BOT_USERNAME, TelegramEmulator, TgChat, TgUser
-from tests.support.telegram_harness import SMALL_LIMITS, TOKEN, make_config, reply_to, running
+from tests.support.telegram_harness import (
+    SMALL_LIMITS,
+    TOKEN,
+    make_config,
+    reply_to,
+)
 
 ANN = TgUser(1001, "Ann", "ann")
 BOB = TgUser(1002, "Bob", "bob")

@@ -13,8 +13,15 @@ import pytest
 
 from bot.app import Application
 from storage.jobs import Job, JobStatus
+from tests.support.app_harness import running
 from tests.support.telegram_emulator import BOT_USERNAME, Call, TelegramEmulator, TgChat, TgUser
-from tests.support.telegram_harness import SMALL_LIMITS, TOKEN, make_config, reply_to, running, until
+from tests.support.telegram_harness import (
+    SMALL_LIMITS,
+    TOKEN,
+    make_config,
+    reply_to,
+    until,
+)
 
 ANN = TgUser(1001, "Ann", "ann")
 BOB = TgUser(1002, "Bob", "bob")
