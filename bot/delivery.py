@@ -1,7 +1,6 @@
 """Delivery: the chat side watches job rows and tells each platform what changed.
 
-CONTRACT (the bot-core helper implements `DeliveryLoop`; each adapter implements a `Presenter`).
-The claim loop writes rows and signals `Topic.UPDATED`; this loop wakes on that signal or after
+Each adapter implements a `Presenter`. The claim loop writes rows and signals `Topic.UPDATED`; this loop wakes on that signal or after
 `poll_interval_s`, reads what changed, and calls the presenter of the job's platform. A final job is
 delivered once: `mark_delivered` follows a successful post, so a crash before it delivers again after
 restart rather than never.

@@ -1,6 +1,6 @@
 """What `bot/app.py` needs from a chat adapter.
 
-CONTRACT. Each adapter module exposes a class with this constructor and protocol:
+Each adapter module exposes a class with this constructor and protocol:
 
     bot.telegram.frontend.TelegramFrontend(settings: TelegramSettings, service: BotService,
                                            limits: LimitsSettings)

@@ -1,8 +1,7 @@
 """The use cases behind the chat commands, shared by the Discord and Telegram adapters.
 
-CONTRACT (the bot-core helper implements; adapters code against these signatures). Adapters parse
-platform input into the argument types here, call one method, and render the typed result. Every
-method raises only `bot.errors.UserFacingError` subclasses for things a user did or can fix.
+Adapters parse platform input into the argument types here, call one method, and render the typed
+result. Every method raises only `bot.errors.UserFacingError` subclasses for things a user did or can fix.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
 """Opening the database: the async engine, SQLite's WAL and busy timeout, and sessions.
 
-CONTRACT (helpers: implement; keep the names).
-
 Transactions on SQLite: pysqlite's own implicit BEGIN is switched off and SQLAlchemy's ``begin`` event
 issues it instead, so that write transactions can say ``BEGIN IMMEDIATE``: they take the write lock at
 their start, and a read-then-write (such as claiming a job) cannot interleave with another writer. On

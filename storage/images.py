@@ -1,7 +1,4 @@
-"""Images on disk: written under a temporary name and renamed, so a crash never leaves half a file.
-
-CONTRACT (helpers: implement; keep the names).
-"""
+"""Images on disk: written under a temporary name and renamed, so a crash never leaves half a file."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """The durable job queue: one method per operation, each returning domain objects from `storage.jobs`.
 
-CONTRACT (helpers: implement the bodies; keep the signatures, other packages code against them).
-
 Every write runs in one `Database.write()` transaction: on SQLite that holds the write lock from its
 first statement, so reading a row and then changing it cannot interleave with another writer (in this
 process or another). On PostgreSQL the row is read ``FOR UPDATE`` and a claim is a conditional
