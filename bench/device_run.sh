@@ -18,7 +18,8 @@ if [ ! -f /tmp/models/MAILAND/majicflus_v1/majicflus_v134.safetensors ]; then
   echo "synthetic set written in $(( $(date +%s) - t0 )) s"
 fi
 python3 -c "from pathlib import Path; from models import check_models; print(check_models(Path('/tmp/models')).render())"
-[ "$MODE" = smoke ] && python3 -m pytest -q -m gpu -p no:cacheprovider --noconftest tests/test_streaming_gpu.py 2>&1 | tail -5
+python3 -m pytest -q -m gpu -p no:cacheprovider --noconftest tests/test_streaming_gpu.py 2>&1 | tail -5
+python3 -c "import torch; from engine.fp8_linear import choose_matmul; print(choose_matmul(torch.device('cuda:0')))"
 python3 - <<'PY'
 import torch, time
 n = 2 << 30

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from engine.backend import StepCallback
-from engine.fp8_linear import FP8, convert_linears, probe_scaled_mm
+from engine.fp8_linear import FP8, choose_matmul, convert_linears
 from engine.layer_streaming import StreamedBlocks, move_outside_blocks
 from engine.messages import GenerationRequest
 from engine.prompt_cache import PromptCache
@@ -107,8 +107,9 @@ class DiffSynthBackend:
             # Enforce the budget: exceeding it raises out-of-memory instead of starving a shared card.
             torch.cuda.set_per_process_memory_fraction(budget / total, self._device)
         self._budget = budget
-        self._fp8_matmul, err = probe_scaled_mm(self._device)
-        log.info("fp8 matmul: %s (probe relative error %.4f)", self._fp8_matmul, err)
+        choice = choose_matmul(self._device)
+        self._matmul = choice.mode
+        log.info("matmul: %s (relative errors %s, ms %s)", choice.mode, choice.errors, choice.milliseconds)
         self._cache: PromptCache[tuple[str, int], PromptEmbedding] = PromptCache(settings.prompt_cache_size)
         self._pipe = self._load()
         self._plan = self._make_plan(budget)
@@ -138,7 +139,7 @@ class DiffSynthBackend:
                 tokenizer_1_config=ModelConfig(path=str(paths.tokenizer_clip)),
                 tokenizer_2_config=ModelConfig(path=str(paths.tokenizer_t5)),
             )
-        replaced = convert_linears(pipe.dit, COMPUTE_DTYPE, self._fp8_matmul)
+        replaced = convert_linears(pipe.dit, COMPUTE_DTYPE, self._matmul)
         log.info("DiT: %d linear layers stored in float8", replaced)
         dit_blocks = list(pipe.dit.blocks) + list(pipe.dit.single_blocks)
         t5_blocks = list(pipe.text_encoder_2.encoder.block)
@@ -252,8 +253,7 @@ class DiffSynthBackend:
 
     def describe(self) -> tuple[str, str]:
         """(model files, memory strategy) for logs and PNG metadata."""
-        matmul = "fp8 matmul" if self._fp8_matmul else "bf16 matmul"
-        return self._paths.file_names, f"{self._plan.strategy}, {matmul}"
+        return self._paths.file_names, f"{self._plan.strategy}, {self._matmul}"
 
     def reduce_memory(self) -> bool:
         """After an out-of-memory error: plan for three quarters of the budget. False if nothing changes."""

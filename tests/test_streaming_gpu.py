@@ -13,7 +13,7 @@ pytestmark = pytest.mark.gpu
 
 
 def _net(device: object) -> tuple[object, list[object]]:
-    from engine.fp8_linear import convert_linears
+    from engine.fp8_linear import MatmulMode, convert_linears
 
     torch.manual_seed(0)
     blocks = [
@@ -21,7 +21,7 @@ def _net(device: object) -> tuple[object, list[object]]:
         for _ in range(7)
     ]
     root = torch.nn.Sequential(*blocks)
-    convert_linears(root, torch.bfloat16, use_fp8_matmul=False)
+    convert_linears(root, torch.bfloat16, MatmulMode.BF16)
     return root, blocks
 
 
@@ -58,10 +58,10 @@ def test_streamed_equals_resident(wrap: bool) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fp8_matmul_close_to_upcast() -> None:
-    from engine.fp8_linear import probe_scaled_mm
+def test_matmul_choice_is_measured_and_accurate() -> None:
+    from engine.fp8_linear import MatmulMode, choose_matmul
 
-    ok, err = probe_scaled_mm(torch.device("cuda:0"))
+    choice = choose_matmul(torch.device("cuda:0"))
+    assert choice.mode in choice.milliseconds
     if torch.cuda.get_device_capability(0) >= (8, 9):
-        assert ok, err
-        assert err < 0.08
+        assert choice.errors[MatmulMode.FP8_ROWWISE] < 0.08
