@@ -1,7 +1,8 @@
 """Parsing `/imagine` text: the prompt with `--seed`, `--steps`, `--ar`, `--size`, `--no` flags.
 
-Both adapters feed it raw text; Discord also passes its typed options through `ImagineArgs` fields directly (`with_options` merges them with flags written in
-the prompt, and `check_args` validates arguments that did not come through `parse_imagine`).
+Both adapters feed it raw text; Discord also passes its typed options through `ImagineArgs` fields
+directly (`with_options` merges them with flags written in the prompt, and `check_args` validates
+arguments that did not come through `parse_imagine`).
 
 The language::
 

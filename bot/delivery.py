@@ -1,9 +1,9 @@
 """Delivery: the chat side watches job rows and tells each platform what changed.
 
-Each adapter implements a `Presenter`. The claim loop writes rows and signals `Topic.UPDATED`; this loop wakes on that signal or after
-`poll_interval_s`, reads what changed, and calls the presenter of the job's platform. A final job is
-delivered once: `mark_delivered` follows a successful post, so a crash before it delivers again after
-restart rather than never.
+Each adapter implements a `Presenter`. The claim loop writes rows and signals `Topic.UPDATED`; this loop
+wakes on that signal or after `poll_interval_s`, reads what changed, and calls the presenter of the job's
+platform. A final job is delivered once: `mark_delivered` follows a successful post, so a crash before it
+delivers again after restart rather than never.
 
 Each pass reads the active jobs (running, and queued in fair order) and the final, undelivered jobs of
 the platforms that have a presenter here. A job whose status, step or queue position differs from what

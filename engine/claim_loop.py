@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from engine.errors import EngineError, EngineStartError, EngineStopped, JobFailed, WorkerDied
 from engine.messages import GenerationRequest, JobErrorKind, JobSucceeded, StepProgress
+from engine.png_metadata import encode_result
 from engine.supervisor import WorkerSupervisor
 from storage.images import ImageStore
 from storage.jobs import FailureKind, ImageRequest, Job
@@ -41,6 +42,10 @@ FAILURE_KINDS: dict[JobErrorKind, FailureKind] = {
     JobErrorKind.ERROR: FailureKind.ERROR,
 }
 """How a failed run is stored. CANCELLED is not a failure: the row was cancelled, or the job goes back."""
+
+
+def _succeeded(run: asyncio.Task[JobSucceeded]) -> bool:
+    return not run.cancelled() and run.exception() is None
 
 
 def generation_request(r: ImageRequest) -> GenerationRequest:
@@ -131,6 +136,8 @@ class ClaimLoop:
         self._finishing: set[asyncio.Task[None]] = set()
         self._previous_end: float | None = None
         self.last_gap_s: float | None = None
+        self._previous_generate_finished: float | None = None
+        self.last_gpu_idle_s: float | None = None
         """Seconds the worker sat idle between the last two jobs when the second was already queued."""
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -156,6 +163,7 @@ class ClaimLoop:
             job = await self._queue.claim_next(self._claimer)
             if job is None:
                 self._previous_end = None  # idle: the next job's start is no gap
+                self._previous_generate_finished = None
                 await self._wait_for_work(stop)
                 return True
             await self._run_job(job, stop)
@@ -202,6 +210,9 @@ class ClaimLoop:
                 await asyncio.gather(run, return_exceptions=True)
             await progress.close()
             self._previous_end = loop.time()
+        # A job that did not succeed breaks the back-to-back chain the GPU idle time is measured over.
+        if not _succeeded(run):
+            self._previous_generate_finished = None
         try:
             result = run.result()
         except asyncio.CancelledError:
@@ -212,9 +223,18 @@ class ClaimLoop:
             reason = exc.reason if isinstance(exc, WorkerDied) else str(exc)
             await self._transition(job, self._queue.requeue_after_crash(job.id, reason))
         else:
+            self._note_gpu_idle(job, result)
             task = loop.create_task(self._store(job, result))
             self._finishing.add(task)
             task.add_done_callback(self._finishing.discard)
+
+    def _note_gpu_idle(self, job: Job, result: JobSucceeded) -> None:
+        """GPU idle between two back-to-back jobs, on the worker's clock: from the previous job's backend
+        call returning to this one's starting (claiming, messaging, and nothing else)."""
+        if self._previous_generate_finished is not None:
+            self.last_gpu_idle_s = result.generate_started - self._previous_generate_finished
+            logger.info("job=%d: the GPU idled %.1f ms before it", job.id, self.last_gpu_idle_s * 1000)
+        self._previous_generate_finished = result.generate_finished
 
     async def _record_failure(
         self, job: Job, failure: JobFailed, *, cancelled_by_user: bool, stopping: bool
@@ -236,7 +256,8 @@ class ClaimLoop:
     async def _store(self, job: Job, result: JobSucceeded) -> None:
         """Write the PNG and mark the job done (overlapping the next job's run)."""
         try:
-            image = await self._images.save(job.id, job.request.seed, result.png)
+            png = await asyncio.to_thread(encode_result, generation_request(job.request), result)
+            image = await self._images.save(job.id, job.request.seed, png)
         except Exception as exc:
             logger.exception("job=%d: the image could not be stored", job.id)
             await self._transition(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from engine.claim_loop import generation_request
 from engine.messages import WorkerReady
+from engine.png_metadata import encode_result
 from engine.settings import EngineSettings
 from engine.supervisor import ProgressCallback, WorkerSupervisor
 from storage.jobs import ImageRequest
@@ -31,7 +33,8 @@ async def generate_one(
         ready = await supervisor.start()
         if on_ready is not None:
             on_ready(ready)
-        result = await supervisor.run(CLI_JOB_ID, generation_request(request), on_progress)
-        return result.png
+        wanted = generation_request(request)
+        result = await supervisor.run(CLI_JOB_ID, wanted, on_progress)
+        return await asyncio.to_thread(encode_result, wanted, result)
     finally:
         await supervisor.stop()

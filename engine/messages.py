@@ -87,13 +87,29 @@ class JobErrorKind(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class RawImage:
+    """Pixels as the backend made them. The parent encodes the PNG (0.1-0.5 s of CPU at 1024x1024) while
+    the worker already runs the next job, so encoding never keeps the GPU idle."""
+
+    mode: str
+    width: int
+    height: int
+    pixels: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class JobSucceeded:
     job_id: int
-    png: bytes  # with text metadata: prompt, seed, steps, size, guidance, model files, strategy, version
+    image: RawImage
+    model: str  # the model file names, for the PNG's metadata
+    strategy: str  # the memory strategy the image was made with
     seconds: float
     step_seconds: float  # mean wall time of one denoising step
-    strategy: str
     memory: MemoryReport  # after the CUDA cache was cleared
+    # time.monotonic() in the worker around the backend call (the clock is system-wide on Linux):
+    # the GPU idles from one job's generate_finished to the next one's generate_started.
+    generate_started: float
+    generate_finished: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from engine.messages import GenerationRequest
+from engine.messages import GenerationRequest, JobSucceeded
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -89,8 +89,7 @@ class PngMetadata:
 def encode_png(image: Image, metadata: PngMetadata) -> bytes:
     """The image as PNG bytes with the metadata as text chunks (iTXt where the text is not Latin-1).
 
-    CPU-bound (about 0.1-0.5 s at 1024x1024): call it in the worker process or a thread, never in the
-    event loop.
+    CPU-bound (about 0.1-0.5 s at 1024x1024): call it in a thread, never in the event loop.
     """
     from PIL.PngImagePlugin import PngInfo
 
@@ -100,6 +99,18 @@ def encode_png(image: Image, metadata: PngMetadata) -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="PNG", pnginfo=info, compress_level=6)
     return buffer.getvalue()
+
+
+def encode_result(request: GenerationRequest, result: JobSucceeded) -> bytes:
+    """The PNG of a finished job: the worker's pixels with the request's and the worker's metadata.
+
+    CPU-bound like `encode_png`: run it in a thread.
+    """
+    from PIL import Image
+
+    raw = result.image
+    image = Image.frombytes(raw.mode, (raw.width, raw.height), raw.pixels)
+    return encode_png(image, PngMetadata.for_request(request, model=result.model, strategy=result.strategy))
 
 
 def read_metadata(png: bytes) -> PngMetadata:

@@ -34,13 +34,13 @@ from engine.messages import (
     JobErrored,
     JobErrorKind,
     JobSucceeded,
+    RawImage,
     RunJob,
     Shutdown,
     StepProgress,
     WorkerReady,
     WorkerStartFailed,
 )
-from engine.png_metadata import PngMetadata, encode_png
 from engine.settings import EngineSettings
 
 if TYPE_CHECKING:
@@ -181,9 +181,12 @@ class _Stopped(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Made:
-    png: bytes
+    image: RawImage
+    model: str
     strategy: str
     step_seconds: float
+    generate_started: float
+    generate_finished: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,11 +281,14 @@ class _JobRunner:
             self._outbox.send(
                 JobSucceeded(
                     job_id=job.job_id,
-                    png=outcome.png,
+                    image=outcome.image,
+                    model=outcome.model,
+                    strategy=outcome.strategy,
                     seconds=seconds,
                     step_seconds=outcome.step_seconds,
-                    strategy=outcome.strategy,
                     memory=memory,
+                    generate_started=outcome.generate_started,
+                    generate_finished=outcome.generate_finished,
                 )
             )
         else:
@@ -293,6 +299,7 @@ class _JobRunner:
         clock = _StepClock(job, started + job.timeout_s, self._inbox, self._outbox)
         image: Image | None = None
         oom_text = ""
+        generate_started = time.monotonic()
         for attempt in (1, 2):
             out_of_memory = False
             try:
@@ -320,16 +327,18 @@ class _JobRunner:
                     "Try a smaller size, or free the GPU of other programs.",
                 )
             clock.restart()
+        generate_finished = time.monotonic()
         if image is None:
             return _Failed(JobErrorKind.ERROR, "The backend returned no image.")
         model, strategy = _describe(self._backend)
-        try:
-            png = encode_png(image, PngMetadata.for_request(job.request, model=model, strategy=strategy))
-        except Exception as exc:
-            logger.exception("job=%d: the image could not be encoded", job.job_id)
-            return _Failed(JobErrorKind.ERROR, f"The image could not be encoded as PNG: {exc}")
+        rgb = image.convert("RGB")
         return _Made(
-            png, strategy, clock.mean_step_seconds(fallback=(time.monotonic() - started) / job.request.steps)
+            image=RawImage("RGB", rgb.width, rgb.height, rgb.tobytes()),
+            model=model,
+            strategy=strategy,
+            step_seconds=clock.mean_step_seconds(fallback=(time.monotonic() - started) / job.request.steps),
+            generate_started=generate_started,
+            generate_finished=generate_finished,
         )
 
     def _reduce_memory(self, job_id: int) -> bool:

@@ -116,8 +116,11 @@ async def test_jobs_run_in_fair_order_back_to_back_and_images_are_stored(
         assert job.progress_step == job.request.steps
     # Five of the six jobs started while another was queued: the idle time between them was measured.
     assert claim_loop.last_gap_s is not None
+    assert claim_loop.last_gpu_idle_s is not None
     print(f"gap between back-to-back jobs: {claim_loop.last_gap_s * 1000:.1f} ms")
+    print(f"worker idle between them: {claim_loop.last_gpu_idle_s * 1000:.1f} ms")
     assert claim_loop.last_gap_s < 1.0
+    assert 0 <= claim_loop.last_gpu_idle_s < 1.0
 
 
 async def test_an_idle_loop_wakes_up_on_the_queued_signal(

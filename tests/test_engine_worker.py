@@ -23,7 +23,7 @@ from engine.messages import (
     StepProgress,
     WorkerReady,
 )
-from engine.png_metadata import majicbot_version, read_metadata
+from engine.png_metadata import encode_result, majicbot_version, read_metadata
 from engine.settings import EngineSettings
 from engine.supervisor import WorkerSupervisor
 from engine.worker import worker_main
@@ -132,7 +132,9 @@ async def test_progress_is_reported_for_every_step_in_order(supervisor: WorkerSu
     result = await run(supervisor, 1, request(steps=6), progress)
     assert [(p.job_id, p.step, p.total) for p in progress] == [(1, n, 6) for n in range(1, 7)]
     assert result.job_id == 1
-    assert result.png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert (result.image.mode, result.image.width, result.image.height) == ("RGB", 64, 64)
+    assert encode_result(request(steps=6), result).startswith(b"\x89PNG\r\n\x1a\n")
+    assert result.generate_started < result.generate_finished
     assert result.seconds > 0
     assert 0 < result.step_seconds <= result.seconds
 
@@ -141,8 +143,10 @@ async def test_same_request_and_seed_give_identical_png_bytes(supervisor: Worker
     first = await run(supervisor, 2, request("a red fox", seed=42, size=128))
     second = await run(supervisor, 3, request("a red fox", seed=42, size=128))
     other_seed = await run(supervisor, 4, request("a red fox", seed=43, size=128))
-    assert first.png == second.png
-    assert first.png != other_seed.png
+    assert first.image == second.image
+    assert first.image != other_seed.image
+    same = request("a red fox", seed=42, size=128)
+    assert encode_result(same, first) == encode_result(same, second)
 
 
 async def test_png_carries_the_metadata_that_reproduces_it(supervisor: WorkerSupervisor) -> None:
@@ -151,7 +155,7 @@ async def test_png_carries_the_metadata_that_reproduces_it(supervisor: WorkerSup
         guidance=4.5,
     )  # fmt: skip
     result = await run(supervisor, 5, req)
-    meta = read_metadata(result.png)
+    meta = read_metadata(encode_result(req, result))
     assert (meta.prompt, meta.negative_prompt, meta.seed, meta.steps) == (req.prompt, "blurry", 7, 3)
     assert (meta.width, meta.height, meta.guidance) == (96, 64, 4.5)
     assert meta.model == "tiny.safetensors"
@@ -207,7 +211,7 @@ async def test_out_of_memory_retries_once_with_a_lower_memory_strategy(superviso
     progress: list[StepProgress] = []
     result = await run(supervisor, 12, request("tight [oom]", steps=3), progress)
     assert result.strategy != "resident"
-    assert read_metadata(result.png).strategy == result.strategy
+    assert read_metadata(encode_result(request("tight [oom]", steps=3), result)).strategy == result.strategy
     # Progress restarts with the retry: step 1 of the failed attempt, then 1..3 of the second.
     assert [p.step for p in progress] == [1, 1, 2, 3]
 
@@ -262,6 +266,6 @@ async def test_the_event_loop_is_never_blocked_while_the_worker_runs(supervisor:
             await asyncio.sleep(interval)
             worst = max(worst, loop.time() - before - interval)
     result = job.result()
-    assert len(result.png) > 10_000  # a large message crossed the pipe while the ticker ran
+    assert len(result.image.pixels) == 1024 * 1024 * 3  # a large message crossed the pipe meanwhile
     print(f"worst event loop lag while the worker ran: {worst * 1000:.1f} ms")
     assert worst < 0.05, f"the event loop was blocked for {worst * 1000:.0f} ms"
