@@ -6,18 +6,25 @@ Configurations (1024x1024, 20 steps unless told otherwise; budgets enforced with
 torch.cuda.set_per_process_memory_fraction):
   ref-bf16      DiffSynth, everything resident in bf16 (the reference time)
   ours-N        our backend (engine.diffsynth_backend) with engine.vram_budget_gib = N ("nocap": unset)
+  compiled-N    ours-N, with the torch.compile'd float8 quantisation among the measured matmul modes
   recipe-N      DiffSynth's official low-VRAM recipe with the process capped at N GiB, vram_limit N - 0.5;
                 it is slow, so it runs --recipe-steps steps and its 20-step time is extrapolated from
                 the measured per-step time (marked "~" in the table)
-Each process: load (timed), image 1 (prompt A: the first image), image 2 (prompt B, new seed: "s/image"),
-image 3 (prompt B again, same seed: a reroll; compared with image 2 pixel for pixel). The recipe makes
-one short image only.
+  queue-N       the application's path: 3 jobs queued in a SQLite JobQueue before a ClaimLoop starts,
+                run back to back by the real WorkerSupervisor (worker process, our backend, budget N);
+                per job its seconds, and between jobs the GPU's idle time (worker clock) and the claim
+                loop's gap
+Each ref/ours/recipe process: load (timed), image 1 (prompt A: the first image), image 2 (prompt B, new
+seed: "s/image"), image 3 (prompt B again, same seed: a reroll; compared with image 2 pixel for pixel).
+The recipe makes one short image only.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -30,6 +37,104 @@ ROOT = Path(__file__).resolve().parents[1]
 GIB = 1024**3
 PROMPT_A = "a red fox in the snow, morning light, photograph"
 PROMPT_B = "portrait of an old fisherman, dramatic light, 85mm"
+PROMPT_C = "a lighthouse on a cliff at dusk, oil painting"
+QUEUE_WAIT_S = 150.0
+
+
+class _ClaimLoopLog(logging.Handler):
+    """Collects the claim loop's per-job measurements from its log lines (it keeps only the last)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gpu_idle_ms: dict[int, float] = {}
+        self.claim_gap_ms: dict[int, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args: tuple[Any, ...] = record.args if isinstance(record.args, tuple) else ()
+        if len(args) != 2:
+            return
+        if "the GPU idled" in str(record.msg):
+            self.gpu_idle_ms[int(args[0])] = float(args[1])
+        elif "ms after the previous job" in str(record.msg):
+            self.claim_gap_ms[int(args[0])] = float(args[1])
+
+
+async def _queue_run(
+    model_dir: Path, budget: float | None, size: int, steps: int, backend: str
+) -> dict[str, Any]:
+    """Three jobs through the queue, the claim loop and the worker process, as the application runs them."""
+    import tempfile
+
+    from engine.claim_loop import ClaimLoop
+    from engine.settings import EngineSettings
+    from engine.supervisor import WorkerSupervisor
+    from storage.database import Database
+    from storage.images import ImageStore
+    from storage.jobs import ImageRequest, NewJob, Platform, Requester
+    from storage.queue import JobQueue
+    from storage.signals import LocalSignals, Topic
+
+    tmp = Path(tempfile.mkdtemp(prefix="majicbot-bench-"))
+    db = Database(f"sqlite+aiosqlite:///{tmp / 'bench.db'}")
+    await db.upgrade()
+    signals = LocalSignals()
+    queue = JobQueue(db, signals, max_attempts=1)
+    settings = EngineSettings(backend=backend, model_dir=model_dir, device="cuda:0", vram_budget_gib=budget)
+    supervisor = WorkerSupervisor(settings)
+    result: dict[str, Any] = {}
+    started = time.perf_counter()
+    ready = await supervisor.start()
+    result["load_s"] = time.perf_counter() - started  # spawn, imports, load
+    result["worker_load_s"] = ready.load_seconds
+    result["strategy"] = ready.strategy
+    result["gpu"] = ready.device_name
+    requester = Requester(
+        platform=Platform.TELEGRAM, chat_id="100", user_id="1", user_name="bench", guild_id=None
+    )
+    jobs = []
+    for n, prompt in enumerate((PROMPT_A, PROMPT_B, PROMPT_C), start=1):
+        request = ImageRequest(
+            prompt=prompt, seed=n, steps=steps, width=size, height=size, guidance=3.5, negative_prompt=""
+        )
+        jobs.append((await queue.enqueue(NewJob(requester=requester, request=request))).job)
+    watch = _ClaimLoopLog()
+    logging.getLogger("engine.claim_loop").addHandler(watch)
+    claim_loop = ClaimLoop(
+        queue, ImageStore(tmp / "data"), signals, supervisor, claimer="bench:1", poll_interval_s=0.5
+    )
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    task = asyncio.get_running_loop().create_task(claim_loop.run(stop))
+    try:
+        async with asyncio.timeout(QUEUE_WAIT_S):
+            while not all([(await queue.get(j.id)).is_final for j in jobs]):
+                await signals.wait(Topic.UPDATED, 0.2)
+        result["all_jobs_s"] = time.perf_counter() - started
+    finally:
+        stop.set()
+        await task
+        await supervisor.stop()
+        await db.close()
+    done = [await queue.get(j.id) for j in jobs]
+    result["jobs"] = [
+        {
+            "job": j.id,
+            "status": j.status.value,
+            "seconds": j.duration_s,
+            "step_s": j.step_seconds,
+            "gpu_idle_before_ms": watch.gpu_idle_ms.get(j.id),
+            "claim_gap_before_ms": watch.claim_gap_ms.get(j.id),
+        }
+        for j in done
+    ]
+    result["last_gpu_idle_ms"] = (
+        None if claim_loop.last_gpu_idle_s is None else claim_loop.last_gpu_idle_s * 1000
+    )
+    result["last_gap_ms"] = None if claim_loop.last_gap_s is None else claim_loop.last_gap_s * 1000
+    idle = [v for v in watch.gpu_idle_ms.values()]
+    result["max_gpu_idle_ms"] = max(idle) if idle else None
+    result["all_done"] = all(j.status.value == "done" for j in done)
+    return result
 
 
 def _cap(budget_gib: float | None) -> None:
@@ -83,24 +188,31 @@ def _diffsynth_pipe(model_dir: Path, recipe_limit_gib: float | None) -> Any:
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """Run one configuration in this (fresh) process; returns its figures."""
     os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
-    import numpy as np
     import torch
 
-    sys.path.insert(0, str(ROOT))
     name: str = args.child
     kind, _, budget_text = name.partition("-")
     budget = None if budget_text in ("", "nocap", "bf16") else float(budget_text)
-    result: dict[str, Any] = {"config": name, "budget_gib": budget, "gpu": torch.cuda.get_device_name(0)}
+    result: dict[str, Any] = {"config": name, "budget_gib": budget}
     size, steps = args.size, args.steps
     run_steps = args.recipe_steps if kind == "recipe" else steps
     step_times: list[float] = []
 
+    if kind == "queue":
+        # This process stays off the GPU, like the application's chat process: the worker owns it.
+        result.update(asyncio.run(_queue_run(args.model_dir, budget, size, steps, args.backend)))
+        return result
+    result["gpu"] = torch.cuda.get_device_name(0)
+    import numpy as np
+
     t0 = time.perf_counter()
-    if kind == "ours":
+    if kind in ("ours", "compiled"):
+        import engine.diffsynth_backend
         from engine.diffsynth_backend import create_backend
         from engine.messages import GenerationRequest
         from engine.settings import EngineSettings
 
+        engine.diffsynth_backend.COMPILED_QUANTISATION = kind == "compiled"
         settings = EngineSettings(model_dir=args.model_dir, device="cuda:0", vram_budget_gib=budget)
         backend = create_backend(settings)
 
@@ -116,6 +228,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             return backend.generate(req, on_step)
 
         result["strategy"] = backend.describe()[1]
+        result["matmul"] = backend.matmul_choice.summary()
+        result["matmul_compile_s"] = backend.matmul_choice.compile_seconds
         result["plan_peak_gib"] = backend.plan.peak_bytes / GIB
         result["dit_streamed_gib_per_step"] = backend.plan.dit.streamed_bytes / GIB
     else:
@@ -202,13 +316,16 @@ def _table(rows: list[dict[str, Any]]) -> str:
         f"{'load s':>8}{'1st img s':>10}{'reroll s':>9}{'host GiB':>9}  same pixels / strategy"
     )
     lines = [head, "-" * len(head)]
+    queued = [r for r in rows if r.get("config", "").startswith("queue-") and "error" not in r]
     for r in rows:
+        if r in queued:
+            continue
         if "error" in r:
             lines.append(f"{r['config']:<12} FAILED: {r['error'][-150:]}")
             continue
         approx = "~" if r.get("extrapolated") else " "
         ratio = f"{r['image_s'] / ref:6.2f}x" if ref else "     -"
-        rec = by_budget.get(r.get("budget_gib")) if r["config"].startswith("ours-") else None
+        rec = by_budget.get(r.get("budget_gib")) if r["config"].startswith(("ours-", "compiled-")) else None
         rec_s = f"~{rec:8.1f}" if rec else "        -"
         vs = f"{rec / r['image_s']:8.1f}x" if rec else "        -"
         lines.append(
@@ -217,6 +334,27 @@ def _table(rows: list[dict[str, Any]]) -> str:
             f"{r.get('reroll_s', float('nan')):9.2f}{r['peak_host_rss_gib']:9.1f}  "
             f"{r.get('identical_pixels', '-')} / {r['strategy']}"
         )
+    if queued:
+        lines += ["", _queue_table(queued)]
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _queue_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'config':<12}{'load s':>8}  {'s per job':<20}{'GPU idle between, ms':<24}"
+        f"{'claim gap, ms':<20}strategy"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        jobs = r["jobs"]
+        secs = " ".join(f"{j['seconds']:.2f}" if j["seconds"] else "-" for j in jobs)
+        idle = " ".join(_ms(j["gpu_idle_before_ms"]) for j in jobs[1:])
+        gaps = " ".join(_ms(j["claim_gap_before_ms"]) for j in jobs[1:])
+        lines.append(f"{r['config']:<12}{r['load_s']:8.1f}  {secs:<20}{idle:<24}{gaps:<20}{r['strategy']}")
     return "\n".join(lines)
 
 
@@ -238,6 +376,8 @@ def parent(args: argparse.Namespace) -> int:
             str(args.steps),
             "--recipe-steps",
             str(args.recipe_steps),
+            "--backend",
+            args.backend,
         ]
         started = time.perf_counter()
         print(f"== {config}", flush=True)
@@ -276,11 +416,16 @@ def main() -> int:
     ap.add_argument("--recipe-steps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=240)
     ap.add_argument("--child", default="")
+    ap.add_argument(
+        "--backend",
+        default="diffsynth",
+        help="engine.backend of the queue-N configurations (a dry run on CPU: "
+        "tests.support.tiny_backend:create_backend)",
+    )
     args = ap.parse_args()
     if args.child:
-        import logging
-
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        sys.path.insert(0, str(ROOT))
         print("RESULT " + json.dumps(child(args)), flush=True)
         return 0
     return parent(args)

@@ -13,6 +13,7 @@ Imported only in the GPU worker process: it imports torch and diffsynth.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -49,6 +50,9 @@ ALLOCATOR_SLACK_BYTES = int(0.4 * GIB)
 # A negative prompt only acts through true classifier-free guidance (two DiT passes per step).
 NEGATIVE_PROMPT_CFG_SCALE = 2.0
 REDUCE_FACTOR = 0.75
+# Whether choose_matmul also tries the torch.compile'd float8 quantisation (see engine.fp8_linear):
+# off until an end-to-end run shows it faster; the benchmark's compiled-N configurations turn it on.
+COMPILED_QUANTISATION = False
 
 T = TypeVar("T")
 
@@ -107,15 +111,25 @@ class DiffSynthBackend:
             # Enforce the budget: exceeding it raises out-of-memory instead of starving a shared card.
             torch.cuda.set_per_process_memory_fraction(budget / total, self._device)
         self._budget = budget
-        choice = choose_matmul(self._device)
+        choice = choose_matmul(self._device, compiled=COMPILED_QUANTISATION)
         self._matmul = choice.mode
-        log.info("matmul: %s (relative errors %s, ms %s)", choice.mode, choice.errors, choice.milliseconds)
+        self.matmul_choice = choice
+        log.info("matmul: %s", choice.summary())
         self._cache: PromptCache[tuple[str, int], PromptEmbedding] = PromptCache(settings.prompt_cache_size)
         self._pipe = self._load()
         self._plan = self._make_plan(budget)
         self._apply(self._plan)
         self._install_prompt_cache()
-        log.info("strategy: %s", self.describe()[1])
+        # The worker collects garbage after every job, between two queued jobs; a full collection
+        # over the loaded libraries and model takes a good part of a second. What exists now lives
+        # as long as the process, so later collections need not look at it.
+        gc.collect()
+        gc.freeze()
+        log.info(
+            "strategy: %s (%d objects frozen out of garbage collection)",
+            self.describe()[1],
+            gc.get_freeze_count(),
+        )
 
     # -- loading -------------------------------------------------------------------------------
     def _load(self) -> Any:
