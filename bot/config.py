@@ -98,24 +98,25 @@ def load_config(explicit: Path | None = None, environ: Mapping[str, str] = os.en
         raise ConfigError(str(path), list(_describe(error))) from None
 
 
+# pydantic's bound errors -> (how to say it, the context key holding the bound)
+_BOUND_PHRASES: Mapping[str, tuple[str, str]] = {
+    "greater_than_equal": ("is below the minimum", "ge"),
+    "greater_than": ("must be greater than", "gt"),
+    "less_than_equal": ("is above the maximum", "le"),
+    "less_than": ("must be less than", "lt"),
+    "literal_error": ("is not one of", "expected"),
+}
+
+
 def _describe(error: ValidationError) -> Iterator[str]:
     for item in error.errors(include_url=False):
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        context = item.get("ctx") or {}
         value = item.get("input")
-        kind = item["type"]
-        if kind == "extra_forbidden":
+        if item["type"] == "extra_forbidden":
             yield f"{key}: unknown key (remove it, or check its spelling against config.example.toml)"
-        elif kind == "greater_than_equal":
-            yield f"{key}: {value!r} is below the minimum {context['ge']}"
-        elif kind == "greater_than":
-            yield f"{key}: {value!r} must be greater than {context['gt']}"
-        elif kind == "less_than_equal":
-            yield f"{key}: {value!r} is above the maximum {context['le']}"
-        elif kind == "less_than":
-            yield f"{key}: {value!r} must be less than {context['lt']}"
-        elif kind == "literal_error":
-            yield f"{key}: {value!r} is not one of {context['expected']}"
+        elif item["type"] in _BOUND_PHRASES:
+            phrase, bound = _BOUND_PHRASES[item["type"]]
+            yield f"{key}: {value!r} {phrase} {(item.get('ctx') or {})[bound]}"
         else:
             message = item["msg"].removeprefix("Value error, ")
             shown = "" if isinstance(value, dict) else f" (got {value!r})"

@@ -22,6 +22,9 @@ from storage.queue import JobQueue
 from storage.signals import LocalSignals
 from tests.support.new_jobs import NewJobFactory, build_new_job
 
+# The Telegram emulator fixture (`emulator`), shared by the Telegram test modules.
+pytest_plugins = ["tests.support.telegram_harness"]
+
 
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -29,25 +28,16 @@ from storage.queue import JobQueue
 from tests.support.app_harness import running
 from tests.support.telegram_emulator import BOT_USERNAME, TelegramEmulator, TgChat, TgUser
 from tests.support.telegram_harness import (
+    ANN,
+    BOB,
+    GROUP,
     SMALL_LIMITS,
     TOKEN,
     make_config,
     reply_to,
 )
 
-ANN = TgUser(1001, "Ann", "ann")
-BOB = TgUser(1002, "Bob", "bob")
 STRANGER = TgUser(9999, "Eve", "eve")
-GROUP = TgChat.group(-100500)
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[TelegramEmulator]:
-    emulator = await TelegramEmulator.start(TOKEN)
-    try:
-        yield emulator
-    finally:
-        await emulator.close()
 
 
 async def say(emulator: TelegramEmulator, user: TgUser, chat: TgChat, text: str) -> str:

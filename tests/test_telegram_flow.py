@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,26 +16,16 @@ from storage.jobs import Job, JobStatus
 from tests.support.app_harness import running
 from tests.support.telegram_emulator import BOT_USERNAME, Call, TelegramEmulator, TgChat, TgUser
 from tests.support.telegram_harness import (
+    ANN,
+    BOB,
+    GROUP,
     SMALL_LIMITS,
-    TOKEN,
     make_config,
     reply_to,
     until,
 )
 
-ANN = TgUser(1001, "Ann", "ann")
-BOB = TgUser(1002, "Bob", "bob")
 ADMIN = TgUser(1003, "Ada", "ada")
-GROUP = TgChat.group(-100500)
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[TelegramEmulator]:
-    emulator = await TelegramEmulator.start(TOKEN)
-    try:
-        yield emulator
-    finally:
-        await emulator.close()
 
 
 @pytest.fixture(autouse=True)

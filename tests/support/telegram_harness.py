@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bot.config import Config
 from bot.settings import LimitsSettings, TelegramSettings
 from tests.support.app_harness import SMALL_LIMITS, tiny_app_config
-from tests.support.telegram_emulator import Call, TelegramEmulator
+from tests.support.telegram_emulator import Call, TelegramEmulator, TgChat, TgUser
 
 TOKEN = "123456789:TEST-secret-token-do-not-log"
+
+ANN = TgUser(1001, "Ann", "ann")
+BOB = TgUser(1002, "Bob", "bob")
+GROUP = TgChat.group(-100500)
 
 
 def make_config(
@@ -54,3 +60,12 @@ async def until(condition: Callable[[], Awaitable[bool]], *, within_s: float = 1
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise AssertionError(f"not true within {within_s} s: {what or condition}") from None
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[TelegramEmulator]:
+    emulator = await TelegramEmulator.start(TOKEN)
+    try:
+        yield emulator
+    finally:
+        await emulator.close()
