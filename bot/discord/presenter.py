@@ -17,10 +17,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import discord
-from PIL import Image
 
 from bot import texts
 from bot.discord.buttons import result_view, retry_view
+from bot.image_fallback import jpeg_under
 from bot.service import BotService, Queued
 from storage.jobs import Job, Platform
 
@@ -212,7 +212,7 @@ class DiscordPresenter:
         name = f"majicbot-{job.id}-{job.request.seed}"
         if len(png) <= limit:
             return _Upload(png, f"{name}.png", None)
-        jpeg = await asyncio.to_thread(_as_jpeg_under, png, limit)
+        jpeg = await jpeg_under(png, limit)
         note = (
             f"The PNG ({len(png) / 2**20:.1f} MiB) is over this channel's upload limit "
             f"({limit / 2**20:.0f} MiB), so this is a high-quality JPEG."
@@ -237,17 +237,3 @@ def result_embed(job: Job, upload: _Upload) -> discord.Embed:
     if upload.note:
         embed.set_footer(text=upload.note)
     return embed
-
-
-def _as_jpeg_under(png: bytes, limit: int) -> bytes:
-    """The image as the best-quality JPEG that fits in `limit` bytes (runs in a thread)."""
-    with Image.open(io.BytesIO(png)) as image:
-        rgb = image.convert("RGB")
-    data = b""
-    for quality in (95, 90, 85, 75, 60, 40):
-        buffer = io.BytesIO()
-        rgb.save(buffer, format="JPEG", quality=quality, optimize=True)
-        data = buffer.getvalue()
-        if len(data) <= limit:
-            break
-    return data

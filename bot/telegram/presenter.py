@@ -15,6 +15,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot import texts
 from bot.errors import UserFacingError
+from bot.image_fallback import jpeg_under
 from bot.service import BotService
 from bot.settings import TelegramSettings
 from bot.telegram import keyboards
@@ -155,7 +156,11 @@ class TelegramPresenter:
         request = job.request
         if request.width + request.height <= MAX_PHOTO_SIDES:
             # Telegram recompresses photos anyway; only a PNG over the photo limit is re-encoded here.
-            photo, name = (png, "png") if len(png) <= MAX_PHOTO_BYTES else (await _as_jpeg(png), "jpg")
+            photo, name = (
+                (png, "png")
+                if len(png) <= MAX_PHOTO_BYTES
+                else (await jpeg_under(png, MAX_PHOTO_BYTES), "jpg")
+            )
             try:
                 return await self._bot.send_photo(
                     chat_id,
@@ -264,16 +269,3 @@ class TelegramPresenter:
 
 def _chat_id(job: Job) -> int:
     return int(job.requester.chat_id)
-
-
-async def _as_jpeg(png: bytes) -> bytes:
-    return await asyncio.to_thread(_encode_jpeg, png)
-
-
-def _encode_jpeg(png: bytes) -> bytes:
-    from PIL import Image  # only needed for the rare oversized image
-
-    output = io.BytesIO()
-    with Image.open(io.BytesIO(png)) as image:
-        image.convert("RGB").save(output, format="JPEG", quality=92)
-    return output.getvalue()
