@@ -11,10 +11,14 @@ make_new_job  a factory: make_new_job(user_id="2", prompt="a dog", ...) -> NewJo
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from storage.database import Database
 from storage.images import ImageStore
@@ -26,9 +30,32 @@ from tests.support.new_jobs import NewJobFactory, build_new_job
 pytest_plugins = ["tests.support.telegram_harness"]
 
 
+POSTGRES_VARIABLE = "MAJICBOT_TEST_POSTGRES_URL"
+"""Set to an admin URL (postgresql+asyncpg://postgres@127.0.0.1:5432/postgres) to run the database
+tests against PostgreSQL instead of SQLite files: each test then gets a database of its own."""
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'majicbot.db'}"
+async def db_url(tmp_path: Path) -> AsyncIterator[str]:
+    admin_url = os.environ.get(POSTGRES_VARIABLE)
+    if not admin_url:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'majicbot.db'}"
+        return
+    name = f"majicbot_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield str(make_url(admin_url).set(database=name))
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+def sqlite_only(reason: str) -> pytest.MarkDecorator:
+    """For tests of SQLite's own settings (WAL, pragmas), skipped when the suite runs on PostgreSQL."""
+    return pytest.mark.skipif(bool(os.environ.get(POSTGRES_VARIABLE)), reason=reason)
 
 
 @pytest.fixture
