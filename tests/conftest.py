@@ -53,11 +53,6 @@ async def db_url(tmp_path: Path) -> AsyncIterator[str]:
         await admin.dispose()
 
 
-def sqlite_only(reason: str) -> pytest.MarkDecorator:
-    """For tests of SQLite's own settings (WAL, pragmas), skipped when the suite runs on PostgreSQL."""
-    return pytest.mark.skipif(bool(os.environ.get(POSTGRES_VARIABLE)), reason=reason)
-
-
 @pytest.fixture
 async def database(db_url: str) -> AsyncIterator[Database]:
     db = Database(db_url)
