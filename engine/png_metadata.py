@@ -26,43 +26,27 @@ def majicbot_version() -> str:
 
 @dataclass(frozen=True, slots=True)
 class PngMetadata:
-    """What goes into the PNG's text chunks."""
+    """What goes into the PNG's text chunks: the request that reproduces the image, and how it was made."""
 
-    prompt: str
-    negative_prompt: str
-    seed: int
-    steps: int
-    width: int
-    height: int
-    guidance: float
+    request: GenerationRequest
     model: str  # the model file names
     strategy: str  # the memory strategy the image was made with
     version: str
 
     @classmethod
     def for_request(cls, request: GenerationRequest, *, model: str, strategy: str) -> PngMetadata:
-        return cls(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            seed=request.seed,
-            steps=request.steps,
-            width=request.width,
-            height=request.height,
-            guidance=request.guidance,
-            model=model,
-            strategy=strategy,
-            version=majicbot_version(),
-        )
+        return cls(request=request, model=model, strategy=strategy, version=majicbot_version())
 
     def chunks(self) -> tuple[tuple[str, str], ...]:
         """(keyword, text) pairs in a fixed order."""
+        request = self.request
         return (
-            ("prompt", self.prompt),
-            ("negative_prompt", self.negative_prompt),
-            ("seed", str(self.seed)),
-            ("steps", str(self.steps)),
-            ("size", f"{self.width}x{self.height}"),
-            ("guidance", repr(self.guidance)),
+            ("prompt", request.prompt),
+            ("negative_prompt", request.negative_prompt),
+            ("seed", str(request.seed)),
+            ("steps", str(request.steps)),
+            ("size", f"{request.width}x{request.height}"),
+            ("guidance", repr(request.guidance)),
             ("model", self.model),
             ("memory_strategy", self.strategy),
             ("Software", f"majicbot {self.version}"),
@@ -72,7 +56,7 @@ class PngMetadata:
     def from_chunks(cls, text: dict[str, str]) -> PngMetadata:
         """Parse what `chunks` wrote; raises KeyError or ValueError for a PNG majicbot did not write."""
         width, _, height = text["size"].partition("x")
-        return cls(
+        request = GenerationRequest(
             prompt=text["prompt"],
             negative_prompt=text["negative_prompt"],
             seed=int(text["seed"]),
@@ -80,6 +64,9 @@ class PngMetadata:
             width=int(width),
             height=int(height),
             guidance=float(text["guidance"]),
+        )
+        return cls(
+            request=request,
             model=text["model"],
             strategy=text["memory_strategy"],
             version=text["Software"].removeprefix("majicbot "),

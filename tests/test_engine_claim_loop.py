@@ -110,7 +110,7 @@ async def test_jobs_run_in_fair_order_back_to_back_and_images_are_stored(
         assert job.result_path is not None
         png = await image_store.read(job.result_path)
         assert hashlib.sha256(png).hexdigest() == job.result_sha256
-        assert read_metadata(png).prompt == job.request.prompt
+        assert read_metadata(png).request.prompt == job.request.prompt
         assert job.duration_s is not None and job.duration_s > 0
         assert job.step_seconds is not None and job.step_seconds > 0
         assert job.progress_step == job.request.steps

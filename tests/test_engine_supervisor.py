@@ -177,4 +177,4 @@ async def test_generate_one_makes_one_png_with_progress() -> None:
         )
     assert steps == [1, 2, 3, 4, 5]
     assert ready[0].model == "tiny.safetensors"
-    assert read_metadata(png).prompt == "a lighthouse"
+    assert read_metadata(png).request.prompt == "a lighthouse"

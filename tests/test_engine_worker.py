@@ -156,8 +156,7 @@ async def test_png_carries_the_metadata_that_reproduces_it(supervisor: WorkerSup
     )  # fmt: skip
     result = await run(supervisor, 5, req)
     meta = read_metadata(encode_result(req, result))
-    assert (meta.prompt, meta.negative_prompt, meta.seed, meta.steps) == (req.prompt, "blurry", 7, 3)
-    assert (meta.width, meta.height, meta.guidance) == (96, 64, 4.5)
+    assert meta.request == req
     assert meta.model == "tiny.safetensors"
     assert meta.strategy == result.strategy
     assert meta.version == majicbot_version() != ""
