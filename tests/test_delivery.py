@@ -18,6 +18,8 @@ from storage.signals import LocalSignals, Topic
 from tests.support.memory_frontend import WAIT_S, RecordingPresenter
 from tests.support.new_jobs import NewJobFactory
 
+pytestmark = pytest.mark.all_databases
+
 
 @contextlib.asynccontextmanager
 async def running(loop: DeliveryLoop) -> AsyncIterator[None]:

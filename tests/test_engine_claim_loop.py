@@ -22,7 +22,7 @@ from storage.queue import JobQueue
 from storage.signals import LocalSignals, Topic
 from tests.support.new_jobs import NewJobFactory
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.all_databases]
 
 BOUND_S = 30
 

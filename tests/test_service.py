@@ -13,6 +13,8 @@ from storage.images import ImageStore
 from storage.jobs import Job, JobStatus, Platform, Requester
 from storage.queue import JobQueue
 
+pytestmark = pytest.mark.all_databases
+
 ALICE = Requester(Platform.TELEGRAM, chat_id="100", user_id="1", user_name="alice")
 BOB = Requester(Platform.TELEGRAM, chat_id="100", user_id="2", user_name="bob")
 BOB_ELSEWHERE = Requester(Platform.TELEGRAM, chat_id="999", user_id="2", user_name="bob")

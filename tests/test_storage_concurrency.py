@@ -6,12 +6,16 @@ import asyncio
 from collections import Counter
 from datetime import datetime
 
+import pytest
+
 from storage.database import Database
 from storage.fair_order import UserKey, Waiting, fair_order
 from storage.jobs import Job, JobStatus
 from storage.queue import JobQueue
 from storage.signals import LocalSignals, Topic
 from tests.support.new_jobs import NewJobFactory
+
+pytestmark = pytest.mark.all_databases
 
 USERS = 20
 JOBS_PER_USER = 10

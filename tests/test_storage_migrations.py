@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -12,6 +13,8 @@ from sqlalchemy import Connection, inspect, text
 
 from storage.database import MIGRATIONS_DIR, Database
 from storage.tables import Base
+
+pytestmark = pytest.mark.all_databases
 
 
 def head_revision() -> str:

@@ -14,6 +14,8 @@ from storage.signals import LocalSignals, Topic
 from storage.tables import JobRow
 from tests.support.new_jobs import NewJobFactory
 
+pytestmark = pytest.mark.all_databases
+
 IMAGE = StoredImage(path="/data/images/2026/01/1-1.png", sha256="ab" * 32, size_bytes=10)
 
 
