@@ -4,23 +4,38 @@ Transactions on SQLite: pysqlite's own implicit BEGIN is switched off and SQLAlc
 issues it instead, so that write transactions can say ``BEGIN IMMEDIATE``: they take the write lock at
 their start, and a read-then-write (such as claiming a job) cannot interleave with another writer. On
 PostgreSQL a write transaction is a plain one and the queue locks rows with ``FOR UPDATE``.
+
+Migrations run under a database-wide lock, so any number of processes may start at once on an empty
+or older database: on PostgreSQL a transaction-level advisory lock, on SQLite the write lock of
+``BEGIN IMMEDIATE`` (waited for again while another process holds it). The first process migrates;
+the others then find the schema at head and do nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 # Execution option carried by the write engine; read by the SQLite ``begin`` listener.
 _SQLITE_BEGIN = "majicbot_sqlite_begin"
+
+MIGRATION_LOCK_KEY = 0x6D616A6963  # "majic": the advisory lock every PostgreSQL migration takes
+MIGRATION_WAIT_S = 300.0
+"""How long a starting process waits for another one's migrations before it gives up."""
+
+logger = logging.getLogger(__name__)
 
 
 class Database:
@@ -51,6 +66,15 @@ class Database:
     def is_sqlite(self) -> bool:
         return self._is_sqlite
 
+    @property
+    def dialect(self) -> str:
+        """The backend's name: "sqlite" or "postgresql"."""
+        return self._engine.dialect.name
+
+    @property
+    def url(self) -> URL:
+        return self._engine.url
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction, committed when the block ends and rolled back if it raises.
@@ -63,10 +87,32 @@ class Database:
             yield session
 
     async def upgrade(self) -> None:
-        """Apply Alembic migrations up to head (run at startup and by `majicbot db upgrade`)."""
-        # Through the write engine: two processes upgrading at once take turns instead of both trying.
+        """Apply Alembic migrations up to head (run at startup and by `majicbot db upgrade`).
+
+        Safe with many processes starting at once: they take turns under a database lock.
+        """
+        deadline = time.monotonic() + MIGRATION_WAIT_S
+        while True:
+            try:
+                await self._upgrade_locked()
+                return
+            except OperationalError as error:
+                # SQLite: another process held the write lock past busy_timeout (it is migrating).
+                if not self._is_sqlite or "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                logger.info("the database is locked by another process's migration; waiting")
+                await asyncio.sleep(0.1)
+
+    async def _upgrade_locked(self) -> None:
+        # Through the write engine: on SQLite BEGIN IMMEDIATE is the lock.
         async with self._write_sessions.begin() as session:
             connection = await session.connection()
+            if self.dialect == "postgresql":
+                # Held until this transaction ends; PostgreSQL's DDL is transactional, so a second
+                # process waits here and then sees the finished schema.
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
             await connection.run_sync(_upgrade_to_head)
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ delivered is found again after a restart, and one that was delivered is never ru
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -129,8 +129,21 @@ class Job:
     result_message_id: str | None
     dedupe_key: str | None
     # When the row last changed: pass the largest one seen to `JobQueue.changed_since`. Always set on
-    # jobs read from storage; the default only keeps hand-built jobs (in tests) short.
+    # jobs read from storage; the defaults below only keep hand-built jobs (in tests) short.
     updated_at: datetime | None = None
+    # The engine's lease: claim_count is the number of the current claim, which every write of its
+    # holder carries (a write with an older number is refused: the job was taken over).
+    claim_count: int = 0
+    lease_expires_at: datetime | None = None
+    # The chat side's claim on showing and delivering this job, and its failed delivery attempts.
+    delivery_claimed_by: str | None = None
+    delivery_lease_expires_at: datetime | None = None
+    delivery_attempts: int = 0
+    delivery_retry_at: datetime | None = None
+    delivery_error: str | None = None
+    # Discord: the interaction token that edits the job's status line, and when it was issued.
+    status_token: str | None = field(default=None, repr=False)
+    status_token_at: datetime | None = None
 
     @property
     def is_final(self) -> bool:

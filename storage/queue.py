@@ -4,17 +4,29 @@ Every write runs in one `Database.write()` transaction: on SQLite that holds the
 first statement, so reading a row and then changing it cannot interleave with another writer (in this
 process or another). On PostgreSQL the row is read ``FOR UPDATE`` and a claim is a conditional
 ``UPDATE ... WHERE status = 'queued'``, which is exactly-once under concurrent claimers as well.
-Timestamps are taken inside the transaction, so their order is the commit order.
+Timestamps are taken inside the transaction, so their order is the commit order; on PostgreSQL they
+come from the database's clock, so hosts whose clocks differ still agree on leases and on order.
+
+Leases: a claim sets ``lease_expires_at`` and increments ``claim_count``; the engine renews the lease
+while it works (`renew_lease`, and every progress write). A claimer that finds a running job past its
+lease takes it back (counting an attempt) before it claims. Writes from an engine carry the claim
+number they got (``claim=``): one that is no longer the latest is refused with `LeaseLost`, so a stalled
+engine that wakes up can never overwrite the work of the one that took its job over.
+
+Fair order is kept in `user_turns` (one row per user: when their last job started, their oldest queued
+job), updated by every write that changes who has what queued, so a claim is a few index lookups
+whatever the length of the queue.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,11 +48,12 @@ from storage.jobs import (
     StoredImage,
 )
 from storage.signals import JobSignals, Topic
-from storage.tables import JobRow
+from storage.tables import NEVER_STARTED, JobRow, UserTurnRow
 
 logger = logging.getLogger(__name__)
 
 _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+CLAIM_LOCK_KEY = 0x6D616A6964  # the PostgreSQL advisory lock that serialises claims
 _FINAL = tuple(status.value for status in FINAL_STATUSES)
 
 
@@ -52,18 +65,32 @@ class InvalidTransition(RuntimeError):
     """The job is not in a status that allows this operation (e.g. finishing a cancelled job)."""
 
 
+class LeaseLost(InvalidTransition):
+    """The writer's claim on a job is no longer the latest: its lease ran out and it was taken over."""
+
+
 class JobQueue:
     """Enqueue, claim in fair order, record progress and outcomes, and answer questions about jobs.
 
     Every write that others may wait for calls ``signals.notify`` after its transaction commits.
     """
 
-    def __init__(self, database: Database, signals: JobSignals, *, max_attempts: int) -> None:
+    def __init__(
+        self, database: Database, signals: JobSignals, *, max_attempts: int, lease_s: float = 30.0
+    ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}.")
+        if lease_s <= 0:
+            raise ValueError(f"lease_s must be positive, not {lease_s}.")
         self._db = database
         self._signals = signals
         self._max_attempts = max_attempts
+        self._lease = timedelta(seconds=lease_s)
+
+    @property
+    def lease_s(self) -> float:
+        """How long a claim stays valid without renewal."""
+        return self._lease.total_seconds()
 
     # -- writing -------------------------------------------------------------------------------
     async def enqueue(self, new_job: NewJob) -> EnqueueResult:
@@ -98,7 +125,7 @@ class JobQueue:
                     return EnqueueResult(job=_to_job(existing), created=False)
             if new_job.parent_id is not None:
                 await _load(session, new_job.parent_id)  # a reroll of a job that does not exist
-            now = _now()
+            now = await _now(session)
             requester, request = new_job.requester, new_job.request
             row = JobRow(
                 platform=requester.platform.value,
@@ -117,6 +144,8 @@ class JobQueue:
                 dedupe_key=new_job.dedupe_key,
                 status=JobStatus.QUEUED.value,
                 attempts=0,
+                claim_count=0,
+                delivery_attempts=0,
                 progress_step=0,
                 progress_total=request.steps,
                 created_at=now,
@@ -124,37 +153,91 @@ class JobQueue:
             )
             session.add(row)
             await session.flush()
+            await _join_turn(session, row)
             return EnqueueResult(job=_to_job(row), created=True)
 
     async def claim_next(self, claimer: str) -> Job | None:
         """Atomically move the next job in fair order to running for `claimer`; None if none is queued.
 
         Safe with several claimers (tasks, processes or hosts) at once: each job is claimed once.
-        Sets started_at, claimed_by, progress 0/steps.
+        Sets started_at, claimed_by, progress 0/steps, a fresh lease and the next claim number. Running
+        jobs whose lease ran out are taken back first (an attempt counted), so they are claimable too.
         """
         # Claimers poll an often empty queue: look without the write lock first, so idle hosts never
         # hold up the chat side's writes.
         async with self._db.sessions() as session:
+            now = await _now(session)
             any_queued = select(JobRow.id).where(JobRow.status == JobStatus.QUEUED.value).limit(1)
-            if await session.scalar(any_queued) is None:
+            if await session.scalar(any_queued) is None and await session.scalar(_expired(now)) is None:
                 return None
         async with self._db.write() as session:
-            job = await _claim(session, claimer)
+            await _serialize_claims(session)
+            now = await _now(session)
+            taken_back = await self._take_back_expired(session, now)
+            job = await _claim(session, claimer, now, now + self._lease)
+        if taken_back:
+            self._signals.notify(Topic.UPDATED)
         if job is None:
             return None
-        logger.info("claimed job=%s by %s (attempt %d)", job.id, claimer, job.attempts + 1)
+        logger.info(
+            "claimed job=%s by %s (attempt %d, claim %d)", job.id, claimer, job.attempts + 1, job.claim_count
+        )
         self._signals.notify(Topic.UPDATED)
         return job
 
-    async def record_progress(self, job_id: int, step: int, total: int) -> bool:
-        """Store step n of N for a running job. False if the job is no longer running (cancelled):
-        the claim loop then stops the worker's run."""
+    async def _take_back_expired(self, session: AsyncSession, now: datetime) -> list[Job]:
+        """Running jobs past their lease: their engine died or hung. Back to queued (or failed)."""
+        # SKIP LOCKED: two claimers taking back at once split the rows instead of deadlocking.
+        rows = (
+            await session.scalars(
+                select(JobRow)
+                .where(JobRow.status == JobStatus.RUNNING.value, JobRow.lease_expires_at < now)
+                .order_by(JobRow.id)
+                .with_for_update(skip_locked=True),
+                execution_options={"populate_existing": True},
+            )
+        ).all()
+        taken = []
+        for row in rows:
+            holder = row.claimed_by
+            reason = f"The engine {holder} stopped renewing its lease on this job (it died or hung)."
+            taken.append(await self._after_crash(session, row, reason, now))
+            logger.warning("took over job=%s from %s: its lease expired", row.id, holder)
+        return taken
+
+    async def renew_lease(self, job_id: int, claim: int) -> bool:
+        """Extend the lease of claim number `claim`; False if the job is no longer running under it
+        (cancelled, or taken over): its holder must stop working on it."""
         async with self._db.write() as session:
+            now = await _now(session)
             result = await session.execute(
                 update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
-                .values(progress_step=step, progress_total=total, updated_at=_now())
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.status == JobStatus.RUNNING.value,
+                    JobRow.claim_count == claim,
+                )
+                .values(lease_expires_at=now + self._lease)
                 .returning(JobRow.id)
+            )
+            return result.scalar_one_or_none() is not None
+
+    async def record_progress(self, job_id: int, step: int, total: int, *, claim: int | None = None) -> bool:
+        """Store step n of N for a running job and renew its lease. False if the job is no longer
+        running (cancelled) or no longer under claim number `claim` (taken over): the claim loop then
+        stops the worker's run."""
+        async with self._db.write() as session:
+            now = await _now(session)
+            query = update(JobRow).where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
+            if claim is not None:
+                query = query.where(JobRow.claim_count == claim)
+            result = await session.execute(
+                query.values(
+                    progress_step=step,
+                    progress_total=total,
+                    updated_at=now,
+                    lease_expires_at=now + self._lease,
+                ).returning(JobRow.id)
             )
             stored = result.scalar_one_or_none() is not None
             if not stored:
@@ -164,12 +247,19 @@ class JobQueue:
         return stored
 
     async def mark_done(
-        self, job_id: int, image: StoredImage, *, duration_s: float, step_seconds: float
+        self,
+        job_id: int,
+        image: StoredImage,
+        *,
+        duration_s: float,
+        step_seconds: float,
+        claim: int | None = None,
     ) -> Job:
-        """running -> done, with the image's path and sha256 and the timings."""
+        """running -> done, with the image's path and sha256 and the timings. With `claim`, refused
+        (LeaseLost) unless that claim is still the job's latest."""
         async with self._db.write() as session:
-            row = await _load_to_move(session, job_id, JobStatus.DONE)
-            _finish(row, JobStatus.DONE)
+            row = await _load_to_move(session, job_id, JobStatus.DONE, claim)
+            _finish(row, JobStatus.DONE, await _now(session))
             row.error = None  # left by an earlier attempt that crashed; this one worked
             row.result_path = image.path
             row.result_sha256 = image.sha256
@@ -182,11 +272,13 @@ class JobQueue:
         logger.info("done job=%s in %.1fs (%.2fs/step)", job.id, duration_s, step_seconds)
         return job
 
-    async def mark_failed(self, job_id: int, kind: FailureKind, error: str) -> Job:
+    async def mark_failed(
+        self, job_id: int, kind: FailureKind, error: str, *, claim: int | None = None
+    ) -> Job:
         """running -> failed with a reason meant for people (the chat side words it for users)."""
         async with self._db.write() as session:
-            row = await _load_to_move(session, job_id, JobStatus.FAILED)
-            _finish(row, JobStatus.FAILED)
+            row = await _load_to_move(session, job_id, JobStatus.FAILED, claim)
+            _finish(row, JobStatus.FAILED, await _now(session))
             row.failure_kind = kind.value
             row.error = error
             await session.flush()
@@ -195,26 +287,27 @@ class JobQueue:
         logger.warning("failed job=%s kind=%s: %s", job.id, kind.value, error)
         return job
 
-    async def requeue_after_crash(self, job_id: int, reason: str) -> Job:
+    async def requeue_after_crash(self, job_id: int, reason: str, *, claim: int | None = None) -> Job:
         """The worker died under this job: back to queued with attempts + 1, or failed (WORKER_DIED)
         once attempts reach max_attempts."""
         async with self._db.write() as session:
-            row = await _load_to_move(session, job_id, JobStatus.QUEUED)
-            job = self._after_crash(row, reason)
-            await session.flush()
+            row = await _load_to_move(session, job_id, JobStatus.QUEUED, claim)
+            job = await self._after_crash(session, row, reason, await _now(session))
         self._signals.notify(Topic.QUEUED if job.status is JobStatus.QUEUED else Topic.UPDATED)
         return job
 
-    async def release(self, job_id: int) -> Job:
+    async def release(self, job_id: int, *, claim: int | None = None) -> Job:
         """running -> queued without counting an attempt: the engine stopped on purpose (a clean
         shutdown or restart), so nothing is wrong with the job and it keeps its place."""
         async with self._db.write() as session:
-            row = await _load_to_move(session, job_id, JobStatus.QUEUED)
+            row = await _load_to_move(session, job_id, JobStatus.QUEUED, claim)
             row.status = JobStatus.QUEUED.value
             row.claimed_by = None
+            row.lease_expires_at = None
             row.progress_step = 0
-            row.updated_at = _now()
+            row.updated_at = await _now(session)
             await session.flush()
+            await _refresh_turn(session, row.platform, row.user_id)
             job = _to_job(row)
         logger.info("released job=%s back to the queue (engine stopping)", job.id)
         self._signals.notify(Topic.QUEUED)
@@ -223,11 +316,18 @@ class JobQueue:
     async def cancel(self, job_id: int) -> Job:
         """queued or running -> cancelled. A final job is returned unchanged (cancel is idempotent)."""
         async with self._db.write() as session:
+            # The user's turn row first, then the job's: the order claims lock them in.
+            unlocked = await _load(session, job_id)
+            await _lock_turn(session, unlocked.platform, unlocked.user_id)
             row = await _load(session, job_id, for_update=True)
             if JobStatus(row.status).is_final:
                 return _to_job(row)
-            _finish(row, JobStatus.CANCELLED)
+            was_queued = row.status == JobStatus.QUEUED.value
+            _finish(row, JobStatus.CANCELLED, await _now(session))
+            row.lease_expires_at = None
             await session.flush()
+            if was_queued:
+                await _refresh_turn(session, row.platform, row.user_id)
             job = _to_job(row)
         logger.info("cancelled job=%s", job.id)
         self._signals.notify(Topic.UPDATED)
@@ -244,9 +344,11 @@ class JobQueue:
                     f"Job {job_id} is {row.status}: only a finished job can be marked delivered; "
                     "wait until it is done, failed or cancelled."
                 )
-            now = _now()
+            now = await _now(session)
             row.delivered_at = now
             row.updated_at = now
+            row.delivery_claimed_by = None
+            row.delivery_lease_expires_at = None
             if result_message_id is not None:
                 row.result_message_id = result_message_id
             await session.flush()
@@ -255,12 +357,71 @@ class JobQueue:
         self._signals.notify(Topic.UPDATED)
         return job
 
-    async def set_status_message(self, job_id: int, message_id: str) -> None:
-        """Remember the platform message that shows this job's queue position and progress."""
+    async def claim_presentation(self, job_ids: Sequence[int], deliverer: str, lease_s: float) -> set[int]:
+        """Take the right to show and deliver these jobs for `deliverer` (one chat process), for
+        `lease_s`: granted where nobody holds it, `deliverer` already does, or the holder's lease ran
+        out (that chat process died). Returns the ids now held by `deliverer`; only it posts them."""
+        if not job_ids:
+            return set()
+        async with self._db.write() as session:
+            now = await _now(session)
+            result = await session.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id.in_(list(job_ids)),
+                    JobRow.delivered_at.is_(None),
+                    (JobRow.delivery_claimed_by.is_(None))
+                    | (JobRow.delivery_claimed_by == deliverer)
+                    | (JobRow.delivery_lease_expires_at < now),
+                )
+                .values(
+                    delivery_claimed_by=deliverer,
+                    delivery_lease_expires_at=now + timedelta(seconds=lease_s),
+                )
+                .returning(JobRow.id)
+            )
+            return set(result.scalars())
+
+    async def renew_presentations(self, deliverer: str, lease_s: float) -> int:
+        """Extend the delivery leases `deliverer` holds (on a timer, so a long upload keeps its job)."""
+        async with self._db.write() as session:
+            now = await _now(session)
+            result = await session.execute(
+                update(JobRow)
+                .where(JobRow.delivery_claimed_by == deliverer, JobRow.delivered_at.is_(None))
+                .values(delivery_lease_expires_at=now + timedelta(seconds=lease_s))
+                .returning(JobRow.id)
+            )
+            return len(result.scalars().all())
+
+    async def record_delivery_failure(self, job_id: int, error: str, *, retry_in_s: float) -> Job:
+        """Store a failed delivery attempt: the count, the error, and when the next try is due."""
+        async with self._db.write() as session:
+            row = await _load(session, job_id, for_update=True)
+            now = await _now(session)
+            row.delivery_attempts += 1
+            row.delivery_error = error[:2000]
+            row.delivery_retry_at = now + timedelta(seconds=retry_in_s)
+            await session.flush()
+            return _to_job(row)
+
+    async def set_status_message(
+        self,
+        job_id: int,
+        message_id: str,
+        *,
+        token: str | None = None,
+        token_issued_at: datetime | None = None,
+    ) -> None:
+        """Remember the platform message that shows this job's queue position and progress, and, on
+        Discord, the interaction token that edits it (so any chat process, after a restart too, can)."""
         async with self._db.write() as session:
             row = await _load(session, job_id, for_update=True)
             row.status_message_id = message_id
-            row.updated_at = _now()
+            if token is not None:
+                row.status_token = token
+                row.status_token_at = token_issued_at or await _now(session)
+            row.updated_at = await _now(session)
 
     async def recover(self, claimer: str | None = None) -> RecoveryReport:
         """At startup: jobs left running (by `claimer`, or by anyone when None) go back to queued with
@@ -274,8 +435,8 @@ class JobQueue:
                 query = query.where(JobRow.claimed_by == claimer)
             left_running = (await session.scalars(query.with_for_update())).all()
             reason = "The engine stopped while this job was running (the bot was restarted or crashed)."
-            moved = [self._after_crash(row, reason) for row in left_running]
-            await session.flush()
+            now = await _now(session)
+            moved = [await self._after_crash(session, row, reason, now) for row in left_running]
             undelivered = await session.scalars(
                 select(JobRow)
                 .where(JobRow.status.in_(_FINAL), JobRow.delivered_at.is_(None))
@@ -294,13 +455,14 @@ class JobQueue:
             self._signals.notify(Topic.UPDATED)
         return report
 
-    def _after_crash(self, row: JobRow, reason: str) -> Job:
+    async def _after_crash(self, session: AsyncSession, row: JobRow, reason: str, now: datetime) -> Job:
         """running -> queued (attempts + 1), or -> failed once attempts reach max_attempts."""
         row.attempts += 1
-        row.updated_at = _now()
+        row.updated_at = now
         row.claimed_by = None
+        row.lease_expires_at = None
         if row.attempts >= self._max_attempts:
-            _finish(row, JobStatus.FAILED)
+            _finish(row, JobStatus.FAILED, now)
             row.failure_kind = FailureKind.WORKER_DIED.value
             row.error = f"{reason} It was tried {row.attempts} times."
             logger.warning("failed job=%s after %d attempts: %s", row.id, row.attempts, reason)
@@ -309,6 +471,9 @@ class JobQueue:
             row.error = reason
             row.progress_step = 0
             logger.warning("requeued job=%s (attempt %d failed): %s", row.id, row.attempts, reason)
+            await session.flush()
+            await _refresh_turn(session, row.platform, row.user_id)
+        await session.flush()
         return _to_job(row)
 
     # -- reading -------------------------------------------------------------------------------
@@ -413,8 +578,27 @@ class JobQueue:
 
 
 # -- helpers shared by reads and writes ----------------------------------------------------------
-def _now() -> datetime:
+async def _now(session: AsyncSession) -> datetime:
+    """Now, by the database's clock where there is one to share (PostgreSQL), else this host's."""
+    if _dialect(session) == "postgresql":
+        value = await session.scalar(select(func.clock_timestamp()))
+        assert isinstance(value, datetime)
+        return value.astimezone(UTC)
     return datetime.now(UTC)
+
+
+def _dialect(session: AsyncSession) -> str:
+    bind = session.bind
+    assert bind is not None, "sessions come from Database, which binds them"
+    return bind.dialect.name
+
+
+def _expired(now: datetime) -> Any:
+    return (
+        select(JobRow.id)
+        .where(JobRow.status == JobStatus.RUNNING.value, JobRow.lease_expires_at < now)
+        .limit(1)
+    )
 
 
 async def _load(session: AsyncSession, job_id: int, *, for_update: bool = False) -> JobRow:
@@ -427,9 +611,17 @@ async def _load(session: AsyncSession, job_id: int, *, for_update: bool = False)
     return row
 
 
-async def _load_to_move(session: AsyncSession, job_id: int, target: JobStatus) -> JobRow:
-    """The job's row, locked, if its status may become `target`; else InvalidTransition."""
+async def _load_to_move(
+    session: AsyncSession, job_id: int, target: JobStatus, claim: int | None = None
+) -> JobRow:
+    """The job's row, locked, if its status may become `target` (and, with `claim`, if that claim is
+    still the latest); else InvalidTransition (LeaseLost)."""
     row = await _load(session, job_id, for_update=True)
+    if claim is not None and row.claim_count != claim:
+        raise LeaseLost(
+            f"Job {job_id} was taken over (claim {row.claim_count} replaced claim {claim} when its lease "
+            "ran out); this engine's result is discarded."
+        )
     current = JobStatus(row.status)
     if target not in ALLOWED_TRANSITIONS[current]:
         raise InvalidTransition(
@@ -439,22 +631,30 @@ async def _load_to_move(session: AsyncSession, job_id: int, target: JobStatus) -
     return row
 
 
-def _finish(row: JobRow, status: JobStatus) -> None:
-    now = _now()
+def _finish(row: JobRow, status: JobStatus, now: datetime) -> None:
     row.status = status.value
     row.finished_at = now
     row.updated_at = now
 
 
-async def _claim(session: AsyncSession, claimer: str) -> Job | None:
-    for job_id in await _fair_ids(session):
-        now = _now()
-        # Conditional on still being queued: on PostgreSQL another host may have claimed it since we
-        # read the order; then the next one in order is tried. On SQLite the write lock makes the
-        # first candidate succeed.
+async def _claim(session: AsyncSession, claimer: str, now: datetime, lease_until: datetime) -> Job | None:
+    """Run the next job of the user whose turn it is: an index lookup in `user_turns`, whatever the
+    queue's length (claims are serialised, see `_serialize_claims`)."""
+    head = (
+        select(UserTurnRow)
+        .where(UserTurnRow.next_job_id.is_not(None))
+        .order_by(UserTurnRow.last_started_at, UserTurnRow.next_job_id)
+        .limit(1)
+        .with_for_update()
+    )
+    # Bounded: each round either claims or repairs a turn that pointed at a job no longer queued.
+    for _ in range(100):
+        turn = await session.scalar(head, execution_options={"populate_existing": True})
+        if turn is None:
+            return None
         claimed = await session.scalar(
             update(JobRow)
-            .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
+            .where(JobRow.id == turn.next_job_id, JobRow.status == JobStatus.QUEUED.value)
             .values(
                 status=JobStatus.RUNNING.value,
                 started_at=now,
@@ -462,13 +662,67 @@ async def _claim(session: AsyncSession, claimer: str) -> Job | None:
                 claimed_by=claimer,
                 progress_step=0,
                 progress_total=JobRow.steps,
+                claim_count=JobRow.claim_count + 1,
+                lease_expires_at=lease_until,
             )
             .returning(JobRow),
             execution_options={"populate_existing": True},
         )
         if claimed is not None:
+            turn.last_started_at = now
+        turn.next_job_id = await _oldest_queued(session, turn.platform, turn.user_id)
+        await session.flush()
+        if claimed is not None:
             return _to_job(claimed)
     return None
+
+
+async def _serialize_claims(session: AsyncSession) -> None:
+    """Claims take turns, as SQLite's write lock makes them: the fair order is strict only if each
+    claim sees the previous one's turn update. A claim holds this lock for a few index lookups (about
+    a millisecond), so even many claimers spend little time waiting."""
+    if _dialect(session) == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
+
+
+async def _oldest_queued(session: AsyncSession, platform: str, user_id: str) -> int | None:
+    oldest: int | None = await session.scalar(
+        select(func.min(JobRow.id)).where(
+            JobRow.platform == platform, JobRow.user_id == user_id, JobRow.status == JobStatus.QUEUED.value
+        )
+    )
+    return oldest
+
+
+async def _join_turn(session: AsyncSession, row: JobRow) -> None:
+    """A job was enqueued: create the user's turn, or point it at this job if none was queued."""
+    insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    statement = insert(UserTurnRow).values(
+        platform=row.platform, user_id=row.user_id, last_started_at=NEVER_STARTED, next_job_id=row.id
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[UserTurnRow.platform, UserTurnRow.user_id],
+            set_={"next_job_id": func.coalesce(UserTurnRow.next_job_id, statement.excluded.next_job_id)},
+        )
+    )
+
+
+async def _lock_turn(session: AsyncSession, platform: str, user_id: str) -> None:
+    await session.execute(
+        select(UserTurnRow.platform)
+        .where(UserTurnRow.platform == platform, UserTurnRow.user_id == user_id)
+        .with_for_update()
+    )
+
+
+async def _refresh_turn(session: AsyncSession, platform: str, user_id: str) -> None:
+    """The user's queued jobs changed (cancel, requeue, release): point their turn at the oldest."""
+    await session.execute(
+        update(UserTurnRow)
+        .where(UserTurnRow.platform == platform, UserTurnRow.user_id == user_id)
+        .values(next_job_id=await _oldest_queued(session, platform, user_id))
+    )
 
 
 async def _fair_ids(session: AsyncSession) -> list[int]:
@@ -479,23 +733,13 @@ async def _fair_ids(session: AsyncSession) -> list[int]:
     ).all()
     if not queued:
         return []
-    waiting_users = (
-        select(JobRow.platform, JobRow.user_id)
-        .where(JobRow.status == JobStatus.QUEUED.value)
-        .distinct()
-        .subquery()
-    )
-    last_started_rows = await session.execute(
-        select(JobRow.platform, JobRow.user_id, func.max(JobRow.started_at))
-        .join(
-            waiting_users,
-            and_(JobRow.platform == waiting_users.c.platform, JobRow.user_id == waiting_users.c.user_id),
+    turns = await session.execute(
+        select(UserTurnRow.platform, UserTurnRow.user_id, UserTurnRow.last_started_at).where(
+            UserTurnRow.next_job_id.is_not(None), UserTurnRow.last_started_at > NEVER_STARTED
         )
-        .where(JobRow.started_at.is_not(None))
-        .group_by(JobRow.platform, JobRow.user_id)
     )
     last_started: dict[UserKey, datetime] = {
-        (platform, user_id): started for platform, user_id, started in last_started_rows if started
+        (platform, user_id): started for platform, user_id, started in turns
     }
     return fair_order(
         (Waiting(job_id=job_id, user=(platform, user_id)) for job_id, platform, user_id in queued),
@@ -557,4 +801,13 @@ def _to_job(row: JobRow) -> Job:
         result_message_id=row.result_message_id,
         dedupe_key=row.dedupe_key,
         updated_at=row.updated_at,
+        claim_count=row.claim_count,
+        lease_expires_at=row.lease_expires_at,
+        delivery_claimed_by=row.delivery_claimed_by,
+        delivery_lease_expires_at=row.delivery_lease_expires_at,
+        delivery_attempts=row.delivery_attempts,
+        delivery_retry_at=row.delivery_retry_at,
+        delivery_error=row.delivery_error,
+        status_token=row.status_token,
+        status_token_at=row.status_token_at,
     )

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -104,6 +105,20 @@ class JobRow(Base):
     # the platform messages that show this job (to edit progress, to find the job from a button)
     status_message_id: Mapped[str | None] = mapped_column(String(64))
     result_message_id: Mapped[str | None] = mapped_column(String(64))
+    # Discord: the interaction token that edits the status line (valid 15 minutes from status_token_at);
+    # stored so that any chat process, or this one after a restart, keeps the status line moving.
+    status_token: Mapped[str | None] = mapped_column(Text)
+    status_token_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # the engine's lease on a running job: claim_count fences writes (a holder whose claim is not the
+    # latest is refused), lease_expires_at is renewed while it works; past it, any engine takes over
+    claim_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # the chat side's claim on delivering a finished job, and its stored attempts
+    delivery_claimed_by: Mapped[str | None] = mapped_column(String(256))
+    delivery_lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    delivery_attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    delivery_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    delivery_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint(
@@ -112,8 +127,11 @@ class JobRow(Base):
         CheckConstraint("platform IN ('discord', 'telegram', 'cli')", name="platform_known"),
         # the queue (claim, positions, running, recovery)
         Index("ix_jobs_status_id", "status", "id"),
-        # fair order: when each user last started a job
+        # fair order: when each user last started a job; a user's oldest queued job
         Index("ix_jobs_user_started", "platform", "user_id", "started_at"),
+        Index("ix_jobs_user_status_id", "platform", "user_id", "status", "id"),
+        # leases: running jobs whose holder stopped renewing
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
         # history, active jobs (quotas)
         Index("ix_jobs_user_created", "platform", "user_id", "created_at"),
         # /reroll: the user's last job in a chat
@@ -133,3 +151,48 @@ class JobRow(Base):
         # Ids are never reused on SQLite, so an old button can never point at a newer job.
         {"sqlite_autoincrement": True},
     )
+
+
+class UserTurnRow(Base):
+    """Each user's place in the fair order, kept up to date by every write that changes the queue.
+
+    A claim takes the user with the smallest (last_started_at, next_job_id) among those with a queued
+    job (one index lookup, whatever the queue's length) and runs their `next_job_id`. Users who never
+    started a job have last_started_at = NEVER_STARTED, so they go first, by their oldest queued job.
+    """
+
+    __tablename__ = "user_turns"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # the user's oldest queued job; NULL while they have none queued
+    next_job_id: Mapped[int | None] = mapped_column(JOB_ID_TYPE)
+
+    __table_args__ = (
+        Index(
+            "ix_user_turns_waiting",
+            "last_started_at",
+            "next_job_id",
+            sqlite_where=text("next_job_id IS NOT NULL"),
+            postgresql_where=text("next_job_id IS NOT NULL"),
+        ),
+    )
+
+
+class ImageRow(Base):
+    """A finished PNG kept in the database (PostgreSQL deployments), readable from every host."""
+
+    __tablename__ = "images"
+
+    job_id: Mapped[int] = mapped_column(
+        JOB_ID_TYPE, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+NEVER_STARTED = datetime(1970, 1, 1, tzinfo=UTC)
+"""UserTurnRow.last_started_at of a user who never started a job: before everyone who did."""
