@@ -132,8 +132,17 @@ class Application:
         self._on_shutdown("database", database.close)
         await database.upgrade()
         self._signals = LocalSignals()
-        self._queue = JobQueue(database, self._signals, max_attempts=config.storage.max_attempts)
-        self._images = ImageStore(config.storage.data_dir)
+        self._queue = JobQueue(
+            database,
+            self._signals,
+            max_attempts=config.storage.max_attempts,
+            lease_s=config.storage.lease_s,
+        )
+        self._images = ImageStore(
+            config.storage.data_dir,
+            database=database,
+            in_database=config.storage.images_in_database(database.dialect),
+        )
         self._service = BotService(self._queue, self._images, config.limits, config.engine)
         if self._with_engine:
             await self._start_engine()

@@ -18,7 +18,7 @@ from bot.request_rules import random_seed, resolve_request
 from bot.settings import LimitsSettings
 from engine.eta import StepTimes, estimate
 from engine.settings import EngineSettings
-from storage.images import ImageStore
+from storage.images import ImageNotFound, ImageStore
 from storage.jobs import ImageRequest, Job, JobStatus, NewJob, Requester
 from storage.queue import JobNotFound, JobQueue
 
@@ -176,8 +176,8 @@ class BotService:
             raise NothingToDo(f"Job #{job.id} has no picture: it is {job.status.value}.")
         try:
             return await self._images.read(job.result_path)
-        except FileNotFoundError:
-            logger.warning("image file missing path=%s job=%d", job.result_path, job.id)
+        except ImageNotFound:
+            logger.warning("image missing path=%s job=%d", job.result_path, job.id)
             raise NothingToDo(
                 f"The picture of job #{job.id} is no longer on the server; /reroll {job.request.seed} "
                 "draws it again."
@@ -187,10 +187,17 @@ class BotService:
         """Where `job` stands now: its queue position and ETA (position 0 once it runs)."""
         return await self._status(job, created=False)
 
-    async def set_status_message(self, job_id: int, message_id: str) -> None:
-        """Remember the chat message that shows the job's position and progress, so it can still be
-        edited after a restart."""
-        await self._queue.set_status_message(job_id, message_id)
+    async def set_status_message(
+        self,
+        job_id: int,
+        message_id: str,
+        *,
+        token: str | None = None,
+        token_issued_at: datetime | None = None,
+    ) -> None:
+        """Remember the chat message that shows the job's position and progress (and, on Discord, the
+        interaction token that edits it), so any chat process can still edit it, after a restart too."""
+        await self._queue.set_status_message(job_id, message_id, token=token, token_issued_at=token_issued_at)
 
     # -- internals -----------------------------------------------------------------------------
     async def _check_quota(self, requester: Requester, *, is_admin: bool) -> None:

@@ -10,6 +10,11 @@ marking the job done overlap the next job), so the GPU stays busy back to back; 
 measured idle time between two queued jobs. With the queue empty it waits for `Topic.QUEUED`, at most
 `poll_interval_s`.
 
+Leases: every write about a job carries the claim number it was claimed with, and while the job runs
+its lease is renewed with each progress write and at least every third of the lease. If a renewal or
+a write is refused (the lease ran out and another engine took the job over, or it was cancelled), the
+worker's run is stopped and its result discarded: the other engine's attempt is the one that counts.
+
 Stopping: a job running when `stop` is set is cancelled in the worker and put back in the queue at once
 with `release` (rows stay truthful, another host can take it). A deliberate stop is not the job's fault,
 so it costs no attempt; only a worker that died (or a crash, found by `recover()` at the next start)
@@ -19,6 +24,7 @@ does. A job that finishes while being stopped is stored as done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -62,15 +68,19 @@ def generation_request(r: ImageRequest) -> GenerationRequest:
 
 
 class _ProgressWriter:
-    """Stores the latest step of one job, one write at a time (fast steps are coalesced).
+    """Stores the latest step of one job, one write at a time (fast steps are coalesced), and keeps
+    the job's lease: each write renews it, and so does a renewal every `renew_every_s` without one.
 
-    A write that finds the job no longer running means it was cancelled: the worker is told to stop.
+    A write or renewal that finds the job no longer running under this claim means it was cancelled
+    or taken over by another engine: the worker is told to stop.
     """
 
-    def __init__(self, queue: JobQueue, worker: WorkerSupervisor, job_id: int) -> None:
+    def __init__(self, queue: JobQueue, worker: WorkerSupervisor, job: Job, renew_every_s: float) -> None:
         self._queue = queue
         self._worker = worker
-        self._job_id = job_id
+        self._job_id = job.id
+        self._claim = job.claim_count
+        self._renew_every_s = renew_every_s
         self._latest: StepProgress | None = None
         self._wake = asyncio.Event()
         self._closed = False
@@ -83,22 +93,29 @@ class _ProgressWriter:
 
     async def _write(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):  # no step for a while: renew the lease anyway
+                await asyncio.wait_for(self._wake.wait(), timeout=self._renew_every_s)
             self._wake.clear()
             progress, self._latest = self._latest, None
             if self._closed:
                 return
-            if progress is None:
-                continue
             try:
-                running = await self._queue.record_progress(self._job_id, progress.step, progress.total)
+                if progress is None:
+                    running = await self._queue.renew_lease(self._job_id, self._claim)
+                else:
+                    running = await self._queue.record_progress(
+                        self._job_id, progress.step, progress.total, claim=self._claim
+                    )
             except Exception:
-                logger.exception("job=%d: could not store progress", self._job_id)
+                logger.exception("job=%d: could not store progress or renew the lease", self._job_id)
                 continue
             if not running and not self.cancelled:
                 self.cancelled = True
                 logger.info(
-                    "job=%d is no longer running (cancelled); stopping it in the worker", self._job_id
+                    "job=%d is no longer running under claim %d (cancelled, or taken over after its "
+                    "lease ran out); stopping it in the worker",
+                    self._job_id,
+                    self._claim,
                 )
                 await self._worker.cancel(self._job_id)
 
@@ -191,7 +208,7 @@ class ClaimLoop:
             job.request.height,
             job.request.steps,
         )
-        progress = _ProgressWriter(self._queue, self._worker, job.id)
+        progress = _ProgressWriter(self._queue, self._worker, job, renew_every_s=self._queue.lease_s / 3)
         run = loop.create_task(self._worker.run(job.id, generation_request(job.request), progress.on_step))
         stopper = loop.create_task(stop.wait())
         stopping = False
@@ -216,13 +233,18 @@ class ClaimLoop:
         try:
             result = run.result()
         except asyncio.CancelledError:
-            await self._transition(job, self._queue.release(job.id))
+            await self._transition(job, self._queue.release(job.id, claim=job.claim_count))
         except JobFailed as exc:
             await self._record_failure(job, exc, cancelled_by_user=progress.cancelled, stopping=stopping)
         except (WorkerDied, EngineError) as exc:
             reason = exc.reason if isinstance(exc, WorkerDied) else str(exc)
-            await self._transition(job, self._queue.requeue_after_crash(job.id, reason))
+            await self._transition(
+                job, self._queue.requeue_after_crash(job.id, reason, claim=job.claim_count)
+            )
         else:
+            if progress.cancelled:
+                logger.info("job=%d finished after it was cancelled or taken over; result discarded", job.id)
+                return
             self._note_gpu_idle(job, result)
             task = loop.create_task(self._store(job, result))
             self._finishing.add(task)
@@ -246,18 +268,25 @@ class ClaimLoop:
             # Not asked for by the job's row: the engine is stopping. If the row was cancelled
             # meanwhile, the transition is refused and nothing changes.
             if stopping:
-                await self._transition(job, self._queue.release(job.id))
+                await self._transition(job, self._queue.release(job.id, claim=job.claim_count))
             else:
-                await self._transition(job, self._queue.requeue_after_crash(job.id, failure.message))
+                await self._transition(
+                    job, self._queue.requeue_after_crash(job.id, failure.message, claim=job.claim_count)
+                )
             return
         kind = FAILURE_KINDS[failure.kind]
-        await self._transition(job, self._queue.mark_failed(job.id, kind, failure.message))
+        await self._transition(
+            job, self._queue.mark_failed(job.id, kind, failure.message, claim=job.claim_count)
+        )
 
     async def _store(self, job: Job, result: JobSucceeded) -> None:
         """Write the PNG and mark the job done (overlapping the next job's run)."""
         try:
             png = await asyncio.to_thread(encode_result, generation_request(job.request), result)
-            image = await self._images.save(job.id, job.request.seed, png)
+            if not await self._queue.renew_lease(job.id, job.claim_count):
+                logger.info("job=%d was cancelled or taken over meanwhile; its image is not stored", job.id)
+                return
+            image = await self._images.save(job.id, job.request.seed, png, claim=job.claim_count)
         except Exception as exc:
             logger.exception("job=%d: the image could not be stored", job.id)
             await self._transition(
@@ -266,12 +295,19 @@ class ClaimLoop:
                     job.id,
                     FailureKind.ERROR,
                     f"The image could not be stored: {exc}. Check the data directory.",
+                    claim=job.claim_count,
                 ),
             )
             return
         await self._transition(
             job,
-            self._queue.mark_done(job.id, image, duration_s=result.seconds, step_seconds=result.step_seconds),
+            self._queue.mark_done(
+                job.id,
+                image,
+                duration_s=result.seconds,
+                step_seconds=result.step_seconds,
+                claim=job.claim_count,
+            ),
         )
 
     async def _transition(self, job: Job, change: Awaitable[Job]) -> None:

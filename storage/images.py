@@ -1,4 +1,11 @@
-"""Images on disk: written under a temporary name and renamed, so a crash never leaves half a file."""
+"""Where finished PNGs live: files under DATA_DIR/images, or the `images` table of the database.
+
+Files suit one machine (SQLite): written under a temporary name and renamed, so a crash never leaves half
+a file. With several hosts on PostgreSQL the engine that made an image and the chat process that posts it
+are often on different machines, so images go into the database, which every host already reaches (and
+which is then the one thing to back up). A job row's `result_path` says which: a file path, or
+``database:<job id>/<claim>``; `read` follows either, so switching does not strand older images.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +16,91 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import select
+
+from storage.database import Database
 from storage.jobs import StoredImage
+from storage.tables import ImageRow
+
+DATABASE_PREFIX = "database:"
+
+
+class ImageNotFound(LookupError):
+    """No stored image at that path (deleted, or kept on another host's disk)."""
 
 
 class ImageStore:
-    """Stores PNGs as DATA_DIR/images/YYYY/MM/<job id>-<seed>.png."""
+    """Stores PNGs as DATA_DIR/images/YYYY/MM/<job id>-<seed>.png, or in the database when given one
+    with `in_database=True`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(
+        self, data_dir: Path, *, database: Database | None = None, in_database: bool = False
+    ) -> None:
+        if in_database and database is None:
+            raise ValueError("in_database=True needs the Database to store images in")
         # Absolute, so the paths stored in job rows do not depend on the working directory.
         self._root = (Path(data_dir).expanduser() / "images").absolute()
+        self._database = database
+        self._in_database = in_database
 
     @property
     def root(self) -> Path:
         return self._root
 
-    async def save(self, job_id: int, seed: int, png: bytes) -> StoredImage:
-        """Write atomically (temp name, fsync, rename) off the event loop; return path and sha256."""
+    @property
+    def in_database(self) -> bool:
+        return self._in_database
+
+    async def save(self, job_id: int, seed: int, png: bytes, *, claim: int = 1) -> StoredImage:
+        """Store one job's PNG (made under claim number `claim`); return where, and its sha256."""
+        if self._database is not None and self._in_database:
+            return await _insert(self._database, job_id, claim, png)
         now = datetime.now(UTC)
-        path = self._root / f"{now.year:04d}" / f"{now.month:02d}" / f"{job_id}-{seed}.png"
+        # A later claim (the job was taken over) gets its own name: the two never overwrite each other.
+        suffix = "" if claim <= 1 else f"-c{claim}"
+        path = self._root / f"{now.year:04d}" / f"{now.month:02d}" / f"{job_id}-{seed}{suffix}.png"
         return await asyncio.to_thread(_write_atomically, path, png)
 
     async def read(self, path: str) -> bytes:
-        """Read a stored image off the event loop."""
-        return await asyncio.to_thread(Path(path).read_bytes)
+        """The stored image's bytes (a file is read off the event loop); ImageNotFound if missing."""
+        if path.startswith(DATABASE_PREFIX):
+            if self._database is None:
+                raise ImageNotFound(f"{path} is in the database, but this image store has none.")
+            return await _select(self._database, path)
+        try:
+            return await asyncio.to_thread(Path(path).read_bytes)
+        except FileNotFoundError as error:
+            raise ImageNotFound(f"{path} does not exist on this host.") from error
+
+
+async def _insert(database: Database, job_id: int, claim: int, png: bytes) -> StoredImage:
+    sha256 = await asyncio.to_thread(lambda: hashlib.sha256(png).hexdigest())
+    async with database.write() as session:
+        await session.merge(
+            ImageRow(
+                job_id=job_id,
+                claim=claim,
+                png=png,
+                sha256=sha256,
+                size_bytes=len(png),
+                created_at=datetime.now(UTC),
+            )
+        )
+    return StoredImage(path=f"{DATABASE_PREFIX}{job_id}/{claim}", sha256=sha256, size_bytes=len(png))
+
+
+async def _select(database: Database, path: str) -> bytes:
+    try:
+        job_id, claim = (int(part) for part in path.removeprefix(DATABASE_PREFIX).split("/"))
+    except ValueError as error:
+        raise ImageNotFound(f"{path} is not a stored image's path.") from error
+    async with database.sessions() as session:
+        png = await session.scalar(
+            select(ImageRow.png).where(ImageRow.job_id == job_id, ImageRow.claim == claim)
+        )
+    if png is None:
+        raise ImageNotFound(f"{path}: no such image in the database.")
+    return bytes(png)
 
 
 def _write_atomically(path: Path, data: bytes) -> StoredImage:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,3 +29,28 @@ class StorageSettings(BaseModel):
         description="Claimers and deliverers re-read the job table at least this often, "
         "even without a wake-up signal (another process may have written it).",
     )
+    lease_s: float = Field(
+        default=30.0,
+        ge=2,
+        le=3600,
+        description="An engine renews its lease on a running job at least every third of this; a job "
+        "whose lease ran out (its engine died or hung) is taken over by another engine.",
+    )
+    delivery_lease_s: float = Field(
+        default=30.0,
+        ge=2,
+        le=3600,
+        description="How long a chat process's claim on showing and posting a job lasts without "
+        "renewal; another chat process takes over after it (two processes never post one result).",
+    )
+    images: Literal["auto", "files", "database"] = Field(
+        default="auto",
+        description="Where finished PNGs are kept: files under DATA_DIR/images, or the database "
+        "(every host can read them). auto: the database on PostgreSQL, files on SQLite.",
+    )
+
+    def images_in_database(self, dialect: str) -> bool:
+        """Whether images go into the database, for a database of this dialect."""
+        if self.images == "auto":
+            return dialect != "sqlite"
+        return self.images == "database"

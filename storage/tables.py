@@ -188,6 +188,8 @@ class ImageRow(Base):
     job_id: Mapped[int] = mapped_column(
         JOB_ID_TYPE, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
     )
+    # the claim that made it: an engine that lost its lease never overwrites its successor's image
+    claim: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     png: Mapped[bytes] = mapped_column(LargeBinary)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(Integer)

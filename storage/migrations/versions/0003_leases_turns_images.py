@@ -58,6 +58,7 @@ def upgrade() -> None:
     op.create_table(
         "images",
         sa.Column("job_id", JOB_ID, nullable=False),
+        sa.Column("claim", sa.Integer(), nullable=False, autoincrement=False),
         sa.Column("png", sa.LargeBinary(), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("size_bytes", sa.Integer(), nullable=False),
@@ -65,7 +66,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name="fk_images_job_id_jobs", ondelete="CASCADE"
         ),
-        sa.PrimaryKeyConstraint("job_id", name="pk_images"),
+        sa.PrimaryKeyConstraint("job_id", "claim", name="pk_images"),
     )
 
     # Every user's turn as the old computed order had it: when their latest job started (or never),
