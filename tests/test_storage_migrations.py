@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,73 @@ async def test_the_models_match_the_migrated_schema(database: Database) -> None:
 
     async with database.engine.connect() as connection:
         assert await connection.run_sync(differences) == []
+
+
+MIGRATE_AT_ONCE = """
+import asyncio, sys, time
+from pathlib import Path
+from storage.database import Database
+
+go = Path(sys.argv[2])
+deadline = time.monotonic() + 60
+while not go.exists():  # every process imports first, then all start together
+    if time.monotonic() > deadline:
+        sys.exit("the start signal never came")
+    time.sleep(0.005)
+
+async def main() -> None:
+    database = Database(sys.argv[1])
+    try:
+        await database.upgrade()
+    finally:
+        await database.close()
+
+asyncio.run(main())
+"""
+
+
+async def upgrade_to(db_url: str, revision: str) -> None:
+    def run(connection: Connection) -> None:
+        from alembic import command
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    database = Database(db_url)
+    try:
+        async with database.engine.begin() as connection:
+            await connection.run_sync(run)
+    finally:
+        await database.close()
+
+
+@pytest.mark.parametrize("start_from", ["empty", "0001"])
+async def test_processes_starting_at_once_all_come_up(db_url: str, tmp_path: Path, start_from: str) -> None:
+    """Several real processes migrate one database at the same moment: every one succeeds, once."""
+    if start_from != "empty":
+        await upgrade_to(db_url, start_from)
+    go = tmp_path / "go"
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            MIGRATE_AT_ONCE,
+            db_url,
+            str(go),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        for _ in range(5)
+    ]
+    go.touch()
+    async with asyncio.timeout(120):
+        outputs = [(await process.communicate())[0].decode() for process in processes]
+    assert [process.returncode for process in processes] == [0] * 5, "\n".join(outputs)
+    database = Database(db_url)
+    try:
+        assert await scalar(database, "SELECT version_num FROM alembic_version") == head_revision()
+        assert await scalar(database, "SELECT count(*) FROM alembic_version") == 1
+    finally:
+        await database.close()
