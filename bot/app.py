@@ -199,6 +199,7 @@ class Application:
             self.signals,
             [frontend.presenter for frontend in self._frontends],
             poll_interval_s=self._config.storage.poll_interval_s,
+            delivery_lease_s=self._config.storage.delivery_lease_s,
         )
         self._spawn("delivery loop", delivery.run(self._inner_stop))
 

@@ -394,6 +394,15 @@ class JobQueue:
             )
             return len(result.scalars().all())
 
+    async def release_presentations(self, deliverer: str) -> None:
+        """Give back every delivery claim of `deliverer` (a chat process stopping cleanly)."""
+        async with self._db.write() as session:
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.delivery_claimed_by == deliverer)
+                .values(delivery_claimed_by=None, delivery_lease_expires_at=None)
+            )
+
     async def record_delivery_failure(self, job_id: int, error: str, *, retry_in_s: float) -> Job:
         """Store a failed delivery attempt: the count, the error, and when the next try is due."""
         async with self._db.write() as session:

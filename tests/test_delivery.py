@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import update
 
 from bot.delivery import DeliveryLoop
 from storage.database import Database
@@ -15,6 +17,7 @@ from storage.images import ImageStore
 from storage.jobs import FailureKind, Job, JobStatus, Platform
 from storage.queue import JobQueue
 from storage.signals import LocalSignals, Topic
+from storage.tables import JobRow
 from tests.support.memory_frontend import WAIT_S, RecordingPresenter
 from tests.support.new_jobs import NewJobFactory
 
@@ -254,3 +257,68 @@ async def test_an_update_written_during_a_pass_wakes_the_next_one(
     async with running(make_loop(queue, signals, presenter, poll_interval_s=60.0)):
         await wait_delivered(queue, signals, job.id)
     assert [c.kind for c in presenter.calls] == ["progress", "deliver"]
+
+
+async def test_two_chat_processes_on_one_platform_post_each_result_once(
+    db_url: str, queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    """Two delivery loops, each with its own connections and name, as two chat processes would be."""
+    presenters = [RecordingPresenter(), RecordingPresenter()]
+    databases = [Database(db_url), Database(db_url)]
+    try:
+        loops = [
+            make_loop(JobQueue(db, LocalSignals(), max_attempts=2), LocalSignals(), presenter, deliverer=name)
+            for db, presenter, name in zip(databases, presenters, ("chat-a", "chat-b"), strict=True)
+        ]
+        jobs = [await finished_job(queue, image_store, make_new_job, user_id=str(n)) for n in range(8)]
+        waiting = (await queue.enqueue(make_new_job(user_id="w"))).job
+        for _ in range(3):
+            await asyncio.gather(*(loop.run_once() for loop in loops))
+        posts = [call.job_id for presenter in presenters for call in presenter.of("deliver")]
+        assert sorted(posts) == sorted(job.id for job in jobs), "every result posted once, by one of them"
+        shown = [call.job_id for presenter in presenters for call in presenter.of("progress")]
+        assert shown == [waiting.id], "one process shows a job's progress"
+    finally:
+        for db in databases:
+            await db.close()
+
+
+async def test_a_dead_chat_process_s_jobs_are_taken_over_after_its_lease(
+    db_url: str, queue: JobQueue, database: Database, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    dead, alive = RecordingPresenter(), RecordingPresenter()
+    job = (await queue.enqueue(make_new_job())).job
+    await make_loop(queue, LocalSignals(), dead, deliverer="chat-dead").run_once()
+    assert [c.job_id for c in dead.of("progress")] == [job.id]
+    # chat-dead is gone without giving its claim back: until its lease runs out, nobody else posts.
+    survivor = make_loop(queue, LocalSignals(), alive, deliverer="chat-alive")
+    assert await queue.claim_next("engine") is not None
+    stored = await image_store.save(job.id, job.request.seed, b"png")
+    await queue.mark_done(job.id, stored, duration_s=1.0, step_seconds=0.25)
+    await survivor.run_once()
+    assert alive.calls == []
+    async with database.write() as session:
+        await session.execute(
+            update(JobRow)
+            .where(JobRow.id == job.id)
+            .values(delivery_lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+        )
+    await survivor.run_once()
+    assert [c.job_id for c in alive.of("deliver")] == [job.id]
+    assert (await queue.get(job.id)).delivered_at is not None
+
+
+async def test_failed_attempts_are_stored_in_the_row(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    presenter = RecordingPresenter(failures=1)
+    job = await finished_job(queue, image_store, make_new_job)
+    await make_loop(queue, signals, presenter, retry_backoff_s=(60.0, 60.0)).run_once()
+    stored = await queue.get(job.id)
+    assert stored.delivered_at is None
+    assert stored.delivery_attempts == 1
+    assert stored.delivery_error is not None and "the platform is down" in stored.delivery_error
+    assert stored.delivery_retry_at is not None
+    # A restarted chat process (a new loop, nothing in memory) respects the stored pause.
+    await make_loop(queue, signals, presenter).run_once()
+    assert len(presenter.of("deliver")) == 1
