@@ -261,3 +261,24 @@ async def test_after_the_interaction_token_dies_only_the_channel_post_remains(
     assert emulator.calls_matching(answer_to(failing)) == []
     assert content(notice).startswith("someone: Job #2 failed")
     assert button_ids(notice) == ["majicbot:retry:2"]
+
+
+async def test_progress_edits_go_on_after_a_restart_of_the_chat_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interaction token lives in the job row: a new chat process keeps editing the status line."""
+    monkeypatch.setenv("TINY_BACKEND_STEP_S", "0.6")
+    async with emulated() as emulator:
+        config = make_config(tmp_path, emulator, progress_edit_interval_s=1.0)
+        async with running(config, with_engine=False):
+            interaction = await imagine(emulator, "a [slow] windmill --steps 5 --seed 3 --ar 1:1")
+            first = await emulator.wait_for_call(answer_to(interaction), within=10)
+            assert "queued" in content(first)
+        before = len(emulator.calls_matching(answer_to(interaction)))
+
+        async with running(config):  # a new process: nothing of the first one's memory survives
+            await emulator.wait_for_call(channel_post(), within=60)
+            await emulator.wait_for_call(lambda c: answer_to(interaction)(c) and "posted" in content(c))
+        later = [content(call) for call in emulator.calls_matching(answer_to(interaction))[before:]]
+    assert any("step" in text for text in later), later
+    assert "posted in this channel" in later[-1]

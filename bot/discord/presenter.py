@@ -2,9 +2,11 @@
 
 The status line is the deferred interaction response, edited at most once per
 `progress_edit_interval_s` (the last text waiting in between is sent when the interval ends; unchanged
-text is never re-sent). Interaction tokens die after 15 minutes, and they live only in memory, so
-after that (or after a restart) the status line simply stops changing. The result itself is posted
-with the bot token as an ordinary message in the channel (or DM), which works however long the queue.
+text is never re-sent). The interaction token and the status message's id are stored in the job row
+after the first edit, so another chat process, or this one after a restart, keeps editing the line (as
+a webhook message) for as long as the token lives: 15 minutes, after which the status line simply stops
+changing. The result itself is posted with the bot token as an ordinary message in the channel (or DM),
+which works however long the queue.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import discord
 
@@ -36,10 +39,17 @@ _REMEMBERED_FINALS = 1000
 
 @dataclass(slots=True)
 class _StatusLine:
-    """One job's deferred interaction response and its edit throttle."""
+    """One job's deferred interaction response and its edit throttle.
 
-    interaction: discord.Interaction
-    opened: float
+    Opened by a command here (`interaction` set), or restored from the job row (token and message id
+    only, edited as a webhook message).
+    """
+
+    interaction: discord.Interaction | None
+    token: str
+    opened: float  # time.monotonic() when the interaction was created
+    message_id: int | None = None
+    stored: bool = False  # token and message id are in the job row
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     shown: str | None = None
     last_edit: float = float("-inf")
@@ -77,10 +87,10 @@ class DiscordPresenter:
         job_id = queued.job.id
         self._upload_limits[str(interaction.channel_id)] = interaction.filesize_limit
         line = self._lines.get(job_id)
-        if line is None or line.interaction.id != interaction.id:
+        if line is None or line.interaction is None or line.interaction.id != interaction.id:
             if line is not None:  # a second press returned the same job: the newest click shows it
                 self._close(job_id)
-            line = self._lines[job_id] = _StatusLine(interaction, time.monotonic())
+            line = self._lines[job_id] = _StatusLine(interaction, interaction.token, time.monotonic())
         final = self._finals.get(job_id)
         await self._edit(job_id, line, final or texts.queued_text(queued), final=final is not None)
         if final is not None:
@@ -88,12 +98,13 @@ class DiscordPresenter:
 
     # -- Presenter ------------------------------------------------------------------------------
     async def show_progress(self, job: Job, eta_s: float | None) -> None:
-        line = self._lines.get(job.id)
+        line = self._line(job)
         if line is None:
             return
         await self._edit(job.id, line, texts.progress_text(job, eta_s), final=False)
 
     async def deliver(self, job: Job) -> str | None:
+        self._line(job)
         upload = await self._upload(job)
         embed = result_embed(job, upload)
         file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
@@ -113,6 +124,7 @@ class DiscordPresenter:
 
     async def report_failure(self, job: Job) -> None:
         text = texts.failure_text(job)
+        self._line(job)
         if await self._finish(job.id, text, view=retry_view(job.id)):
             return
         # No status line can show it (a restart, or the token died): say it in the channel instead.
@@ -127,6 +139,7 @@ class DiscordPresenter:
             log.warning("job=%s failure notice could not be posted: %s", job.id, error)
 
     async def report_cancelled(self, job: Job) -> None:
+        self._line(job)
         await self._finish(job.id, texts.final_status_text(job))
 
     async def close(self) -> None:
@@ -135,6 +148,27 @@ class DiscordPresenter:
             self._close(job_id)
 
     # -- status lines ---------------------------------------------------------------------------
+    def _line(self, job: Job) -> _StatusLine | None:
+        """The job's status line: opened here, or restored from the token stored in its row (another
+        chat process opened it, or this one before a restart) while that token still lives."""
+        line = self._lines.get(job.id)
+        if line is not None or job.status_token is None or job.status_token_at is None:
+            return line
+        if not (job.status_message_id or "").isdigit():
+            return None
+        age_s = (datetime.now(UTC) - job.status_token_at).total_seconds()
+        if age_s >= TOKEN_LIFETIME_S:
+            return None
+        line = _StatusLine(
+            interaction=None,
+            token=job.status_token,
+            opened=time.monotonic() - age_s,
+            message_id=int(job.status_message_id or 0),
+            stored=True,
+        )
+        self._lines[job.id] = line
+        return line
+
     async def _finish(self, job_id: int, text: str, *, view: discord.ui.View | None = None) -> bool:
         """Show a job's last status; False if no live status line could show it."""
         self._remember_final(job_id, text)
@@ -179,13 +213,8 @@ class DiscordPresenter:
 
     async def _send(self, job_id: int, line: _StatusLine, text: str, view: discord.ui.View | None) -> None:
         try:
-            if view is None:
-                await line.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-            else:
-                await line.interaction.edit_original_response(
-                    content=text, view=view, allowed_mentions=NO_MENTIONS
-                )
-        except discord.HTTPException as error:
+            message = await self._edit_line(line, text, view)
+        except discord.DiscordException as error:
             # The token died or the message was dismissed: the result still arrives in the channel.
             log.info("job=%s status line can no longer be edited: %s", job_id, error)
             self._close(job_id)
@@ -194,6 +223,35 @@ class DiscordPresenter:
             # Counted from when Discord has the edit, so no two edits land closer than the interval.
             line.last_edit = time.monotonic()
         line.shown = text
+        if not line.stored:
+            line.stored = True
+            line.message_id = message.id
+            issued = datetime.now(UTC) - timedelta(seconds=time.monotonic() - line.opened)
+            try:
+                await self._service.set_status_message(
+                    job_id, str(message.id), token=line.token, token_issued_at=issued
+                )
+            except Exception:
+                log.exception("job=%s: could not store its status line for other chat processes", job_id)
+
+    async def _edit_line(self, line: _StatusLine, text: str, view: discord.ui.View | None) -> discord.Message:
+        if line.interaction is not None:
+            if view is None:
+                return await line.interaction.edit_original_response(
+                    content=text, allowed_mentions=NO_MENTIONS
+                )
+            return await line.interaction.edit_original_response(
+                content=text, view=view, allowed_mentions=NO_MENTIONS
+            )
+        application_id = self._client.application_id
+        if application_id is None or line.message_id is None:
+            raise discord.ClientException("the status line cannot be edited before the client is ready")
+        webhook = discord.Webhook.partial(application_id, line.token, client=self._client)
+        if view is None:
+            return await webhook.edit_message(line.message_id, content=text, allowed_mentions=NO_MENTIONS)
+        return await webhook.edit_message(
+            line.message_id, content=text, view=view, allowed_mentions=NO_MENTIONS
+        )
 
     def _close(self, job_id: int) -> None:
         line = self._lines.pop(job_id, None)
