@@ -199,6 +199,26 @@ async def test_queued_job_survives_restart_and_its_status_message_is_tidied(
         )
 
 
+async def test_progress_edits_go_on_after_a_restart_of_the_chat_process(
+    emulator: TelegramEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TINY_BACKEND_STEP_S", "0.6")
+    chat = TgChat.private(BOB)
+    config = make_config(tmp_path, emulator)
+    async with running(config, with_engine=False):
+        message_id = await emulator.send_text(BOB, chat, "/imagine [slow] a mill --size 64x64 --steps 5")
+        status = await emulator.wait_for("sendMessage", reply_to(chat.id, message_id))
+    status_id = status.response["message_id"]
+
+    async with running(config):  # a new process: the status message is known from the job's row
+        await emulator.wait_for(
+            "editMessageText",
+            lambda call: call.integer("message_id") == status_id and "step" in call.params["text"],
+            within_s=30,
+        )
+        await emulator.wait_for("sendPhoto", photo_for(1), within_s=30)
+
+
 async def test_retry_after_is_waited_out_and_nothing_is_lost(
     emulator: TelegramEmulator, tmp_path: Path
 ) -> None:
