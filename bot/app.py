@@ -29,7 +29,7 @@ from bot.service import BotService
 from storage.database import Database
 from storage.images import ImageStore
 from storage.queue import JobQueue
-from storage.signals import LocalSignals
+from storage.signals import JobSignals, LocalSignals, PostgresSignals
 
 if TYPE_CHECKING:
     from engine.claim_loop import ClaimLoop
@@ -82,7 +82,7 @@ class Application:
         self._tasks: list[asyncio.Task[None]] = []
         self._queue: JobQueue | None = None
         self._images: ImageStore | None = None
-        self._signals: LocalSignals | None = None
+        self._signals: JobSignals | None = None
         self._service: BotService | None = None
         self._frontends: tuple[Frontend, ...] = ()
 
@@ -114,7 +114,7 @@ class Application:
         return _started(self._service)
 
     @property
-    def signals(self) -> LocalSignals:
+    def signals(self) -> JobSignals:
         return _started(self._signals)
 
     @property
@@ -131,7 +131,14 @@ class Application:
         database = Database(config.storage.database_url, busy_timeout_ms=config.storage.busy_timeout_ms)
         self._on_shutdown("database", database.close)
         await database.upgrade()
-        self._signals = LocalSignals()
+        if database.dialect == "postgresql":
+            # Other processes and hosts write the same rows: LISTEN/NOTIFY wakes them (and this one).
+            signals = PostgresSignals.for_url(config.storage.database_url)
+            self._on_shutdown("notifications", signals.close)
+            await signals.start()
+            self._signals = signals
+        else:
+            self._signals = LocalSignals()
         self._queue = JobQueue(
             database,
             self._signals,

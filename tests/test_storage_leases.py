@@ -5,6 +5,7 @@ Leases are run out by moving `lease_expires_at` into the past in the row, not by
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -14,7 +15,7 @@ from storage.database import Database
 from storage.images import ImageNotFound, ImageStore
 from storage.jobs import FailureKind, JobStatus, StoredImage
 from storage.queue import JobQueue, LeaseLost
-from storage.signals import LocalSignals
+from storage.signals import LocalSignals, PostgresSignals, Topic
 from storage.tables import JobRow
 from tests.support.new_jobs import NewJobFactory
 
@@ -189,3 +190,28 @@ async def test_images_in_the_database_are_read_back_by_another_store(
             await chat_side.read(str(tmp_path_factory.getbasetemp() / "missing.png"))
     finally:
         await other_host.close()
+
+
+async def test_postgres_notifications_wake_another_process(db_url: str) -> None:
+    """Two PostgresSignals, as in two processes: a notify on one wakes a waiter on the other."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; on SQLite one process serves everything")
+    sender, receiver = PostgresSignals.for_url(db_url), PostgresSignals.for_url(db_url)
+    await sender.start()
+    await receiver.start()
+    try:
+        waiting = asyncio.create_task(receiver.wait(Topic.QUEUED, timeout=10))
+        await asyncio.sleep(0)  # the waiter registers before the notify
+        started = asyncio.get_running_loop().time()
+        sender.notify(Topic.QUEUED)
+        assert await waiting, "woken by the notification, not by the timeout"
+        assert asyncio.get_running_loop().time() - started < 5
+        # Its own NOTIFY comes back to it from the server: dropped (it woke its local waiters already).
+        other = asyncio.create_task(receiver.wait(Topic.UPDATED, timeout=10))
+        await asyncio.sleep(0)
+        sender.notify(Topic.UPDATED)
+        assert not await sender.wait(Topic.UPDATED, timeout=0.5)
+        assert await other
+    finally:
+        await sender.close()
+        await receiver.close()
