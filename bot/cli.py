@@ -80,14 +80,28 @@ def _run(args: argparse.Namespace, *, with_engine: bool, with_chat: bool) -> int
     from bot.app import Application
 
     config = _load(args)
-    application = Application(config, with_engine=with_engine, with_chat=with_chat)
+    devices = getattr(args, "devices", None)
+    # One engine (its own worker process and claimer name) per device, in one process and event loop.
+    applications = [
+        Application(for_device, with_engine=with_engine, with_chat=with_chat)
+        for for_device in ([config] if not devices else [with_device(config, device) for device in devices])
+    ]
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await application.run(stop)
+        runs = [asyncio.create_task(application.run(stop)) for application in applications]
+        try:
+            # One engine failing stops the others too: a half-running host is harder to notice.
+            await asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.set()
+            results = await asyncio.gather(*runs, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     asyncio.run(main())
     return EXIT_OK
@@ -127,6 +141,21 @@ def _generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def parse_devices(text: str) -> list[str]:
+    """`0,1` -> cuda:0, cuda:1; other names (cuda:2, cpu) are taken as they are."""
+    devices = [part.strip() for part in text.split(",") if part.strip()]
+    if not devices:
+        raise argparse.ArgumentTypeError("give at least one device, e.g. --devices 0,1")
+    named = [f"cuda:{device}" if device.isdigit() else device for device in devices]
+    if len(set(named)) != len(named):
+        raise argparse.ArgumentTypeError(f"{text}: a device is named twice")
+    return named
+
+
+def with_device(config: Config, device: str) -> Config:
+    return config.model_copy(update={"engine": config.engine.model_copy(update={"device": device})})
+
+
 # -- parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -154,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         "engine", parents=[common], help="run only the GPU engine and its claim loop (an extra GPU host)"
     )
     engine.set_defaults(handler=lambda a: _run(a, with_engine=True, with_chat=False))
+    engine.add_argument(
+        "--devices",
+        type=parse_devices,
+        default=None,
+        metavar="LIST",
+        help="one engine per GPU, e.g. 0,1 (cuda:0 and cuda:1) or cuda:0,cuda:2; default: engine.device",
+    )
 
     generate = commands.add_parser("generate", parents=[common], help="make one image from the command line")
     generate.add_argument("prompt")

@@ -365,22 +365,33 @@ class JobQueue:
             return set()
         async with self._db.write() as session:
             now = await _now(session)
-            result = await session.execute(
-                update(JobRow)
-                .where(
-                    JobRow.id.in_(list(job_ids)),
-                    JobRow.delivered_at.is_(None),
-                    (JobRow.delivery_claimed_by.is_(None))
-                    | (JobRow.delivery_claimed_by == deliverer)
-                    | (JobRow.delivery_lease_expires_at < now),
+            # Locked in id order, skipping rows someone else is writing: two chat processes claiming
+            # overlapping sets at once never deadlock (a skipped job is looked at again next pass).
+            free = (
+                await session.scalars(
+                    select(JobRow.id)
+                    .where(
+                        JobRow.id.in_(list(job_ids)),
+                        JobRow.delivered_at.is_(None),
+                        (JobRow.delivery_claimed_by.is_(None))
+                        | (JobRow.delivery_claimed_by == deliverer)
+                        | (JobRow.delivery_lease_expires_at < now),
+                    )
+                    .order_by(JobRow.id)
+                    .with_for_update(skip_locked=True)
                 )
+            ).all()
+            if not free:
+                return set()
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(free))
                 .values(
                     delivery_claimed_by=deliverer,
                     delivery_lease_expires_at=now + timedelta(seconds=lease_s),
                 )
-                .returning(JobRow.id)
             )
-            return set(result.scalars())
+            return set(free)
 
     async def renew_presentations(self, deliverer: str, lease_s: float) -> int:
         """Extend the delivery leases `deliverer` holds (on a timer, so a long upload keeps its job)."""
