@@ -40,6 +40,8 @@ USERS = 200
 JOBS = 10_000
 CLAIMERS = 8
 COST_SAMPLES = 50
+# Claimed jobs never finish here: a lease longer than the run keeps them from being taken back.
+LEASE_S = 3600.0
 
 
 def new_job(n: int) -> NewJob:
@@ -60,7 +62,7 @@ async def claim_cost(url: str, queued: int) -> float:
     database = Database(url, busy_timeout_ms=60_000)
     try:
         await database.upgrade()
-        queue = JobQueue(database, LocalSignals(), max_attempts=2)
+        queue = JobQueue(database, LocalSignals(), max_attempts=2, lease_s=LEASE_S)
         await fill(queue, queued)
         samples = []
         for n in range(COST_SAMPLES):
@@ -78,7 +80,7 @@ def _claimer(url: str, name: str, go: Any, results: Any) -> None:
     async def run() -> list[tuple[int, str]]:
         database = Database(url, busy_timeout_ms=60_000)
         try:
-            queue = JobQueue(database, LocalSignals(), max_attempts=2)
+            queue = JobQueue(database, LocalSignals(), max_attempts=2, lease_s=LEASE_S)
             go.wait()
             claimed = []
             while (job := await queue.claim_next(name)) is not None:
@@ -95,7 +97,7 @@ async def throughput(url: str) -> dict[str, Any]:
     database = Database(url, busy_timeout_ms=60_000)
     try:
         await database.upgrade()
-        queue = JobQueue(database, LocalSignals(), max_attempts=2)
+        queue = JobQueue(database, LocalSignals(), max_attempts=2, lease_s=LEASE_S)
         await fill(queue, JOBS)
         # Queued round robin (job n belongs to user n % 200) and nobody has started: the fair order is
         # the order of ids.
