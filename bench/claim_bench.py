@@ -179,8 +179,7 @@ def main() -> None:
         )
     if args.out:
         with args.out.open("a", encoding="utf-8") as out:
-            for row in rows:
-                out.write(json.dumps(row) + "\n")
+            out.writelines(f"{json.dumps(row)}\n" for row in rows)
 
 
 if __name__ == "__main__":

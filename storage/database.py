@@ -86,15 +86,15 @@ class Database:
             await session.connection()
             yield session
 
-    async def upgrade(self) -> None:
-        """Apply Alembic migrations up to head (run at startup and by `majicbot db upgrade`).
+    async def upgrade(self, revision: str = "head") -> None:
+        """Apply Alembic migrations up to `revision` (head: at startup and by `majicbot db upgrade`).
 
         Safe with many processes starting at once: they take turns under a database lock.
         """
         deadline = time.monotonic() + MIGRATION_WAIT_S
         while True:
             try:
-                await self._upgrade_locked()
+                await self._upgrade_locked(revision)
                 return
             except OperationalError as error:
                 # SQLite: another process held the write lock past busy_timeout (it is migrating).
@@ -103,7 +103,7 @@ class Database:
                 logger.info("the database is locked by another process's migration; waiting")
                 await asyncio.sleep(0.1)
 
-    async def _upgrade_locked(self) -> None:
+    async def _upgrade_locked(self, revision: str) -> None:
         # Through the write engine: on SQLite BEGIN IMMEDIATE is the lock.
         async with self._write_sessions.begin() as session:
             connection = await session.connection()
@@ -113,13 +113,13 @@ class Database:
                 await connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
                 )
-            await connection.run_sync(_upgrade_to_head)
+            await connection.run_sync(_upgrade_to, revision)
 
     async def close(self) -> None:
         await self._engine.dispose()
 
 
-def _upgrade_to_head(connection: Connection) -> None:
+def _upgrade_to(connection: Connection, revision: str) -> None:
     # Imported here: only `upgrade()` needs alembic, and it is slow to import.
     from alembic import command
     from alembic.config import Config
@@ -127,7 +127,7 @@ def _upgrade_to_head(connection: Connection) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 def _make_parent_dir(url: URL) -> None:

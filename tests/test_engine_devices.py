@@ -4,7 +4,6 @@ and claimer name, as a real process (tiny backend; the devices are CPU stand-ins
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from storage.jobs import JobStatus
 from storage.queue import JobQueue
 from tests.support.new_jobs import NewJobFactory
 from tests.support.processes import MajicbotProcess, write_config
+from tests.support.telegram_harness import until
 
 
 def test_device_lists_name_cuda_devices_by_number() -> None:
@@ -51,17 +51,17 @@ async def test_one_command_runs_an_engine_per_device(
                 "cpu:1",
             }
 
-        async with asyncio.timeout(60):
-            while not await both_devices_busy():  # noqa: ASYNC110 (another process writes the rows)
-                await asyncio.sleep(0.05)
+        await until(both_devices_busy, within_s=60, what="both engines running a job")
         log = engine.text()
         workers = {
             line.split("worker pid ", 1)[1].split()[0] for line in log.splitlines() if "worker pid " in line
         }
         assert len(workers) == 2, "each engine has its own worker process"
-        async with asyncio.timeout(60):
-            while [job for job in jobs if (await queue.get(job.id)).status is not JobStatus.DONE]:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+
+        async def all_done() -> bool:
+            return all([(await queue.get(job.id)).status is JobStatus.DONE for job in jobs])
+
+        await until(all_done, within_s=60, what="every job done")
         claimers = {(await queue.get(job.id)).claimed_by for job in jobs}
         assert {name.rsplit("/", 1)[1] for name in claimers if name} == {"cpu:0", "cpu:1"}
     finally:

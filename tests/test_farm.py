@@ -7,10 +7,9 @@ order; the killed engine's job is finished by another engine within the lease pl
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from tests.support.new_jobs import NewJobFactory
 from tests.support.postgres_server import PostgresServer
 from tests.support.processes import MajicbotProcess, write_config
 from tests.support.telegram_emulator import TelegramEmulator
-from tests.support.telegram_harness import TOKEN
+from tests.support.telegram_harness import TOKEN, until
 
 USERS = 4
 JOBS_PER_USER = 3
@@ -60,21 +59,6 @@ def photos(emulator: TelegramEmulator) -> Counter[int]:
         if "job #" in caption:
             counts[int(caption.split("job #", 1)[1].split()[0].rstrip(".,)"))] += 1
     return counts
-
-
-async def until(
-    condition: Callable[[], Awaitable[bool] | bool], what: str, within_s: float = BOUND_S
-) -> None:
-    """Re-check `condition` every 50 ms (other processes change what it reads); fail after `within_s`."""
-    try:
-        async with asyncio.timeout(within_s):
-            while True:
-                result = condition()
-                if await result if inspect.isawaitable(result) else result:
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"not true within {within_s} s: {what}") from None
 
 
 async def test_three_engines_and_two_chat_processes_survive_kill_9(
@@ -143,7 +127,7 @@ base_file_url = "{emulator.base_file_url}"
                     return True
             return False
 
-        await until(first_engine_mid_job, f"{victim_name} runs a job")
+        await until(first_engine_mid_job, within_s=BOUND_S, what=f"{victim_name} runs a job")
         (orphan,) = [job for job in await queue.running() if job.claimed_by == victim_claimer[0]]
         engines[0].kill()
         killed_at = time.monotonic()
@@ -151,11 +135,14 @@ base_file_url = "{emulator.base_file_url}"
         async def orphan_done() -> bool:
             return (await queue.get(orphan.id)).status is JobStatus.DONE
 
-        await until(orphan_done, "the killed engine's job done by another")
+        await until(orphan_done, within_s=BOUND_S, what="the killed engine's job done by another")
         took_s = time.monotonic() - killed_at
 
         # kill -9 a chat process mid-flight: once some results are posted and others are still running.
-        await until(lambda: sum(photos(emulator).values()) >= 2, "two results posted")
+        async def two_posted() -> bool:
+            return sum(photos(emulator).values()) >= 2
+
+        await until(two_posted, within_s=BOUND_S, what="two results posted")
         chats[0].kill()
 
         async def all_delivered() -> bool:
@@ -163,7 +150,7 @@ base_file_url = "{emulator.base_file_url}"
                 [(await queue.get(job.id)).delivered_at is not None for job in jobs]
             )
 
-        await until(all_delivered, "every job delivered")
+        await until(all_delivered, within_s=BOUND_S, what="every job delivered")
         finished = await queue.get(orphan.id)
 
         rows = [await queue.get(job.id) for job in jobs]
