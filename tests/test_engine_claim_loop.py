@@ -7,9 +7,11 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import update
 
 from engine.claim_loop import ClaimLoop
 from engine.png_metadata import read_metadata
@@ -20,6 +22,7 @@ from storage.images import ImageStore
 from storage.jobs import FailureKind, Job, JobStatus
 from storage.queue import JobQueue
 from storage.signals import LocalSignals, Topic
+from storage.tables import JobRow
 from tests.support.new_jobs import NewJobFactory
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.all_databases]
@@ -224,3 +227,38 @@ async def test_stopping_puts_the_running_job_back_in_the_queue(
     # The worker is free again for whoever claims next.
     async with asyncio.timeout(BOUND_S):
         assert (await worker.start()).model == "tiny.safetensors"
+
+
+async def test_a_loop_whose_job_was_taken_over_stops_it_and_writes_nothing_more(
+    queue: JobQueue,
+    database: Database,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+) -> None:
+    """The loop stalled past its lease (simulated by running the lease out in the row) and another
+    engine took the job over: the loop's next write is refused, it stops the run and moves on."""
+    slow = (await queue.enqueue(make_new_job(user_id="1", prompt="[slow]", steps=100))).job
+    async with claiming(queue, image_store, signals, worker):
+
+        async def slow_has_progress() -> bool:
+            return (await queue.get(slow.id)).progress_step >= 1
+
+        await wait_until(signals, slow_has_progress)
+        async with database.write() as session:
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.id == slow.id)
+                .values(lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+            )
+        other = JobQueue(database, LocalSignals(), max_attempts=3)
+        taken = await other.claim_next("other-host:0")
+        assert taken is not None and (taken.id, taken.claim_count) == (slow.id, 2)
+        # 100 steps would take 20 s: the loop must have dropped the job to run the next one.
+        after = (await queue.enqueue(make_new_job(user_id="2"))).job
+        await wait_until(signals, lambda: all_final(queue, [after]), limit_s=10)
+    now = await queue.get(slow.id)
+    assert (now.status, now.claimed_by, now.claim_count) == (JobStatus.RUNNING, "other-host:0", 2)
+    assert now.result_path is None
+    assert (await queue.get(after.id)).status is JobStatus.DONE
