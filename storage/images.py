@@ -16,7 +16,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from storage.database import Database
 from storage.jobs import StoredImage
@@ -72,6 +72,29 @@ class ImageStore:
         except FileNotFoundError as error:
             raise ImageNotFound(f"{path} does not exist on this host.") from error
 
+    async def delete(self, path: str) -> None:
+        """Remove a stored image (file or database row); one already gone is fine."""
+        if path.startswith(DATABASE_PREFIX):
+            if self._database is None:
+                raise ImageNotFound(f"{path} is in the database, but this image store has none.")
+            await _delete(self._database, path)
+            return
+        await asyncio.to_thread(Path(path).unlink, missing_ok=True)
+
+
+async def _delete(database: Database, path: str) -> None:
+    job_id, claim = _key(path)
+    async with database.write() as session:
+        await session.execute(delete(ImageRow).where(ImageRow.job_id == job_id, ImageRow.claim == claim))
+
+
+def _key(path: str) -> tuple[int, int]:
+    try:
+        job_id, claim = (int(part) for part in path.removeprefix(DATABASE_PREFIX).split("/"))
+    except ValueError as error:
+        raise ImageNotFound(f"{path} is not a stored image's path.") from error
+    return job_id, claim
+
 
 async def _insert(database: Database, job_id: int, claim: int, png: bytes) -> StoredImage:
     sha256 = await asyncio.to_thread(lambda: hashlib.sha256(png).hexdigest())
@@ -90,10 +113,7 @@ async def _insert(database: Database, job_id: int, claim: int, png: bytes) -> St
 
 
 async def _select(database: Database, path: str) -> bytes:
-    try:
-        job_id, claim = (int(part) for part in path.removeprefix(DATABASE_PREFIX).split("/"))
-    except ValueError as error:
-        raise ImageNotFound(f"{path} is not a stored image's path.") from error
+    job_id, claim = _key(path)
     async with database.sessions() as session:
         png = await session.scalar(
             select(ImageRow.png).where(ImageRow.job_id == job_id, ImageRow.claim == claim)

@@ -31,14 +31,14 @@ class StorageSettings(BaseModel):
     )
     lease_s: float = Field(
         default=30.0,
-        ge=2,
+        ge=1,
         le=3600,
         description="An engine renews its lease on a running job at least every third of this; a job "
         "whose lease ran out (its engine died or hung) is taken over by another engine.",
     )
     delivery_lease_s: float = Field(
         default=30.0,
-        ge=2,
+        ge=1,
         le=3600,
         description="How long a chat process's claim on showing and posting a job lasts without "
         "renewal; another chat process takes over after it (two processes never post one result).",

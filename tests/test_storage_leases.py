@@ -186,6 +186,10 @@ async def test_images_in_the_database_are_read_back_by_another_store(
         assert await chat_side.read(second.path) == b"\x89PNG second"
         with pytest.raises(ImageNotFound):
             await chat_side.read(f"database:{job.id}/9")
+        await chat_side.delete(first.path)
+        await chat_side.delete(first.path)  # already gone: fine
+        with pytest.raises(ImageNotFound):
+            await chat_side.read(first.path)
         with pytest.raises(ImageNotFound):
             await chat_side.read(str(tmp_path_factory.getbasetemp() / "missing.png"))
     finally:
