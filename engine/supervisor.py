@@ -198,11 +198,25 @@ class WorkerSupervisor:
         self._stopped = False
         self.ready: WorkerReady | None = None
         """What the current worker reported when it finished loading."""
+        self.restarts = 0
+        """Workers restarted after dying (for metrics)."""
 
     @property
     def pid(self) -> int | None:
         """The live worker process's id (for logs and tests)."""
         return None if self._worker is None else self._worker.pid
+
+    @property
+    def is_ready(self) -> bool:
+        """A worker has loaded and is alive (for health checks)."""
+        worker = self._worker
+        return (
+            worker is not None
+            and not worker.killed
+            and not worker.exited.done()
+            and worker.ready.done()
+            and worker.ready.exception() is None
+        )
 
     async def start(self) -> WorkerReady:
         """Start the worker (if it is not running) and wait until it has loaded the backend.
@@ -443,6 +457,7 @@ class WorkerSupervisor:
             return
         if was_ready:
             self._failures += 1
+            self.restarts += 1
             logger.warning("worker pid %d %s; restarting it", worker.pid, reason)
             self._starting = asyncio.create_task(self._start(self._backoff()))
             self._starting.add_done_callback(self._log_restart)
