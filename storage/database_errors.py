@@ -54,11 +54,17 @@ def describe_database_error(error: BaseException, url: str) -> str | None:
     where = shown_url(url)
     sqlite_path = _sqlite_path(url)
     for cause in _causes(error):
-        if isinstance(cause, ModuleNotFoundError) and cause.name in _DRIVER_EXTRAS:
-            extra = _DRIVER_EXTRAS[cause.name]
-            install = f"pip install 'majicbot[{extra}]'" if extra else f"pip install {cause.name}"
+        if isinstance(cause, ModuleNotFoundError) and cause.name:
+            driver = cause.name.split(".")[0]
+            if driver in _DRIVER_EXTRAS:
+                extra = _DRIVER_EXTRAS[driver]
+                install = f"pip install 'majicbot[{extra}]'" if extra else f"pip install {driver}"
+                return (
+                    f"the database {where} needs the {driver} driver, which is not installed: run {install}."
+                )
             return (
-                f"the database {where} needs the {cause.name} driver, which is not installed: run {install}."
+                f"storage.database_url {where!r} needs the {driver} module, which is not installed, and is "
+                f"not a database majicbot supports; write {SQLITE_EXAMPLE} or {POSTGRES_EXAMPLE}."
             )
         if isinstance(cause, NoSuchModuleError | ArgumentError):
             return (
