@@ -209,7 +209,8 @@ class Doctor:
         model_dir = self.config.engine.model_dir
         report = check_models(model_dir)
         present = sum(f.size_bytes for f in report.files if f.ok)
-        needed = max(APPROX_DOWNLOAD_BYTES - present, 0) + DISK_HEADROOM_BYTES
+        to_download = 0 if report.complete else max(APPROX_DOWNLOAD_BYTES - present, 0)
+        needed = to_download + DISK_HEADROOM_BYTES
         free = self.probes.free_disk_bytes(model_dir)
         summary = f"{free / 10**9:.1f} GB free at {model_dir}, {needed / 10**9:.1f} GB needed"
         if free < needed:
