@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -203,3 +204,11 @@ def test_download_without_the_gpu_extra(tmp_path: Path) -> None:
     )
     result = majicbot("download", cwd=tmp_path, python_path=[blocked.parent])
     assert_friendly(result, "pip install 'majicbot[gpu]'")
+
+
+def test_json_log_lines(tmp_path: Path) -> None:
+    result = majicbot("download", "--log-format", "json", cwd=tmp_path, python_path=[FAKE_MODELSCOPE])
+    assert result.returncode == 0, result.stderr
+    logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert any(line["message"].startswith("downloaded majicflus_v134.safetensors") for line in logged)
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in logged)
