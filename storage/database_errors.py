@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 SQLITE_EXAMPLE = "sqlite+aiosqlite:///data/majicbot.db"
 POSTGRES_EXAMPLE = "postgresql+asyncpg://USER:PASSWORD@HOST:5432/DATABASE"
 
+SUPPORTED_DRIVERS = {("sqlite", "aiosqlite"), ("postgresql", "asyncpg")}
 # Driver module -> the extra that installs it.
 _DRIVER_EXTRAS = {"asyncpg": "postgres", "aiosqlite": ""}
 
@@ -62,10 +63,11 @@ def describe_database_error(error: BaseException, url: str) -> str | None:
                 return (
                     f"the database {where} needs the {driver} driver, which is not installed: run {install}."
                 )
-            return (
-                f"storage.database_url {where!r} needs the {driver} module, which is not installed, and is "
-                f"not a database majicbot supports; write {SQLITE_EXAMPLE} or {POSTGRES_EXAMPLE}."
-            )
+            if not _supported(url):
+                return (
+                    f"storage.database_url {where!r} needs the {driver} module, which is not installed, and "
+                    f"is not a database majicbot supports; write {SQLITE_EXAMPLE} or {POSTGRES_EXAMPLE}."
+                )
         if isinstance(cause, NoSuchModuleError | ArgumentError):
             return (
                 f"storage.database_url {where!r} is not a database URL majicbot can use ({cause}); "
@@ -141,6 +143,14 @@ def _describe_server(cause: BaseException, text: str, where: str) -> str | None:
     return None
 
 
+def _supported(url: str) -> bool:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    return (parsed.get_backend_name(), parsed.get_driver_name()) in SUPPORTED_DRIVERS
+
+
 def _sqlite_path(url: str) -> str | None:
     try:
         parsed = make_url(url)
@@ -161,4 +171,5 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(current))
         yield current
-        pending.extend([getattr(current, "orig", None), current.__cause__, current.__context__])
+        context = None if current.__suppress_context__ else current.__context__
+        pending.extend([getattr(current, "orig", None), current.__cause__, context])
