@@ -23,13 +23,15 @@ def test_an_unrelated_missing_module_is_not_a_database_problem() -> None:
 
 
 def test_a_suppressed_context_is_not_followed() -> None:
-    try:
+    def fail() -> None:
         try:
             raise ModuleNotFoundError("No module named 'asyncpg'", name="asyncpg")
         except ModuleNotFoundError:
             raise RuntimeError("something else entirely") from None
-    except RuntimeError as error:
-        assert describe_database_error(error, POSTGRES) is None
+
+    with pytest.raises(RuntimeError) as caught:
+        fail()
+    assert describe_database_error(caught.value, POSTGRES) is None
 
 
 def test_refused_connection_hides_the_password() -> None:
