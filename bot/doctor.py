@@ -36,11 +36,12 @@ from engine.host_memory import (
 from models.check import FIX_COMMAND, check_models
 from models.registry import APPROX_DOWNLOAD_BYTES
 from storage.database import Database
-from storage.database_errors import describe_database_error, shown_url
+from storage.database_errors import describe_database_error, shown_url, sqlite_file
 from storage.schema_status import schema_status
 
 MIN_PYTHON = (3, 11)
-DISK_HEADROOM_BYTES = 2 * 10**9  # images and the database grow after the models are in
+DISK_HEADROOM_BYTES = 2 * 10**9
+DATABASE_TIMEOUT_S = 20.0  # images and the database grow after the models are in
 GPU_INSTALL = (
     "pip install -e '.[gpu]' -c constraints-gpu.txt --extra-index-url https://download.pytorch.org/whl/cu130"
 )
@@ -140,15 +141,35 @@ class Doctor:
                 f"reinstall it: {GPU_INSTALL}",
             )
         if not probe.cuda_available:
+            built = f"torch {probe.torch_version} (built for CUDA {probe.cuda_build}) cannot use the GPU"
+            if probe.driver_version is None:
+                return CheckResult(
+                    "torch",
+                    False,
+                    f"{built}: no NVIDIA driver found (nvidia-smi is missing)",
+                    f"install the NVIDIA driver (one that supports CUDA {probe.cuda_build}); on WSL2, the "
+                    "Windows driver",
+                )
+            if probe.driver_cuda is not None and _version(probe.driver_cuda) < _version(probe.cuda_build):
+                return CheckResult(
+                    "torch",
+                    False,
+                    f"{built}: driver {probe.driver_version} supports CUDA up to {probe.driver_cuda}",
+                    f"update the NVIDIA driver to one for CUDA {probe.cuda_build}, or install torch built "
+                    f"for CUDA {probe.driver_cuda} or older instead of constraints-gpu.txt's",
+                )
             why = probe.problem or "CUDA is not available"
             return CheckResult(
                 "torch",
                 False,
-                f"torch {probe.torch_version} (built for CUDA {probe.cuda_build}) cannot use the GPU: {why}",
+                f"{built}: {why}",
                 f"install an NVIDIA driver that supports CUDA {probe.cuda_build} (nvidia-smi shows the "
                 "CUDA version the driver supports), or a torch build for your driver's CUDA version",
             )
-        return CheckResult("torch", True, f"torch {probe.torch_version}, CUDA {probe.cuda_build}, driver OK")
+        driver = f"driver {probe.driver_version}" if probe.driver_version else "driver"
+        return CheckResult(
+            "torch", True, f"torch {probe.torch_version}, CUDA {probe.cuda_build}, {driver} OK"
+        )
 
     def gpu(self, probe: GpuProbe) -> tuple[CheckResult, GpuDevice | None]:
         engine = self.config.engine
@@ -235,18 +256,26 @@ class Doctor:
         storage = self.config.storage
         url = storage.database_url
         where = shown_url(url)
-        sqlite_file = _sqlite_file(url)
-        if sqlite_file is not None and not sqlite_file.exists():
+        path = sqlite_file(url)
+        if path is not None and not path.exists():
             return CheckResult(
                 "database",
                 False,
-                f"{sqlite_file} does not exist yet",
+                f"{path} does not exist yet",
                 "run `majicbot db upgrade` (`majicbot run` also creates it)",
             )
         database: Database | None = None
         try:
             database = Database(url, busy_timeout_ms=storage.busy_timeout_ms)
-            status = await schema_status(database)
+            async with asyncio.timeout(DATABASE_TIMEOUT_S):
+                status = await schema_status(database)
+        except TimeoutError:
+            return CheckResult(
+                "database",
+                False,
+                f"{where} did not answer within {DATABASE_TIMEOUT_S:.0f} s",
+                "check the host, the network and that the server runs",
+            )
         except Exception as error:
             message = describe_database_error(error, url)
             if message is None:
@@ -291,6 +320,10 @@ class Doctor:
         return results
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
 def _device_index(device: str) -> int:
     _, _, index = device.partition(":")
     return int(index) if index.isdigit() else 0
@@ -298,19 +331,3 @@ def _device_index(device: str) -> int:
 
 def _usable_vram(device: GpuDevice, budget_gib: float | None) -> int:
     return device.free_bytes if budget_gib is None else min(device.free_bytes, int(budget_gib * GIB))
-
-
-def _sqlite_file(url: str) -> Path | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    if database.startswith("file:"):
-        return None
-    return Path(database).expanduser()

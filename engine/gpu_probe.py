@@ -10,6 +10,8 @@ driver's complaint when not), and each device's name and free memory.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -36,6 +38,8 @@ class GpuProbe:
     cuda_available: bool
     devices: tuple[GpuDevice, ...]
     problem: str  # the driver's or torch's own words when something failed; "" otherwise
+    driver_version: str | None = None  # from nvidia-smi; None when it is not installed
+    driver_cuda: str | None = None  # the newest CUDA version the driver supports
 
 
 def probe_gpu(python: str = sys.executable, timeout_s: float = PROBE_TIMEOUT_S) -> GpuProbe:
@@ -60,14 +64,37 @@ def parse_probe(data: dict[str, Any]) -> GpuProbe:
         cuda_available=bool(data.get("cuda_available")),
         devices=tuple(GpuDevice(**device) for device in data.get("devices", ())),
         problem=str(data.get("problem", "")),
+        driver_version=data.get("driver_version"),
+        driver_cuda=data.get("driver_cuda"),
     )
 
 
+def _driver() -> dict[str, str]:
+    """The driver's version and the CUDA version it supports, from nvidia-smi's header."""
+    nvidia_smi = shutil.which("nvidia-smi")
+    if nvidia_smi is None:
+        return {}
+    try:
+        output = subprocess.run([nvidia_smi], capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    found = {}
+    for key, pattern in (
+        ("driver_version", r"Driver Version:\s*([0-9.]+)"),
+        ("driver_cuda", r"CUDA Version:\s*([0-9.]+)"),
+    ):
+        match = re.search(pattern, output)
+        if match:
+            found[key] = match.group(1)
+    return found
+
+
 def _probe_here() -> dict[str, Any]:
+    driver = _driver()
     try:
         import torch
     except Exception as error:
-        return {"torch_version": None, "problem": f"{type(error).__name__}: {error}"}
+        return {"torch_version": None, "problem": f"{type(error).__name__}: {error}", **driver}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -88,6 +115,7 @@ def _probe_here() -> dict[str, Any]:
         "cuda_available": available,
         "devices": devices,
         "problem": problem,
+        **driver,
     }
 
 

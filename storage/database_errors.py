@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -53,7 +54,7 @@ def shown_url(url: str) -> str:
 def describe_database_error(error: BaseException, url: str) -> str | None:
     """One or two sentences for a known failure, or None when `error` is not one."""
     where = shown_url(url)
-    sqlite_path = _sqlite_path(url)
+    sqlite_path = str(sqlite_file(url) or "the in-memory database") if _is_sqlite(url) else None
     for cause in _causes(error):
         if isinstance(cause, ModuleNotFoundError) and cause.name:
             driver = cause.name.split(".")[0]
@@ -151,14 +152,25 @@ def _supported(url: str) -> bool:
     return (parsed.get_backend_name(), parsed.get_driver_name()) in SUPPORTED_DRIVERS
 
 
-def _sqlite_path(url: str) -> str | None:
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for other databases, in-memory ones and `file:` URIs."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         return None
-    if parsed.get_backend_name() != "sqlite":
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
-    return parsed.database or ":memory:"
+    if database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
+def _is_sqlite(url: str) -> bool:
+    try:
+        return make_url(url).get_backend_name() == "sqlite"
+    except ArgumentError:
+        return False
 
 
 def _causes(error: BaseException) -> Iterator[BaseException]:

@@ -7,6 +7,7 @@ are checked against the Telegram and Discord emulators over loopback sockets.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -84,7 +85,15 @@ def test_python_too_old(tmp_path: Path) -> None:
         (GpuProbe(None, None, False, (), "ModuleNotFoundError: No module named 'torch'"), "not installed"),
         (GpuProbe("2.11.0+cpu", None, False, (), ""), "CPU-only build"),
         (
-            GpuProbe("2.11.0+cu130", "13.0", False, (), "The NVIDIA driver on your system is too old"),
+            GpuProbe(
+                "2.11.0+cu130",
+                "13.0",
+                False,
+                (),
+                "The NVIDIA driver on your system is too old",
+                "580.65",
+                "13.0",
+            ),
             "driver on your system is too old",
         ),
     ],
@@ -95,6 +104,15 @@ def test_torch_that_cannot_use_the_gpu(tmp_path: Path, probe: GpuProbe, expected
     line = result.render()
     assert expected in line
     assert "fix:" in line and "\n" not in line
+
+
+def test_the_driver_behind_a_failed_cuda(tmp_path: Path) -> None:
+    doctor = Doctor(_config(tmp_path))
+    old = doctor.torch(GpuProbe("2.11.0+cu130", "13.0", False, (), "", "550.54.14", "12.4"))
+    assert not old.ok and "driver 550.54.14 supports CUDA up to 12.4" in old.summary
+    assert "update the NVIDIA driver to one for CUDA 13.0" in old.fix
+    absent = doctor.torch(GpuProbe("2.11.0+cu130", "13.0", False, (), ""))
+    assert not absent.ok and "no NVIDIA driver found" in absent.summary and "WSL2" in absent.fix
 
 
 def test_torch_and_gpu_that_work(tmp_path: Path) -> None:
@@ -246,14 +264,19 @@ async def test_doctor_command_passes_on_a_ready_chat_host(tmp_path: Path, emulat
 
 
 def test_doctor_command_on_a_machine_whose_driver_is_too_old(tmp_path: Path) -> None:
+    path = os.pathsep.join([str(FAKE_TORCH.parent / "fake_nvidia_smi"), os.environ["PATH"]])
     result = majicbot(
-        "doctor", "--no-chat", cwd=tmp_path, env={"FAKE_TORCH": "old-driver"}, python_path=[FAKE_TORCH]
+        "doctor",
+        "--no-chat",
+        cwd=tmp_path,
+        env={"FAKE_TORCH": "old-driver", "PATH": path},
+        python_path=[FAKE_TORCH],
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
     lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith(("ok", "FAIL"))}
-    assert lines["torch"].startswith("FAIL") and "driver on your system is too old" in lines["torch"]
-    assert "fix: install an NVIDIA driver that supports CUDA 13.0" in lines["torch"]
+    assert lines["torch"].startswith("FAIL") and "driver 550.54.14 supports CUDA up to 12.4" in lines["torch"]
+    assert "fix: update the NVIDIA driver to one for CUDA 13.0" in lines["torch"]
     assert lines["model"].startswith("FAIL") and "fix: run `majicbot download`" in lines["model"]
     assert lines["database"].startswith("FAIL")
     assert result.stdout.splitlines()[-1] == "some checks failed: see the fixes above"

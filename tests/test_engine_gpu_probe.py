@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.gpu_probe import GpuDevice, probe_gpu
+from engine.gpu_probe import GpuDevice, GpuProbe, probe_gpu
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_TORCH = ROOT / "tests" / "support" / "fake_torch"
+FAKE_NVIDIA_SMI = ROOT / "tests" / "support" / "fake_nvidia_smi"
 
 
 def _with_fake_torch(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
@@ -32,10 +33,24 @@ def test_a_gpu_with_its_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_driver_too_old_is_reported_in_its_own_words(monkeypatch: pytest.MonkeyPatch) -> None:
     _with_fake_torch(monkeypatch, "old-driver")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(FAKE_NVIDIA_SMI), os.environ["PATH"]]))
     probe = probe_gpu()
     assert not probe.cuda_available
     assert "driver on your system is too old" in probe.problem
     assert probe.devices == ()
+    assert (probe.driver_version, probe.driver_cuda) == ("550.54.14", "12.4")
+
+
+def test_without_nvidia_smi_the_driver_is_unknown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _with_fake_torch(monkeypatch, "old-driver")
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it
+    probe = subprocess_free_probe()
+    assert probe.driver_version is None and probe.driver_cuda is None
+
+
+def subprocess_free_probe() -> GpuProbe:
+    """probe_gpu with the interpreter named by its full path (PATH has nothing on it)."""
+    return probe_gpu(sys.executable)
 
 
 def test_a_cpu_build(monkeypatch: pytest.MonkeyPatch) -> None:
