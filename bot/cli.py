@@ -334,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"majicbot: invalid configuration in {error}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
+        print("majicbot: interrupted (a download resumes where it stopped when run again)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:
         if debug:

@@ -39,12 +39,15 @@ class _Bar:
             dynamic_ncols=True,
             miniters=1,
         )
+        self._lock = threading.Lock()
 
     def advance(self, n_bytes: int) -> None:
-        self._bar.update(n_bytes)
+        with self._lock:  # ModelScope fetches parts of a large file from several threads
+            self._bar.update(n_bytes)
 
     def finish(self) -> None:
-        self._bar.close()
+        with self._lock:
+            self._bar.close()
 
 
 class LoggedTransfer:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import importlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 GPU_EXTRA_INSTALL = "pip install 'majicbot[gpu]'"
 FLUX_PAGE = f"https://modelscope.cn/models/{FLUX_REPO}"
+_STATUS_IN_TEXT = re.compile(
+    r"\b(401|403|404|5\d\d)\b.{0,20}(?:Unauthorized|Forbidden|Not Found|Error)", re.IGNORECASE
+)
 
 
 class DownloadUnavailable(RuntimeError):
@@ -160,7 +164,9 @@ def _http_status(error: BaseException) -> int | None:
             status = getattr(response, "status_code", None)
         if isinstance(status, int):
             return status
-    return None
+    # Some clients only say it in words: "401 Client Error: Unauthorized for url: ...".
+    match = _STATUS_IN_TEXT.search(str(error))
+    return int(match.group(1)) if match else None
 
 
 def _looks_like_network(error: BaseException) -> bool:

@@ -146,3 +146,8 @@ def test_a_failed_repository_raises_download_failed(tmp_path: Path, monkeypatch:
     monkeypatch.setitem(sys.modules, "modelscope", fake)
     with pytest.raises(DownloadFailed, match="401"):
         download_models(tmp_path)
+
+
+def test_a_status_said_only_in_words_is_understood() -> None:
+    error = RuntimeError("403 Client Error: Forbidden for url: https://example/api/v1/models/x")
+    assert "403 Forbidden" in describe_download_error(error, "black-forest-labs/FLUX.1-dev")
