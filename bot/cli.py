@@ -187,13 +187,14 @@ def _generate(args: argparse.Namespace) -> int:
 def imagine_text(args: argparse.Namespace) -> str:
     """The prompt with the command-line options written as /imagine flags (so one parser reads both)."""
     words = [args.prompt]
+    size = args.size
     if (args.width is None) != (args.height is None):
         raise CommandError("give both --width and --height, or --size WxH")
     if args.width is not None:
-        if args.size is not None:
+        if size is not None:
             raise CommandError("use either --size or --width/--height, not both")
-        args.size = f"{args.width}x{args.height}"
-    for flag, value in (("seed", args.seed), ("steps", args.steps), ("ar", args.ar), ("size", args.size)):
+        size = f"{args.width}x{args.height}"
+    for flag, value in (("seed", args.seed), ("steps", args.steps), ("ar", args.ar), ("size", size)):
         if value is not None:
             words.append(f"--{flag} {value}")
     if args.negative:
