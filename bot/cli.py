@@ -155,6 +155,7 @@ def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from bot.command_parser import parse_imagine
+    from bot.load_bar import LoadBar
     from bot.request_rules import resolve_request
     from engine.backend import preflight
     from engine.generate import generate_one
@@ -170,12 +171,15 @@ def _generate(args: argparse.Namespace) -> int:
         f"seed {request.seed}, {request.steps} steps, {request.width}x{request.height}; loading the model…",
         file=sys.stderr,
     )
-    with tqdm(total=request.steps, unit="step", file=sys.stderr) as bar:
+    with LoadBar() as load_bar, tqdm(total=request.steps, unit="step", file=sys.stderr) as bar:
 
         def on_progress(progress: StepProgress) -> None:
+            load_bar.close()
             bar.update(progress.step - bar.n)
 
-        png = asyncio.run(generate_one(config.engine, request, on_progress))
+        png = asyncio.run(
+            generate_one(config.engine, request, on_progress, on_load_progress=load_bar.report)
+        )
     try:
         output.write_bytes(png)
     except OSError as error:

@@ -26,13 +26,8 @@ from pathlib import Path
 from bot.config import Config
 from bot.token_check import check_discord_token, check_telegram_token
 from engine.gpu_probe import GpuDevice, GpuProbe, probe_gpu
-from engine.host_memory import (
-    GIB,
-    MIN_FREE_VRAM_BYTES,
-    HostMemory,
-    read_host_memory,
-    required_host_ram_bytes,
-)
+from engine.host_memory import HostMemory, estimated_need, read_meminfo, shortfall
+from engine.memory_model import GIB
 from models.check import FIX_COMMAND, check_models
 from models.registry import APPROX_DOWNLOAD_BYTES
 from storage.database import Database
@@ -40,6 +35,7 @@ from storage.database_errors import describe_database_error, shown_url, sqlite_f
 from storage.schema_status import schema_status
 
 MIN_PYTHON = (3, 11)
+MIN_FREE_VRAM_BYTES = int(5.5 * GIB)  # a 6 GB card after the CUDA context: the smallest README supports
 DISK_HEADROOM_BYTES = 2 * 10**9
 DATABASE_TIMEOUT_S = 20.0  # images and the database grow after the models are in
 GPU_INSTALL = (
@@ -73,7 +69,7 @@ class DoctorProbes:
 
     python_version: tuple[int, int, int] = tuple(sys.version_info[:3])  # type: ignore[assignment]
     gpu: Callable[[], GpuProbe] = probe_gpu
-    host_memory: Callable[[], HostMemory | None] = read_host_memory
+    host_memory: Callable[[], HostMemory | None] = read_meminfo
     free_disk_bytes: Callable[[Path], int] = _free_disk_bytes
 
 
@@ -207,22 +203,20 @@ class Doctor:
             return CheckResult(
                 "host RAM", False, "cannot read /proc/meminfo", "run majicbot on Linux or WSL2"
             )
-        vram = (
-            MIN_FREE_VRAM_BYTES
-            if device is None
-            else _usable_vram(device, self.config.engine.vram_budget_gib)
-        )
-        needed = required_host_ram_bytes(vram)
+        engine = self.config.engine
+        vram = MIN_FREE_VRAM_BYTES if device is None else _usable_vram(device, engine.vram_budget_gib)
+        need = estimated_need(vram, engine.max_pixels)
         summary = (
-            f"{memory.total_bytes / GIB:.1f} GiB ({memory.available_bytes / GIB:.1f} GiB available); "
-            f"the engine needs about {needed / GIB:.1f} GiB with {vram / GIB:.1f} GiB of VRAM"
+            f"{memory.available / GIB:.1f} GiB available of {memory.total / GIB:.1f} GiB; with "
+            f"{vram / GIB:.1f} GiB of VRAM the engine needs about {need.describe()}"
         )
-        if memory.total_bytes < needed:
+        if shortfall(need, memory) is not None:
             return CheckResult(
                 "host RAM",
                 False,
                 summary,
-                "add RAM (or swap, much slower), or use a GPU with more free memory: less is streamed",
+                "close other programs, add RAM, or use a card with more free memory (more of the model "
+                "stays on the GPU)",
             )
         return CheckResult("host RAM", True, summary)
 

@@ -39,6 +39,7 @@ T = TypeVar("T")
 
 FAILURE_KINDS: dict[JobErrorKind, FailureKind] = {
     JobErrorKind.OUT_OF_MEMORY: FailureKind.OUT_OF_MEMORY,
+    JobErrorKind.TOO_LARGE: FailureKind.OUT_OF_MEMORY,
     JobErrorKind.TIMEOUT: FailureKind.TIMEOUT,
     JobErrorKind.ERROR: FailureKind.ERROR,
 }

@@ -19,7 +19,8 @@ from bot.config import Config
 from bot.doctor import CheckResult, Doctor, DoctorProbes
 from bot.settings import DiscordSettings, TelegramSettings
 from engine.gpu_probe import GpuDevice, GpuProbe
-from engine.host_memory import GIB, HostMemory
+from engine.host_memory import HostMemory
+from engine.memory_model import GIB
 from engine.settings import EngineSettings
 from storage.database import Database
 from storage.settings import StorageSettings
@@ -38,7 +39,7 @@ def _probes(**overrides: Any) -> DoctorProbes:
     values: dict[str, Any] = {
         "python_version": (3, 11, 9),
         "gpu": lambda: GOOD_GPU,
-        "host_memory": lambda: HostMemory(64 * GIB, 48 * GIB),
+        "host_memory": lambda: HostMemory(64 * GIB, 48 * GIB, 0),
         "free_disk_bytes": lambda path: 500 * 10**9,
     }
     values.update(overrides)
@@ -134,10 +135,11 @@ def test_a_gpu_too_full_or_absent(tmp_path: Path) -> None:
 
 
 def test_host_ram_against_the_engine_needs(tmp_path: Path) -> None:
-    small = Doctor(_config(tmp_path), _probes(host_memory=lambda: HostMemory(16 * GIB, 12 * GIB)))
+    small = Doctor(_config(tmp_path), _probes(host_memory=lambda: HostMemory(16 * GIB, 8 * GIB, 0)))
     result = small.host_ram(RTX_4070)
     assert not result.ok
-    assert "the engine needs about 2" in result.summary and "add RAM" in result.fix
+    assert "8.0 GiB available of 16.0 GiB" in result.summary and "add RAM" in result.fix
+    assert "the engine needs about 11.7 GiB (9.2 GiB of weights streamed" in result.summary
     assert Doctor(_config(tmp_path), _probes()).host_ram(RTX_4070).ok
 
 
