@@ -162,6 +162,13 @@ def test_constraints_pin_the_tested_gpu_stack() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     gpu = pyproject["project"]["optional-dependencies"]["gpu"]
     assert f"diffsynth=={pins['diffsynth']}" in " ".join(gpu)
+    carried = dict(
+        line.split("==", 1)
+        for line in (ROOT / "bench" / "wheels.txt").read_text(encoding="utf-8").splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    for name in set(pins) & set(carried):  # what the benchmark installed is what users install
+        assert pins[name] == carried[name], name
     performance = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
     assert f"torch {pins['torch']}" in performance and f"transformers {pins['transformers']}" in performance
 
