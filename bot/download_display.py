@@ -7,7 +7,10 @@ bytes, the rate and the time left instead of a stream of carriage returns.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +39,7 @@ class _Bar:
             unit_divisor=1024,
             desc=name,
             file=stream,
-            dynamic_ncols=True,
+            ncols=_width(stream),
             miniters=1,
         )
         self._lock = threading.Lock()
@@ -48,6 +51,15 @@ class _Bar:
     def finish(self) -> None:
         with self._lock:
             self._bar.close()
+
+
+def _width(stream: IO[str]) -> int:
+    # A terminal that reports no size (0 columns) would get an empty bar.
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, io.UnsupportedOperation):
+        columns = 0
+    return columns or shutil.get_terminal_size().columns or 100
 
 
 class LoggedTransfer:

@@ -114,7 +114,7 @@ def download_models(
             ) from None
         if on_progress is not None:
             on_progress(DownloadProgress(repo_id, tuple(patterns), index, len(repos), local_dir))
-        log.info("downloading %s (%s) into %s", repo_id, ", ".join(patterns), local_dir)
+        log.debug("downloading %s (%s) into %s", repo_id, ", ".join(patterns), local_dir)
         try:
             modelscope.snapshot_download(repo_id, allow_patterns=patterns, local_dir=str(local_dir), **extra)
         except Exception as error:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import FAKE_MODELSCOPE, assert_friendly, majicbot
+from tests.support.cli import FAKE_MODELSCOPE, assert_friendly, majicbot, majicbot_on_a_terminal
 
 TINY_ENGINE = '[engine]\nbackend = "tests.support.tiny_backend:create_backend"\ndevice = "cpu"\n'
 
@@ -212,3 +213,18 @@ def test_json_log_lines(tmp_path: Path) -> None:
     logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert any(line["message"].startswith("downloaded majicflus_v134.safetensors") for line in logged)
     assert all({"time", "level", "logger", "message"} <= set(line) for line in logged)
+
+
+def test_download_draws_a_bar_per_file_on_a_terminal(tmp_path: Path) -> None:
+    returncode, shown = majicbot_on_a_terminal("download", cwd=tmp_path, python_path=[FAKE_MODELSCOPE])
+    assert returncode == 0, shown
+    for name in (
+        "majicflus_v134.safetensors",
+        "ae.safetensors",
+        "text_encoder_2/model-00002-of-00002.safetensors",
+    ):
+        assert name in shown
+    assert re.search(r"11\.1G/11\.1G \[[0-9:]+<[0-9:]+, +[0-9.]+[kMGT]?B/s\]", shown), (
+        shown
+    )  # bytes, time left, rate
+    assert "downloading majicflus_v134.safetensors" not in shown  # bars, not log lines

@@ -3,6 +3,7 @@ do (`--log-level DEBUG` adds the traceback). Real subprocesses, real broken data
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sqlite3
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import assert_friendly, majicbot
+from tests.support.telegram_emulator import TelegramEmulator
 
 TINY_ENGINE = '[engine]\nbackend = "tests.support.tiny_backend:create_backend"\ndevice = "cpu"\n'
 # A token so that `run` gets past "no chat adapter"; the database fails before any adapter starts.
@@ -158,3 +160,13 @@ def test_the_console_script_is_installed() -> None:
         [str(script), "--version"], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0 and result.stdout.startswith("majicbot ")
+
+
+async def test_a_token_the_platform_refuses(tmp_path: Path, emulator: TelegramEmulator) -> None:
+    (tmp_path / "config.toml").write_text(
+        TINY_ENGINE + f'[telegram]\ntoken = "123:refused-token"\nbase_url = "{emulator.base_url}"\n',
+        encoding="utf-8",
+    )
+    result = await asyncio.to_thread(majicbot, "run", cwd=tmp_path, timeout=90)
+    assert_friendly(result, "Telegram rejected the bot token")
+    assert "refused-token" not in result.stderr
