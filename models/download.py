@@ -27,7 +27,6 @@ from models.registry import FLUX_REPO, MODEL_FILES, ModelFile
 log = logging.getLogger(__name__)
 
 GPU_EXTRA_INSTALL = "pip install 'majicbot[gpu]'"
-FLUX_PAGE = f"https://modelscope.cn/models/{FLUX_REPO}"
 _STATUS_IN_TEXT = re.compile(
     r"\b(401|403|404|5\d\d)\b.{0,20}(?:Unauthorized|Forbidden|Not Found|Error)", re.IGNORECASE
 )
