@@ -132,7 +132,7 @@ def describe_download_error(error: BaseException, repo_id: str) -> str:
         )
     if status == 403:
         gated = (
-            f" Accept FLUX.1-dev's licence at {FLUX_PAGE} with the same account."
+            f" Accept FLUX.1-dev's licence on its ModelScope page ({FLUX_REPO}) with the same account."
             if repo_id == FLUX_REPO
             else ""
         )
