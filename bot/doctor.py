@@ -278,6 +278,13 @@ class Doctor:
         finally:
             if database is not None:
                 await database.close()
+        if status.from_a_newer_version:
+            return CheckResult(
+                "database",
+                False,
+                f"{where} was migrated by a newer majicbot (at {', '.join(status.current)})",
+                "upgrade majicbot, or point storage.database_url at a database of this version",
+            )
         if not status.up_to_date:
             at = ", ".join(status.current) or "no migration applied"
             return CheckResult(

@@ -15,10 +15,16 @@ class SchemaStatus:
 
     current: tuple[str, ...]
     head: tuple[str, ...]
+    known: frozenset[str]  # every revision this version ships
 
     @property
     def up_to_date(self) -> bool:
         return set(self.current) == set(self.head)
+
+    @property
+    def from_a_newer_version(self) -> bool:
+        """The database has a revision this version does not know (a newer majicbot migrated it)."""
+        return not set(self.current) <= self.known
 
 
 async def schema_status(database: Database) -> SchemaStatus:
@@ -34,4 +40,5 @@ def _read_status(connection: Connection) -> SchemaStatus:
 
     script = ScriptDirectory(str(MIGRATIONS_DIR))
     current = MigrationContext.configure(connection).get_current_heads()
-    return SchemaStatus(current=tuple(sorted(current)), head=tuple(sorted(script.get_heads())))
+    known = frozenset(revision.revision for revision in script.walk_revisions())
+    return SchemaStatus(current=tuple(sorted(current)), head=tuple(sorted(script.get_heads())), known=known)
