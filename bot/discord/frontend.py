@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 DISCORD_API_BASE = Route.BASE
 DISCORD_GATEWAY = DiscordWebSocket.DEFAULT_GATEWAY
 READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
 BOT_SCOPES = ("bot", "applications.commands")
 # What posting an image with buttons and a progress message needs, in channels and threads.
 BOT_PERMISSIONS = discord.Permissions(
@@ -38,7 +39,6 @@ BOT_PERMISSIONS = discord.Permissions(
     attach_files=True,
     read_message_history=True,
 )
-STOP_TIMEOUT_S = 10.0
 
 
 class DiscordFrontend:
