@@ -30,7 +30,7 @@ import importlib.metadata
 import io
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,7 +41,14 @@ from engine.errors import EngineStartError, RequestTooLarge
 from engine.fp8_linear import FP8, Fp8Linear, convert_linears, matmul_mode
 from engine.gpu_budget import CardMemory, measure_card, outside_allocator_bytes
 from engine.host_memory import HostNeed, read_meminfo, shortfall
-from engine.layer_streaming import PlacedTensor, StreamedBlocks, place_outside_blocks
+from engine.layer_streaming import (
+    PlacedTensor,
+    StreamedBlocks,
+    page_locked,
+    place_outside_blocks,
+    release_page_locked,
+    storage_view,
+)
 from engine.lean_blocks import ChunkSetting, install
 from engine.memory_model import (
     GIB,
@@ -190,6 +197,7 @@ class DiffSynthBackend:
         self._cache: PromptCache[tuple[str, int], PromptEmbedding] = PromptCache(settings.prompt_cache_size)
         with _quiet_stdout():
             self._build_models()
+        log.info("models laid out in %.1f s (DiffSynth imported)", time.perf_counter() - started)
         self._plans = PlanHolder(self._plan_for(self._card.allocator_budget(self._operator_budget)))
         self._check_host_memory()
         if self._operator_budget is not None:
@@ -311,9 +319,13 @@ class DiffSynthBackend:
                 tokenizer_2_config=ModelConfig(path=str(paths.tokenizer_t5)),
             )
         progress.add(small)
-        with CheckpointReader(self._device, progress.add) as reader:
+        started = time.perf_counter()
+        with CheckpointReader(self._device, progress.add, page_locked) as reader:
             self._fill(reader, self._dit, self._dit_blocks, self._dit_index, self._dit_names, self._dit_rule)
             self._fill(reader, self._t5, self._t5_blocks, self._t5_index, self._t5_names, self._t5_rule)
+            if reader.block_staging is not None:
+                release_page_locked(reader.block_staging)
+        log.info("read %.1f GB of weights in %.1f s", reader.bytes_read / 1e9, time.perf_counter() - started)
         self._t5_blocks.release_slots()
         pipe.dit = self._dit
         pipe.text_encoder_2 = self._t5
@@ -362,12 +374,15 @@ class DiffSynthBackend:
         qualified = {id(m): n for n, m in model.named_modules()}
         place_outside_blocks(model, blocks.modules, self._device, rule, fill_outside)
 
-        def fill(block: int, p: PlacedTensor, target: torch.Tensor) -> None:
-            name = f"{qualified[id(p.module)]}.{p.name}"
-            stored = source(name)
-            if stored is None:
-                raise missing(name)
-            reader.read_into(stored, target, name)
+        def fill(block: int, placed: Sequence[PlacedTensor], buffer: torch.Tensor) -> None:
+            pairs = []
+            for p in placed:
+                name = f"{qualified[id(p.module)]}.{p.name}"
+                stored = source(name)
+                if stored is None:
+                    raise missing(name)
+                pairs.append((stored, storage_view(buffer, p)))
+            reader.read_block(pairs)
 
         plan = self._plan.dit if blocks is self._dit_blocks else self._plan.t5
         blocks.load(plan, fill)

@@ -117,8 +117,8 @@ def _point(placed: Sequence[PlacedTensor], buffer: torch.Tensor) -> None:
         _set(p, storage_view(buffer, p))
 
 
-TensorFill = Callable[[int, PlacedTensor, torch.Tensor], None]
-"""fill(block index, tensor, destination): write the tensor's values into `destination` (its storage view)."""
+BlockFill = Callable[[int, Sequence[PlacedTensor], torch.Tensor], None]
+"""fill(block index, its tensors, buffer): write the block's tensors into `buffer` (see `storage_view`)."""
 
 
 class StreamedBlocks:
@@ -162,7 +162,7 @@ class StreamedBlocks:
         return self._blocks
 
     # -- placement ---------------------------------------------------------------------------
-    def load(self, plan: StreamPlan, fill: TensorFill) -> None:
+    def load(self, plan: StreamPlan, fill: BlockFill) -> None:
         """Place every block for the first time: its tensors are written by `fill` straight into the
         GPU buffer (resident) or the page-locked host buffer (streamed) that the plan gives it."""
         self._check(plan)
@@ -171,10 +171,9 @@ class StreamedBlocks:
                 buffer = torch.empty(self.block_bytes[index], dtype=torch.uint8, device=self._device)
                 self._gpu[index] = buffer
             else:
-                buffer = _page_locked(self.block_bytes[index])
+                buffer = page_locked(self.block_bytes[index])
                 self._host[index] = buffer
-            for p in self._placed[index]:
-                fill(index, p, storage_view(buffer, p))
+            fill(index, self._placed[index], buffer)
             _point(self._placed[index], buffer)
         self._adopt(plan)
 
@@ -189,7 +188,7 @@ class StreamedBlocks:
             on_gpu = self._gpu[index]
             if on_gpu is None:
                 continue
-            host = _page_locked(self.block_bytes[index])
+            host = page_locked(self.block_bytes[index])
             host.copy_(on_gpu)
             _point(self._placed[index], host)
             self._host[index], self._gpu[index] = host, None
@@ -200,7 +199,7 @@ class StreamedBlocks:
             gpu = on_host.to(self._device)
             _point(self._placed[index], gpu)
             self._gpu[index], self._host[index] = gpu, None
-            _release_page_locked(on_host)
+            release_page_locked(on_host)
         self._adopt(plan)
 
     def _check(self, plan: StreamPlan) -> None:
@@ -317,7 +316,7 @@ class StreamedBlocks:
 _registered: set[int] = set()
 
 
-def _page_locked(nbytes: int) -> torch.Tensor:
+def page_locked(nbytes: int) -> torch.Tensor:
     """A host byte buffer of exactly `nbytes`, page-locked in place so copies from it are asynchronous
     DMA (the pinned allocator would round it up to a power of two)."""
     buffer = torch.empty(nbytes, dtype=torch.uint8)
@@ -330,8 +329,8 @@ def _page_locked(nbytes: int) -> torch.Tensor:
     return buffer
 
 
-def _release_page_locked(buffer: torch.Tensor) -> None:
-    """Unlock a buffer from `_page_locked` before it is freed."""
+def release_page_locked(buffer: torch.Tensor) -> None:
+    """Unlock a buffer from `page_locked` before it is freed."""
     if buffer.data_ptr() in _registered:
         _registered.discard(buffer.data_ptr())
         torch.cuda.cudart().cudaHostUnregister(buffer.data_ptr())  # type: ignore[no-untyped-call]

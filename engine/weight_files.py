@@ -14,12 +14,16 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from models.safetensors_header import read_header
+
+READ_THREADS = 8  # positioned reads release the GIL; from the page cache they scale with threads
+_ALIGN = 256
 
 _DTYPES: Mapping[str, torch.dtype] = {
     "F8_E4M3": torch.float8_e4m3fn,
@@ -80,11 +84,21 @@ def model_to_file_names(
 class CheckpointReader:
     """Fills destination tensors from checkpoint files; counts bytes read for progress reports."""
 
-    def __init__(self, device: torch.device, on_bytes: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        on_bytes: Callable[[int], None] | None = None,
+        host_buffer: Callable[[int], torch.Tensor] = lambda n: torch.empty(n, dtype=torch.uint8),
+    ) -> None:
+        """`host_buffer(nbytes)`: how to make the staging buffer for whole blocks (page-locked in the
+        engine, so that a block crosses to the GPU in one asynchronous copy)."""
         self._device = device
         self._on_bytes = on_bytes
+        self._host_buffer = host_buffer
         self._files: dict[Path, int] = {}
         self._staging: torch.Tensor | None = None
+        self._block_staging: torch.Tensor | None = None
+        self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="checkpoint-read")
         self.bytes_read = 0
 
     def __enter__(self) -> CheckpointReader:
@@ -94,10 +108,62 @@ class CheckpointReader:
         self.close()
 
     def close(self) -> None:
+        self._pool.shutdown()
         for fd in self._files.values():
             os.close(fd)
         self._files.clear()
         self._staging = None
+        self._block_staging = None
+
+    @property
+    def block_staging(self) -> torch.Tensor | None:
+        """The staging buffer of `read_block` (for its owner to release after loading)."""
+        return self._block_staging
+
+    def read_block(self, pairs: Sequence[tuple[StoredTensor, torch.Tensor]]) -> None:
+        """Fill many destinations at once (one block): reads run in parallel threads; a destination in
+        host memory of the stored type is read into directly, the rest go through one staging buffer
+        that crosses to the GPU in one copy, where types are converted and each tensor put in place."""
+        for source, destination in pairs:
+            self._fd(source.path)  # opened here, not by the reading threads
+            if destination.numel() != _numel(source.shape):
+                raise CheckpointError(
+                    f"{source.path.name}: a tensor has shape {list(source.shape)}, the model expects "
+                    f"{list(destination.shape)}."
+                )
+        direct = [
+            (s, d) for s, d in pairs if d.device.type == "cpu" and d.dtype == s.dtype and d.is_contiguous()
+        ]
+        staged = [
+            (s, d)
+            for s, d in pairs
+            if not (d.device.type == "cpu" and d.dtype == s.dtype and d.is_contiguous())
+        ]
+        offsets: list[int] = []
+        total = 0
+        for source, _ in staged:
+            offsets.append(total)
+            total += -(-source.nbytes // _ALIGN) * _ALIGN
+        if staged and (self._block_staging is None or self._block_staging.numel() < total):
+            self._block_staging = None
+            self._block_staging = self._host_buffer(total)
+        staging = self._block_staging
+        jobs = [(s, d.data_ptr()) for s, d in direct]
+        if staging is not None:
+            jobs += [(s, staging.data_ptr() + off) for (s, _), off in zip(staged, offsets, strict=True)]
+        list(self._pool.map(lambda job: self._pread(*job), jobs))
+        if staged:
+            assert staging is not None
+            on_gpu = staging[:total].to(self._device, non_blocking=True)
+            for (source, destination), off in zip(staged, offsets, strict=True):
+                tensor = on_gpu[off : off + source.nbytes].view(source.dtype).view(destination.shape)
+                destination.copy_(tensor.to(destination.dtype))
+            if self._device.type == "cuda":
+                torch.cuda.current_stream(self._device).synchronize()  # the staging buffer is reused
+        nbytes = sum(s.nbytes for s, _ in pairs)
+        self.bytes_read += nbytes
+        if self._on_bytes is not None:
+            self._on_bytes(nbytes)
 
     def read_into(self, source: StoredTensor, destination: torch.Tensor, name: str = "") -> None:
         """Copy `source` into `destination` (same number of elements; any device and type)."""
@@ -130,11 +196,15 @@ class CheckpointReader:
         self._pread(source, self._staging.data_ptr())
         return self._staging[: source.nbytes].view(source.dtype).view(source.shape)
 
-    def _pread(self, source: StoredTensor, address: int) -> None:
-        fd = self._files.get(source.path)
+    def _fd(self, path: Path) -> int:
+        fd = self._files.get(path)
         if fd is None:
-            fd = os.open(source.path, os.O_RDONLY)
-            self._files[source.path] = fd
+            fd = os.open(path, os.O_RDONLY)
+            self._files[path] = fd
+        return fd
+
+    def _pread(self, source: StoredTensor, address: int) -> None:
+        fd = self._fd(source.path)
         view = memoryview((ctypes.c_char * source.nbytes).from_address(address)).cast("B")
         done = 0
         while done < source.nbytes:

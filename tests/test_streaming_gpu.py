@@ -57,8 +57,9 @@ def test_streamed_equals_resident(wrap: bool, convert_weights: bool) -> None:
     place_outside_blocks(root, blocks, device, rule, lambda name, old, new: new.copy_(old))
     streamer = StreamedBlocks(blocks, device, "toy", rule, wrap=wrap)
 
-    def fill(index: int, p: object, target: object) -> None:
-        target.copy_(originals[id(p.module)][p.name])  # type: ignore[attr-defined]
+    def fill(index: int, placed: list[object], buffer: object) -> None:
+        for p in placed:
+            storage_view(buffer, p).copy_(originals[id(p.module)][p.name])  # type: ignore[arg-type,attr-defined]
 
     everything = plan_blocks(streamer.block_bytes, available=10**9)
     streamer.load(everything, fill)

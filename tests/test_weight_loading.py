@@ -150,3 +150,27 @@ def test_seams_are_blended_not_cut() -> None:
     diffs = (out[1:] - out[:-1]).abs()
     assert float(diffs.max()) < 0.1  # no jump between neighbouring pixels
     assert float(out[0]) == 1.0 and float(out[-1]) == 3.0
+
+
+def test_a_block_is_read_in_parallel_and_converted(
+    checkpoint: tuple[list[Path], dict[str, torch.Tensor]],
+) -> None:
+    paths, tensors = checkpoint
+    index = index_checkpoint(paths)
+    staging_sizes: list[int] = []
+
+    def host_buffer(nbytes: int) -> torch.Tensor:
+        staging_sizes.append(nbytes)
+        return torch.empty(nbytes, dtype=torch.uint8)
+
+    block = torch.zeros(1024, dtype=torch.uint8)  # one packed buffer, as a block's
+    w = block[:128].view(torch.float8_e4m3fn).view(8, 16)  # stored as in the file: read in place
+    b = block[256:288].view(torch.float32)  # bf16 in the file: staged and converted
+    norm = block[512:544].view(torch.bfloat16)  # float32 in the file
+    with CheckpointReader(torch.device("cpu"), host_buffer=host_buffer) as reader:
+        reader.read_block([(index["model.w"], w), (index["model.b"], b), (index["model.norm"], norm)])
+        assert reader.bytes_read == 128 + 16 + 64
+    assert torch.equal(w.view(torch.uint8), tensors["model.w"].view(torch.uint8))
+    assert torch.equal(b, tensors["model.b"].float())
+    assert torch.equal(norm, tensors["model.norm"].to(torch.bfloat16))
+    assert staging_sizes == [512]  # the two staged tensors, each aligned to 256 bytes
