@@ -38,7 +38,7 @@ import torch
 
 from engine.backend import LoadReporter, StepCallback
 from engine.errors import EngineStartError, RequestTooLarge
-from engine.fp8_linear import FP8, Fp8Linear, convert_linears, matmul_mode
+from engine.fp8_linear import FP8, Fp8Linear, convert_linears, matmul_mode, scaled_fp8
 from engine.gpu_budget import CardMemory, measure_card, outside_allocator_bytes
 from engine.host_memory import HostNeed, read_meminfo, shortfall
 from engine.layer_streaming import (
@@ -320,11 +320,9 @@ class DiffSynthBackend:
             )
         progress.add(small)
         started = time.perf_counter()
-        with CheckpointReader(self._device, progress.add, page_locked) as reader:
+        with CheckpointReader(self._device, progress.add, page_locked, release_page_locked) as reader:
             self._fill(reader, self._dit, self._dit_blocks, self._dit_index, self._dit_names, self._dit_rule)
             self._fill(reader, self._t5, self._t5_blocks, self._t5_index, self._t5_names, self._t5_rule)
-            if reader.block_staging is not None:
-                release_page_locked(reader.block_staging)
         log.info("read %.1f GB of weights in %.1f s", reader.bytes_read / 1e9, time.perf_counter() - started)
         self._t5_blocks.release_slots()
         pipe.dit = self._dit
@@ -382,7 +380,15 @@ class DiffSynthBackend:
                 if stored is None:
                     raise missing(name)
                 pairs.append((stored, storage_view(buffer, p)))
-            reader.read_block(pairs)
+
+            def convert(position: int, tensor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+                if not (placed[position].converted and target.dtype == FP8):
+                    return tensor.to(target.dtype)
+                quantised, scale = scaled_fp8(tensor)  # T5's weights: float8 with a scale
+                blocks.set_scale(block, position, scale)
+                return quantised
+
+            reader.read_block(pairs, convert)
 
         plan = self._plan.dit if blocks is self._dit_blocks else self._plan.t5
         blocks.load(plan, fill)

@@ -90,6 +90,15 @@ def quantise(x2: torch.Tensor, rowwise: bool) -> tuple[torch.Tensor, torch.Tenso
     return xq, scale
 
 
+def scaled_fp8(weight: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(float8 weight / scale, scale) with one scale for the whole tensor, its largest value mapped to
+    float8's largest: small weights stay out of float8's coarse subnormal range (below 2**-6), where
+    a plain cast would lose most of their precision."""
+    amax = float(weight.abs().amax().float())
+    scale = max(amax / _FP8_MAX, 1e-12)
+    return (weight.float() / scale).to(FP8), scale
+
+
 def fp8_matmul(
     x: torch.Tensor,
     weight: torch.Tensor,

@@ -15,6 +15,7 @@ Runs only inside the GPU worker process (imports torch).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -152,6 +153,9 @@ class StreamedBlocks:
         self._ready: list[torch.cuda.Event] = []
         self._free: list[torch.cuda.Event] = []
         self._running_slot: dict[int, int] = {}
+        # (block, position of the tensor in the block) -> what its stored values are multiplied by when
+        # converted to the compute type (per-tensor scaled float8; absent means 1).
+        self._scales: dict[tuple[int, int], float] = {}
         self.copied_bytes = 0  # host -> GPU bytes since start, for the benchmark
         for index, block in enumerate(self._blocks):
             block.register_forward_pre_hook(self._make_pre_hook(index))
@@ -160,6 +164,10 @@ class StreamedBlocks:
     @property
     def modules(self) -> Sequence[torch.nn.Module]:
         return self._blocks
+
+    def set_scale(self, block: int, position: int, scale: float) -> None:
+        """Tensor `position` of `block` is stored divided by `scale` (see `fp8_linear.scaled_fp8`)."""
+        self._scales[(block, position)] = scale
 
     # -- placement ---------------------------------------------------------------------------
     def load(self, plan: StreamPlan, fill: BlockFill) -> None:
@@ -290,10 +298,13 @@ class StreamedBlocks:
                 _point(self._placed[index], source)
                 return
             assert self._compute is not None
-            for p in self._placed[index]:
+            for position, p in enumerate(self._placed[index]):
                 if p.converted:
                     target = _compute_view(self._compute, p)
                     target.copy_(storage_view(source, p))
+                    scale = self._scales.get((index, position))
+                    if scale is not None:
+                        target.mul_(scale)
                     _set(p, target)
                 else:
                     _set(p, storage_view(source, p))
@@ -323,10 +334,21 @@ def page_locked(nbytes: int) -> torch.Tensor:
     cudart = torch.cuda.cudart()  # type: ignore[no-untyped-call]
     code = cudart.cudaHostRegister(buffer.data_ptr(), buffer.numel(), 0)
     if int(code) != 0:
+        _clear_cuda_error()  # else the next kernel launch reports this failure as its own
         log.warning("cudaHostRegister failed (%s); using the pinned allocator instead", code)
         return buffer.pin_memory()
     _registered.add(buffer.data_ptr())
     return buffer
+
+
+def _clear_cuda_error() -> None:
+    """cudaGetLastError from the CUDA runtime torch loaded (torch exposes no binding for it)."""
+    for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
+        try:
+            ctypes.CDLL(name).cudaGetLastError()
+            return
+        except (OSError, AttributeError):
+            continue
 
 
 def release_page_locked(buffer: torch.Tensor) -> None:

@@ -89,12 +89,14 @@ class CheckpointReader:
         device: torch.device,
         on_bytes: Callable[[int], None] | None = None,
         host_buffer: Callable[[int], torch.Tensor] = lambda n: torch.empty(n, dtype=torch.uint8),
+        release: Callable[[torch.Tensor], None] = lambda buffer: None,
     ) -> None:
-        """`host_buffer(nbytes)`: how to make the staging buffer for whole blocks (page-locked in the
-        engine, so that a block crosses to the GPU in one asynchronous copy)."""
+        """`host_buffer(nbytes)` makes the staging buffer for whole blocks (page-locked in the engine,
+        so that a block crosses to the GPU in one asynchronous copy); `release` undoes it."""
         self._device = device
         self._on_bytes = on_bytes
         self._host_buffer = host_buffer
+        self._release = release
         self._files: dict[Path, int] = {}
         self._staging: torch.Tensor | None = None
         self._block_staging: torch.Tensor | None = None
@@ -113,17 +115,26 @@ class CheckpointReader:
             os.close(fd)
         self._files.clear()
         self._staging = None
-        self._block_staging = None
+        self._drop_block_staging()
 
-    @property
-    def block_staging(self) -> torch.Tensor | None:
-        """The staging buffer of `read_block` (for its owner to release after loading)."""
-        return self._block_staging
+    def _drop_block_staging(self) -> None:
+        if self._block_staging is not None:
+            if self._device.type == "cuda":
+                torch.cuda.synchronize(self._device)
+            self._release(self._block_staging)
+            self._block_staging = None
 
-    def read_block(self, pairs: Sequence[tuple[StoredTensor, torch.Tensor]]) -> None:
+    def read_block(
+        self,
+        pairs: Sequence[tuple[StoredTensor, torch.Tensor]],
+        convert: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         """Fill many destinations at once (one block): reads run in parallel threads; a destination in
         host memory of the stored type is read into directly, the rest go through one staging buffer
-        that crosses to the GPU in one copy, where types are converted and each tensor put in place."""
+        that crosses to the GPU in one copy, where types are converted and each tensor put in place.
+
+        `convert(position in pairs, tensor as stored (on the GPU), destination)` returns what to copy
+        into a destination whose type differs from the stored one; a plain cast by default."""
         for source, destination in pairs:
             self._fd(source.path)  # opened here, not by the reading threads
             if destination.numel() != _numel(source.shape):
@@ -135,29 +146,32 @@ class CheckpointReader:
             (s, d) for s, d in pairs if d.device.type == "cpu" and d.dtype == s.dtype and d.is_contiguous()
         ]
         staged = [
-            (s, d)
-            for s, d in pairs
+            (i, s, d)
+            for i, (s, d) in enumerate(pairs)
             if not (d.device.type == "cpu" and d.dtype == s.dtype and d.is_contiguous())
         ]
         offsets: list[int] = []
         total = 0
-        for source, _ in staged:
+        for _, source, _ in staged:
             offsets.append(total)
             total += -(-source.nbytes // _ALIGN) * _ALIGN
         if staged and (self._block_staging is None or self._block_staging.numel() < total):
-            self._block_staging = None
+            self._drop_block_staging()
             self._block_staging = self._host_buffer(total)
         staging = self._block_staging
         jobs = [(s, d.data_ptr()) for s, d in direct]
         if staging is not None:
-            jobs += [(s, staging.data_ptr() + off) for (s, _), off in zip(staged, offsets, strict=True)]
+            jobs += [(s, staging.data_ptr() + off) for (_, s, _), off in zip(staged, offsets, strict=True)]
         list(self._pool.map(lambda job: self._pread(*job), jobs))
         if staged:
             assert staging is not None
             on_gpu = staging[:total].to(self._device, non_blocking=True)
-            for (source, destination), off in zip(staged, offsets, strict=True):
+            for (position, source, destination), off in zip(staged, offsets, strict=True):
                 tensor = on_gpu[off : off + source.nbytes].view(source.dtype).view(destination.shape)
-                destination.copy_(tensor.to(destination.dtype))
+                if convert is None or tensor.dtype == destination.dtype:
+                    destination.copy_(tensor.to(destination.dtype))
+                else:
+                    destination.copy_(convert(position, tensor, destination))
             if self._device.type == "cuda":
                 torch.cuda.current_stream(self._device).synchronize()  # the staging buffer is reused
         nbytes = sum(s.nbytes for s, _ in pairs)

@@ -16,6 +16,7 @@ from engine.fp8_linear import (
     fp8_matmul,
     matmul_mode,
     quantise,
+    scaled_fp8,
 )
 
 F = torch.nn.functional
@@ -111,3 +112,17 @@ def test_bf16_mode_computes_exactly_as_a_bf16_linear() -> None:
         layer = Fp8Linear(linear, torch.bfloat16, MatmulMode.BF16)
         want = F.linear(x, w.to(torch.bfloat16), b)
         assert torch.equal(layer(x), want)
+
+
+def test_a_scaled_float8_weight_keeps_small_weights_precise() -> None:
+    """T5's weights are stored this way: a plain cast sends small weights (|w| < 2**-6) into float8's
+    subnormal range; one scale per tensor keeps them in its normal range."""
+    gen = torch.Generator().manual_seed(0)
+    weight = (torch.randn((256, 512), generator=gen) * 0.005).to(torch.bfloat16)
+    quantised, scale = scaled_fp8(weight)
+    assert quantised.dtype == FP8 and float(quantised.float().abs().max()) == 448.0
+    scaled_error = _rel_error(quantised.to(torch.bfloat16) * scale, weight.float())
+    plain_error = _rel_error(weight.to(FP8).to(torch.bfloat16), weight.float())
+    assert scaled_error < 0.03 and plain_error > 0.1
+    zero, tiny_scale = scaled_fp8(torch.zeros(4, 4))
+    assert not torch.isnan(zero.float()).any() and tiny_scale > 0

@@ -134,3 +134,38 @@ def test_lean_block_forwards_equal_diffsynths() -> None:
         got = single_block_forward(single, x, temb, rope, chunk=256)
         torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
         assert torch.equal(single_block_forward(single, x, temb, rope, chunk=10**6), want)  # one chunk: exact
+
+
+def test_scaled_float8_weights_are_converted_with_their_scale() -> None:
+    from engine.fp8_linear import FP8, scaled_fp8
+    from engine.layer_streaming import StreamedBlocks, place_outside_blocks, storage_view
+    from engine.vram_plan import plan_blocks
+
+    device = torch.device("cuda:0")
+    torch.manual_seed(1)
+    blocks = [torch.nn.Linear(128, 128, bias=False).to(torch.bfloat16) for _ in range(3)]
+    root = torch.nn.Sequential(*blocks)
+    weights = [(b.weight.detach().float() * 0.05).to(torch.bfloat16) for b in blocks]
+
+    def rule(module: object, name: str, tensor: object) -> tuple[object, object]:
+        return FP8, torch.bfloat16
+
+    place_outside_blocks(root, blocks, device, rule, lambda name, old, new: new.copy_(old))
+    streamer = StreamedBlocks(blocks, device, "scaled", rule, wrap=False)
+    expected = []
+
+    def fill(index: int, placed: list[object], buffer: object) -> None:
+        quantised, scale = scaled_fp8(weights[index])
+        storage_view(buffer, placed[0]).copy_(quantised)  # type: ignore[arg-type]
+        streamer.set_scale(index, 0, scale)
+        expected.append(quantised.to(torch.bfloat16) * scale)
+
+    sizes = [128 * 128] * 3
+    streamer.load(plan_blocks(sizes, available=sizes[0] * 2 + 10), fill)
+    x = torch.randn(8, 128, device=device, dtype=torch.bfloat16)
+    with torch.no_grad():
+        got = root(x)
+        want = x
+        for w in expected:
+            want = torch.nn.functional.linear(want, w.to(device))
+    assert torch.equal(got, want)
