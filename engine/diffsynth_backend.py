@@ -190,6 +190,7 @@ class DiffSynthBackend:
         self._matmul = matmul_mode(settings.matmul, self._device)
         started = time.perf_counter()
         self._card: CardMemory = measure_card(self._device, fp8=self._matmul.fp8)
+        log.info("card measured in %.1f s", time.perf_counter() - started)
         self._operator_budget = (
             None if settings.vram_budget_gib is None else int(settings.vram_budget_gib * GIB)
         )
@@ -301,6 +302,7 @@ class DiffSynthBackend:
         paths = self._paths
         small = sum(p.stat().st_size for p in (paths.text_encoder_clip, paths.vae))
         big = sum(t.nbytes for t in self._dit_index.values()) + sum(t.nbytes for t in self._t5_index.values())
+        loading = time.perf_counter()
         progress = _Progress(report, small + big)
         with _quiet_stdout():
             from diffsynth.core import ModelConfig
@@ -319,6 +321,7 @@ class DiffSynthBackend:
                 tokenizer_2_config=ModelConfig(path=str(paths.tokenizer_t5)),
             )
         progress.add(small)
+        log.info("CLIP and VAE loaded by DiffSynth in %.1f s", time.perf_counter() - loading)
         started = time.perf_counter()
         with CheckpointReader(self._device, progress.add, page_locked, release_page_locked) as reader:
             self._fill(reader, self._dit, self._dit_blocks, self._dit_index, self._dit_names, self._dit_rule)
