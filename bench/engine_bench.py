@@ -13,7 +13,8 @@ Configurations (each a fresh process; `--parts` picks which run):
                real WorkerSupervisor and worker process, on a simulated N GB card. Load (timed, from the
                supervisor's start), image A (a first prompt: "first image" = load + A), image B (a new
                prompt and seed: "s/image"), B again (a reroll: same pixels?), then --big x --big.
-  fp8-N, t5bf16-N   card-N with engine.matmul = "fp8", or engine.text_encoder_storage = "bf16"
+  fp8-N, t5bf16-N   card-N with engine.matmul = "fp8", or engine.text_encoder_storage = "bf16" (parts
+               "fp8", "t5bf16", or "variants" for both; on the first card)
   recipe-N     DiffSynth's own low-VRAM recipe (layer streaming, vram_limit = N - 2 GiB) on a simulated N GB
                card, one whole 20-step image after loading (minutes)
   generate-N   `majicbot generate` itself (the user's command) at --big x --big on a simulated N GB card
@@ -331,13 +332,11 @@ def parent(args: argparse.Namespace) -> int:
     for card in cards if "ours" in parts else []:
         name = f"card-{card:g}"
         rows.append(_run(name, _child_cmd(name, args, big=args.big), args, card))
-    if "variants" in parts and cards:
-        card = cards[0]
-        for name, overrides in (
-            (f"t5bf16-{card:g}", {"text_encoder_storage": "bf16"}),
-            (f"fp8-{card:g}", {"matmul": "fp8"}),
-        ):
-            rows.append(_run(name, _child_cmd(name, args, overrides), args, card))
+    variants = (("t5bf16", {"text_encoder_storage": "bf16"}), ("fp8", {"matmul": "fp8"}))
+    for kind, overrides in variants if cards else ():
+        if kind in parts or "variants" in parts:
+            name = f"{kind}-{cards[0]:g}"
+            rows.append(_run(name, _child_cmd(name, args, overrides), args, cards[0]))
     if "generate" in parts:
         card = cards[-1] if cards else 6.0
         config = args.work / "generate.toml"
