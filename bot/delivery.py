@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from bot.metrics import NO_DELIVERY_METRICS, DeliveryMetrics
 from engine.eta import StepTimes, estimate
 from storage.jobs import Job, JobStatus, Platform
 from storage.queue import JobQueue
@@ -96,8 +97,10 @@ class DeliveryLoop:
         call_timeout_s: float = 120.0,
         deliverer: str | None = None,
         delivery_lease_s: float = 30.0,
+        metrics: DeliveryMetrics = NO_DELIVERY_METRICS,
     ) -> None:
         self._queue = queue
+        self._metrics = metrics
         self._signals = signals
         self._presenters = {presenter.platform: presenter for presenter in presenters}
         self._poll_interval_s = poll_interval_s
@@ -231,7 +234,9 @@ class DeliveryLoop:
                 async with asyncio.timeout(self._call_timeout_s):
                     self._posted[job.id] = await self._post_outcome(presenter, job)
             except Exception as error:
-                if not await self._give_up_after_failure(job, error):
+                gave_up = await self._give_up_after_failure(job, error)
+                self._metrics.delivery_failed(presenter.platform, gave_up=gave_up)
+                if not gave_up:
                     return
                 self._posted[job.id] = None
         try:

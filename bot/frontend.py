@@ -37,3 +37,8 @@ class Frontend(Protocol):
     async def stop(self) -> None:
         """Stop receiving, finish in-flight replies (bounded), close connections."""
         ...
+
+    @property
+    def is_running(self) -> bool:
+        """Connected and receiving updates (for /healthz)."""
+        ...

@@ -322,3 +322,21 @@ async def test_failed_attempts_are_stored_in_the_row(
     # A restarted chat process (a new loop, nothing in memory) respects the stored pause.
     await make_loop(queue, signals, presenter).run_once()
     assert len(presenter.of("deliver")) == 1
+
+
+async def test_failures_retries_and_giving_up_reach_the_metrics(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    class Counted:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, bool]] = []
+
+        def delivery_failed(self, platform: str, *, gave_up: bool) -> None:
+            self.calls.append((platform, gave_up))
+
+    metrics = Counted()
+    presenter = RecordingPresenter(failures=100)
+    job = await finished_job(queue, image_store, make_new_job)
+    async with running(make_loop(queue, signals, presenter, max_delivery_attempts=3, metrics=metrics)):
+        await wait_delivered(queue, signals, job.id)
+    assert metrics.calls == [("telegram", False), ("telegram", False), ("telegram", True)]

@@ -29,6 +29,16 @@ DISCORD_API_BASE = Route.BASE
 DISCORD_GATEWAY = DiscordWebSocket.DEFAULT_GATEWAY
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+BOT_SCOPES = ("bot", "applications.commands")
+# What posting an image with buttons and a progress message needs, in channels and threads.
+BOT_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    embed_links=True,
+    attach_files=True,
+    read_message_history=True,
+)
 
 
 class DiscordFrontend:
@@ -89,6 +99,9 @@ class DiscordFrontend:
             )
         user = self._client.user
         log.info("discord: connected as %s (id %s)", user, None if user is None else user.id)
+        application_id = self._client.application_id
+        if application_id is not None:
+            log.info("discord: invite the bot to a server with %s", invite_url(application_id))
 
     async def stop(self) -> None:
         """Let answers in progress finish (bounded), then close the gateway and HTTP session."""
@@ -99,6 +112,11 @@ class DiscordFrontend:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._gateway, STOP_TIMEOUT_S)
             self._gateway = None
+
+    @property
+    def is_running(self) -> bool:
+        gateway = self._gateway
+        return gateway is not None and not gateway.done() and self._client.is_ready()
 
     async def _setup(self, client: MajicClient) -> None:
         """Runs inside login, before the gateway: register buttons and commands, then sync commands."""
@@ -116,6 +134,11 @@ class DiscordFrontend:
         else:
             synced = await tree.sync()
             log.info("discord: synced %d commands globally", len(synced))
+
+
+def invite_url(application_id: int) -> str:
+    """The OAuth2 URL that adds the bot to a server with the scopes and permissions it needs."""
+    return discord.utils.oauth_url(application_id, permissions=BOT_PERMISSIONS, scopes=BOT_SCOPES)
 
 
 def _log_gateway_end(task: asyncio.Task[None]) -> None:

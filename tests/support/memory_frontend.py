@@ -89,3 +89,7 @@ class MemoryFrontend:
 
     async def stop(self) -> None:
         self.stopped = True
+
+    @property
+    def is_running(self) -> bool:
+        return self.started and not self.stopped
