@@ -5,16 +5,20 @@ issues it instead, so that write transactions can say ``BEGIN IMMEDIATE``: they 
 their start, and a read-then-write (such as claiming a job) cannot interleave with another writer. On
 PostgreSQL a write transaction is a plain one and the queue locks rows with ``FOR UPDATE``.
 
-Migrations run under a database-wide lock, so any number of processes may start at once on an empty
-or older database: on PostgreSQL a transaction-level advisory lock, on SQLite the write lock of
-``BEGIN IMMEDIATE`` (waited for again while another process holds it). The first process migrates;
-the others then find the schema at head and do nothing.
+Migrations run under a lock, so any number of processes may start at once on an empty or older
+database: on PostgreSQL a transaction-level advisory lock; on SQLite an exclusive lock on the file
+``<database>.migrate.lock`` beside it, and then the write lock of ``BEGIN IMMEDIATE``. The first process
+migrates; the others wait their turn and find the schema at head. (A write lock held by something else
+for longer than the busy timeout still fails the usual way: "locked by another process".)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +27,6 @@ from typing import Any
 
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -91,17 +94,39 @@ class Database:
 
         Safe with many processes starting at once: they take turns under a database lock.
         """
-        deadline = time.monotonic() + MIGRATION_WAIT_S
-        while True:
+        async with self._migration_file_lock():
+            await self._upgrade_locked(revision)
+
+    @asynccontextmanager
+    async def _migration_file_lock(self) -> AsyncIterator[None]:
+        """SQLite: one migrating process at a time, through a lock file beside the database (the
+        others wait here, not on SQLite's busy timeout). Nothing on PostgreSQL or in memory."""
+        database = self._engine.url.database
+        if not self._is_sqlite or not database or database == ":memory:" or database.startswith("file:"):
+            yield
+            return
+        path = _migration_lock_path(database)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + MIGRATION_WAIT_S
+            while True:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"another process has been migrating {database} for over "
+                            f"{MIGRATION_WAIT_S:.0f} s; let it finish or stop it, then start again"
+                        ) from None
+                    await asyncio.sleep(0.05)
             try:
-                await self._upgrade_locked(revision)
-                return
-            except OperationalError as error:
-                # SQLite: another process held the write lock past busy_timeout (it is migrating).
-                if not self._is_sqlite or "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                logger.info("the database is locked by another process's migration; waiting")
-                await asyncio.sleep(0.1)
+                yield
+            finally:
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(descriptor)
 
     async def _upgrade_locked(self, revision: str) -> None:
         # Through the write engine: on SQLite BEGIN IMMEDIATE is the lock.
@@ -128,6 +153,12 @@ def _upgrade_to(connection: Connection, revision: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
+
+
+def _migration_lock_path(database: str) -> Path:
+    # The OS releases the lock when its holder dies, so a crashed process never leaves it held.
+    path = Path(database).expanduser()
+    return path.with_name(path.name + ".migrate.lock")
 
 
 def _make_parent_dir(url: URL) -> None:
