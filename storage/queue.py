@@ -415,11 +415,14 @@ class JobQueue:
             )
 
     async def record_delivery_failure(self, job_id: int, error: str, *, retry_in_s: float) -> Job:
-        """Store a failed delivery attempt: the count, the error, and when the next try is due."""
+        """Store a failed delivery attempt: the count, the error, since when it has been failing, and
+        when the next try is due."""
         async with self._db.write() as session:
             row = await _load(session, job_id, for_update=True)
             now = await _now(session)
             row.delivery_attempts += 1
+            if row.delivery_failing_since is None:
+                row.delivery_failing_since = now
             row.delivery_error = error[:2000]
             row.delivery_retry_at = now + timedelta(seconds=retry_in_s)
             await session.flush()
@@ -827,6 +830,7 @@ def _to_job(row: JobRow) -> Job:
         delivery_lease_expires_at=row.delivery_lease_expires_at,
         delivery_attempts=row.delivery_attempts,
         delivery_retry_at=row.delivery_retry_at,
+        delivery_failing_since=row.delivery_failing_since,
         delivery_error=row.delivery_error,
         status_token=row.status_token,
         status_token_at=row.status_token_at,

@@ -118,6 +118,7 @@ class JobRow(Base):
     delivery_lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     delivery_attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     delivery_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    delivery_failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
     delivery_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (

@@ -151,7 +151,9 @@ async def test_one_deliverer_holds_a_job_until_its_lease_runs_out(
     failed_once = await queue.record_delivery_failure(job.id, "Discord answered 503", retry_in_s=5)
     assert failed_once.delivery_attempts == 1
     assert failed_once.delivery_error == "Discord answered 503"
-    assert failed_once.delivery_retry_at is not None and failed_once.updated_at is not None
+    assert failed_once.delivery_retry_at is not None and failed_once.delivery_failing_since is not None
+    again = await queue.record_delivery_failure(job.id, "Discord answered 502", retry_in_s=5)
+    assert (again.delivery_attempts, again.delivery_failing_since) == (2, failed_once.delivery_failing_since)
     delivered = await queue.mark_delivered(job.id, result_message_id="m1")
     assert delivered.delivery_claimed_by is None
     assert await queue.claim_presentation([job.id], "chat-1", lease_s=30) == set(), "delivered is final"

@@ -36,6 +36,7 @@ def upgrade() -> None:
             sa.Column("delivery_attempts", sa.Integer(), nullable=False, server_default=sa.text("0"))
         )
         batch.add_column(sa.Column("delivery_retry_at", UtcDateTime(), nullable=True))
+        batch.add_column(sa.Column("delivery_failing_since", UtcDateTime(), nullable=True))
         batch.add_column(sa.Column("delivery_error", sa.Text(), nullable=True))
         batch.create_index("ix_jobs_user_status_id", ["platform", "user_id", "status", "id"])
         batch.create_index("ix_jobs_status_lease", ["status", "lease_expires_at"])
@@ -116,6 +117,7 @@ def downgrade() -> None:
         batch.drop_index("ix_jobs_user_status_id")
         for column in (
             "delivery_error",
+            "delivery_failing_since",
             "delivery_retry_at",
             "delivery_attempts",
             "delivery_lease_expires_at",
