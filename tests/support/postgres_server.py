@@ -107,6 +107,7 @@ class PostgresServer:
                 "postgres",
                 "--auth=trust",
                 "--encoding=UTF8",
+                "--no-locale",  # whatever LANG the machine has, and whether or not it is installed
                 "--no-sync",
             )
             options = " ".join(
@@ -188,8 +189,10 @@ class PostgresServer:
         kwargs: dict[str, object] = {}
         if self.user is not None:
             kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+        environment = {**os.environ, "LC_ALL": "C", "LANG": "C"}
         result = subprocess.run(
             [str(part) for part in command],
+            env=environment,
             capture_output=True,
             text=True,
             timeout=START_TIMEOUT_S + 30,
