@@ -20,7 +20,7 @@ from engine.eta import StepTimes, estimate
 from engine.settings import EngineSettings
 from storage.images import ImageStore
 from storage.jobs import ImageRequest, Job, JobStatus, NewJob, Requester
-from storage.queue import JobNotFound, JobQueue
+from storage.queue import ActiveLimitReached, JobNotFound, JobQueue
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ class BotService:
     async def imagine(self, requester: Requester, args: ImagineArgs, *, is_admin: bool = False) -> Queued:
         """Validate against limits and quota, fill defaults (random seed, steps, 1024x1024), enqueue."""
         request = resolve_request(args, self._limits, self._engine)
-        await self._check_quota(requester, is_admin=is_admin)
-        return await self._enqueue(NewJob(requester=requester, request=request))
+        return await self._enqueue(
+            NewJob(requester=requester, request=request, max_active=self._max_active(is_admin))
+        )
 
     async def reroll(
         self,
@@ -80,13 +81,9 @@ class BotService:
         if seed is not None:
             check_seed(seed)
         source = await self._reroll_source(requester, job_id, is_admin=is_admin)
+        # A second press finds the first press's job (even when that job fills the quota): the queue
+        # looks for the key before it counts the user's active jobs.
         dedupe_key = f"reroll:{source.id}:{requester.user_id}" if from_button else None
-        if dedupe_key is not None:
-            # A second press must find the first press's job even when that job fills the quota.
-            for active in await self._queue.active_jobs(requester.platform, requester.user_id):
-                if active.dedupe_key == dedupe_key:
-                    return await self._status(active, created=False)
-        await self._check_quota(requester, is_admin=is_admin)
         old = source.request
         # Limits may have tightened since the source job ran: check it as if it were typed now.
         args = check_args(
@@ -110,7 +107,13 @@ class BotService:
             guidance=old.guidance,
         )
         return await self._enqueue(
-            NewJob(requester=requester, request=request, parent_id=source.id, dedupe_key=dedupe_key)
+            NewJob(
+                requester=requester,
+                request=request,
+                parent_id=source.id,
+                dedupe_key=dedupe_key,
+                max_active=self._max_active(is_admin),
+            )
         )
 
     async def history(self, requester: Requester, limit: int = 10) -> Sequence[Job]:
@@ -193,13 +196,10 @@ class BotService:
         await self._queue.set_status_message(job_id, message_id)
 
     # -- internals -----------------------------------------------------------------------------
-    async def _check_quota(self, requester: Requester, *, is_admin: bool) -> None:
+    def _max_active(self, is_admin: bool) -> int | None:
         if is_admin and self._limits.admins_exempt_from_quota:
-            return
-        active = await self._queue.active_jobs(requester.platform, requester.user_id)
-        limit = self._limits.max_active_jobs_per_user
-        if len(active) >= limit:
-            raise QuotaExceeded(texts.quota_text(limit, active))
+            return None
+        return self._limits.max_active_jobs_per_user
 
     async def _reroll_source(self, requester: Requester, job_id: int | None, *, is_admin: bool) -> Job:
         if job_id is None:
@@ -225,7 +225,10 @@ class BotService:
         return job
 
     async def _enqueue(self, new_job: NewJob) -> Queued:
-        result = await self._queue.enqueue(new_job)
+        try:
+            result = await self._queue.enqueue(new_job)
+        except ActiveLimitReached as full:
+            raise QuotaExceeded(texts.quota_text(full.limit, full.active)) from None
         job = result.job
         if result.created:
             logger.info(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Select, and_, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,6 +52,15 @@ class InvalidTransition(RuntimeError):
     """The job is not in a status that allows this operation (e.g. finishing a cancelled job)."""
 
 
+class ActiveLimitReached(Exception):
+    """The requester already has `NewJob.max_active` queued or running jobs; nothing was queued."""
+
+    def __init__(self, limit: int, active: Sequence[Job]) -> None:
+        super().__init__(f"{len(active)} active jobs; the limit is {limit}")
+        self.limit = limit
+        self.active = tuple(active)
+
+
 class JobQueue:
     """Enqueue, claim in fair order, record progress and outcomes, and answer questions about jobs.
 
@@ -67,7 +76,13 @@ class JobQueue:
 
     # -- writing -------------------------------------------------------------------------------
     async def enqueue(self, new_job: NewJob) -> EnqueueResult:
-        """Store a queued job. With a dedupe key that an active job already holds, return that job."""
+        """Store a queued job. With a dedupe key that an active job already holds, return that job.
+
+        With `max_active` set, raises ActiveLimitReached when the requester already has that many
+        queued or running jobs. The check and the insert are one transaction that holds a per-user
+        lock (SQLite: the write lock of BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory
+        lock on the user), so any number of concurrent commands accept exactly the limit.
+        """
         try:
             result = await self._enqueue_once(new_job)
         except IntegrityError:
@@ -88,6 +103,8 @@ class JobQueue:
 
     async def _enqueue_once(self, new_job: NewJob) -> EnqueueResult:
         async with self._db.write() as session:
+            requester, request = new_job.requester, new_job.request
+            await _lock_user(session, requester)
             if new_job.dedupe_key is not None:
                 existing = await session.scalar(
                     select(JobRow)
@@ -96,10 +113,13 @@ class JobQueue:
                 )
                 if existing is not None:
                     return EnqueueResult(job=_to_job(existing), created=False)
+            if new_job.max_active is not None:
+                active = (await session.scalars(_active_query(requester.platform, requester.user_id))).all()
+                if len(active) >= new_job.max_active:
+                    raise ActiveLimitReached(new_job.max_active, [_to_job(row) for row in active])
             if new_job.parent_id is not None:
                 await _load(session, new_job.parent_id)  # a reroll of a job that does not exist
             now = _now()
-            requester, request = new_job.requester, new_job.request
             row = JobRow(
                 platform=requester.platform.value,
                 chat_id=requester.chat_id,
@@ -363,12 +383,8 @@ class JobQueue:
         return jobs[0] if jobs else None
 
     async def active_jobs(self, platform: Platform, user_id: str) -> Sequence[Job]:
-        """The user's queued and running jobs, oldest first (for quotas and /cancel)."""
-        return await self._select(
-            select(JobRow)
-            .where(JobRow.platform == platform.value, JobRow.user_id == user_id, JobRow.status.in_(_ACTIVE))
-            .order_by(JobRow.created_at, JobRow.id)
-        )
+        """The user's queued and running jobs, oldest first (for /cancel and /queue)."""
+        return await self._select(_active_query(platform, user_id))
 
     async def pending_delivery(self, platforms: Sequence[Platform]) -> Sequence[Job]:
         """Jobs of these platforms that are final but not delivered, oldest first."""
@@ -415,6 +431,27 @@ class JobQueue:
 # -- helpers shared by reads and writes ----------------------------------------------------------
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _active_query(platform: Platform, user_id: str) -> Select[tuple[JobRow]]:
+    return (
+        select(JobRow)
+        .where(JobRow.platform == platform.value, JobRow.user_id == user_id, JobRow.status.in_(_ACTIVE))
+        .order_by(JobRow.created_at, JobRow.id)
+    )
+
+
+async def _lock_user(session: AsyncSession, requester: Requester) -> None:
+    """Serialise this transaction with every other one that locks the same user, until it ends.
+
+    SQLite needs nothing more: a write transaction holds the database's write lock from BEGIN
+    IMMEDIATE. PostgreSQL's READ COMMITTED would let two transactions both count the same active jobs,
+    so they take a transaction-scoped advisory lock keyed on the user.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    key = f"majicbot-user:{requester.platform.value}:{requester.user_id}"
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
 
 
 async def _load(session: AsyncSession, job_id: int, *, for_update: bool = False) -> JobRow:
