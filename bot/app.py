@@ -185,11 +185,16 @@ class Application:
             self._on_shutdown(f"{frontend.name} adapter", frontend.stop)
             await frontend.start()
             logger.info("%s adapter started", frontend.name)
+        settings = self._config.delivery
         delivery = DeliveryLoop(
             self.queue,
             self.signals,
             [frontend.presenter for frontend in self._frontends],
             poll_interval_s=self._config.storage.poll_interval_s,
+            give_up_after_s=settings.retry_for_s,
+            retry_backoff_s=settings.retry_backoff_s,
+            call_timeout_s=settings.post_timeout_s,
+            cleanup_timeout_s=settings.cleanup_timeout_s,
         )
         self._spawn("delivery loop", delivery.run(self._inner_stop))
 

@@ -8,10 +8,15 @@ delivers again after restart rather than never.
 Each pass reads the active jobs (running, and queued in fair order) and the final, undelivered jobs of
 the platforms that have a presenter here. A job whose status, step or queue position differs from what
 was last shown goes to `show_progress`; a final one to `deliver`, `report_failure` or
-`report_cancelled`, then `mark_delivered`. Platforms are served side by side, so a slow upload to one
-does not hold back the other. A presenter call that raises or hangs is logged and tried again on a later
-pass after a growing pause; after `max_delivery_attempts` the job is marked delivered anyway, with an
-error in the log, so one undeliverable job cannot loop forever.
+`report_cancelled`, then `mark_delivered`, then `clean_up`. Platforms are served side by side, so a slow
+upload to one does not hold back the other.
+
+Posting and cleaning up are separate steps with separate timeouts: once a post succeeded it is
+remembered (and recorded), so a cleanup that fails or hangs (say, deleting the status message) never
+makes the image go out again. A post that raises or hangs is tried again on a later pass after a growing
+pause (`retry_backoff_s`), for as long as `give_up_after_s` since its first failure: a chat API outage
+of minutes or hours loses nothing. Only then is the user told, once, that the image is ready and can be
+fetched with /show (`report_ready_later`), the job is marked delivered and an ERROR is logged.
 """
 
 from __future__ import annotations
@@ -57,6 +62,16 @@ class Presenter(Protocol):
         """Finalise the status message of a cancelled job."""
         ...
 
+    async def clean_up(self, job: Job) -> None:
+        """After the outcome was posted and recorded: tidy up (e.g. delete the status message).
+
+        Never posts the outcome again; errors are logged by the caller and not retried."""
+        ...
+
+    async def report_ready_later(self, job: Job) -> None:
+        """Delivery gave up after a long outage: tell the user, briefly, to fetch the result with /show."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Shown:
@@ -70,6 +85,7 @@ class _Shown:
 @dataclass(slots=True)
 class _Retry:
     failures: int
+    first_failure: float  # time.monotonic()
     not_before: float  # time.monotonic()
 
 
@@ -83,17 +99,19 @@ class DeliveryLoop:
         presenters: Sequence[Presenter],
         *,
         poll_interval_s: float,
-        max_delivery_attempts: int = 5,
+        give_up_after_s: float = 24 * 3600.0,
         retry_backoff_s: tuple[float, float] = (2.0, 60.0),
         call_timeout_s: float = 120.0,
+        cleanup_timeout_s: float = 30.0,
     ) -> None:
         self._queue = queue
         self._signals = signals
         self._presenters = {presenter.platform: presenter for presenter in presenters}
         self._poll_interval_s = poll_interval_s
-        self._max_attempts = max_delivery_attempts
+        self._give_up_after_s = give_up_after_s
         self._backoff_s = retry_backoff_s
         self._call_timeout_s = call_timeout_s
+        self._cleanup_timeout_s = cleanup_timeout_s
         self._shown: dict[int, _Shown] = {}
         self._retries: dict[int, _Retry] = {}
         # Posted but not yet recorded (the database write failed): record again, never post again.
@@ -182,6 +200,7 @@ class DeliveryLoop:
             except Exception:
                 if not self._give_up_after_failure(job):
                     return
+                await self._tell_ready_later(presenter, job)
                 self._posted[job.id] = None
         try:
             await self._queue.mark_delivered(job.id, result_message_id=self._posted[job.id])
@@ -191,6 +210,19 @@ class DeliveryLoop:
         del self._posted[job.id]
         self._retries.pop(job.id, None)
         logger.info("delivered status=%s platform=%s job=%d", job.status, presenter.platform, job.id)
+        try:
+            async with asyncio.timeout(self._cleanup_timeout_s):
+                await presenter.clean_up(job)
+        except Exception:
+            # The outcome is posted and recorded: a leftover status message is all this costs.
+            logger.warning("cleaning up after delivery failed job=%d", job.id, exc_info=True)
+
+    async def _tell_ready_later(self, presenter: Presenter, job: Job) -> None:
+        try:
+            async with asyncio.timeout(self._call_timeout_s):
+                await presenter.report_ready_later(job)
+        except Exception:
+            logger.warning("could not tell the user to use /show either job=%d", job.id, exc_info=True)
 
     async def _post_outcome(self, presenter: Presenter, job: Job) -> str | None:
         if job.status is JobStatus.DONE:
@@ -202,25 +234,31 @@ class DeliveryLoop:
         return None
 
     def _give_up_after_failure(self, job: Job) -> bool:
-        """Count a failed post (called while handling it); True once it is time to stop trying."""
-        retry = self._retries.setdefault(job.id, _Retry(failures=0, not_before=0.0))
+        """Count a failed post (called while handling it); True once `give_up_after_s` has passed."""
+        now = time.monotonic()
+        retry = self._retries.setdefault(job.id, _Retry(failures=0, first_failure=now, not_before=0.0))
         retry.failures += 1
-        if retry.failures >= self._max_attempts:
-            logger.exception(
-                "delivering failed %d times; giving up and marking it delivered job=%d",
+        failing_for = now - retry.first_failure
+        if failing_for >= self._give_up_after_s:
+            logger.error(
+                "delivering failed for %.0f s (%d attempts); gave up, told the user to use /show and "
+                "marked it delivered job=%d",
+                failing_for,
                 retry.failures,
                 job.id,
+                exc_info=True,
             )
             return True
         low, high = self._backoff_s
-        pause = min(high, low * 2 ** (retry.failures - 1))
-        retry.not_before = time.monotonic() + pause
-        logger.exception(
-            "delivering failed (attempt %d of %d); trying again in %.0f s job=%d",
+        pause = min(high, low * 2 ** min(retry.failures - 1, 30))
+        retry.not_before = now + pause
+        logger.warning(
+            "delivering failed (attempt %d, failing for %.0f s); trying again in %.0f s job=%d",
             retry.failures,
-            self._max_attempts,
+            failing_for,
             pause,
             job.id,
+            exc_info=True,
         )
         return False
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot import texts
-from bot.command_parser import ImagineArgs, check_args, check_seed
+from bot.command_parser import ImagineArgs, check_args, check_job_id, check_seed
 from bot.errors import NotAllowed, NothingToDo, QuotaExceeded
 from bot.request_rules import random_seed, resolve_request
 from bot.settings import LimitsSettings
@@ -168,13 +168,32 @@ class BotService:
 
     async def job(self, job_id: int) -> Job:
         """Any job by id (for Details, Original PNG); raises NothingToDo if there is none."""
+        check_job_id(job_id)
         try:
             return await self._queue.get(job_id)
         except JobNotFound:
             raise NothingToDo(f"There is no job #{job_id}.") from None
 
+    async def show(self, requester: Requester, job_id: int, *, is_admin: bool = False) -> Job:
+        """A done job whose picture the requester may see (theirs, or posted where they are), for /show."""
+        job = await self.job(job_id)
+        visible = _owns(requester, job) or _same_place(requester, job)
+        if not (visible or (is_admin and _same_platform(requester, job))):
+            raise NothingToDo(f"There is no job #{job_id} here.")
+        if job.status is JobStatus.DONE:
+            if job.result_path is None:
+                raise NothingToDo(texts.expired_text(job.id))
+            return job
+        if job.status.is_active:
+            raise NothingToDo(
+                f"Job #{job.id} is {job.status.value}; its picture is posted here when it is done."
+            )
+        raise NothingToDo(f"Job #{job.id} has no picture: it has {_finished_phrase(job)}.")
+
     async def image_bytes(self, job: Job) -> bytes:
         """The stored PNG of a done job."""
+        if job.status is JobStatus.DONE and job.result_path is None:
+            raise NothingToDo(texts.expired_text(job.id))
         if job.result_path is None:
             raise NothingToDo(f"Job #{job.id} has no picture: it is {job.status.value}.")
         try:
@@ -209,6 +228,7 @@ class BotService:
                     "Nothing to reroll here yet: draw something first, e.g. /imagine a lighthouse at dusk"
                 )
             return last
+        check_job_id(job_id)
         try:
             job = await self._queue.get(job_id)
         except JobNotFound:

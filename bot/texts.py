@@ -40,6 +40,7 @@ HELP = f"""majicbot draws pictures from your words on a local GPU (majicflus, a 
 /history: your last 10 pictures, with their seeds
 /queue: what is running and where your pictures stand
 /cancel: stop your newest queued or running picture
+/show <job>: post a finished picture again
 /help: this text
 
 Flags (after the prompt): {KNOWN_FLAGS}
@@ -119,6 +120,22 @@ def failure_text(job: Job) -> str:
     """Why a job failed, in one line a user can act on (never the operator's error text)."""
     reason = FAILURE_REASONS[job.failure_kind or FailureKind.ERROR]
     return f"Job #{job.id} failed: {reason}"
+
+
+def ready_later_text(job: Job) -> str:
+    """Delivery gave up after a long outage of the chat platform: the picture waits on the server."""
+    return (
+        f"Job #{job.id} ({shorten(job.request.prompt, 60)}) is done, but I could not post the picture "
+        f"for a long time. Send /show {job.id} to get it."
+    )
+
+
+def expired_text(job_id: int) -> str:
+    """A job whose picture was deleted by the retention setting."""
+    return (
+        f"The picture of job #{job_id} has expired and was deleted from the server; "
+        "use Reroll or /reroll to draw it again."
+    )
 
 
 def cancelled_text(job: Job) -> str:

@@ -433,7 +433,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _active_query(platform: Platform, user_id: str) -> Select[tuple[JobRow]]:
+def _active_query(platform: Platform, user_id: str) -> Select[JobRow]:
     return (
         select(JobRow)
         .where(JobRow.platform == platform.value, JobRow.user_id == user_id, JobRow.status.in_(_ACTIVE))

@@ -173,5 +173,6 @@ async def test_commands_sync_to_the_configured_guilds(tmp_path: Path) -> None:
                 "history",
                 "queue",
                 "cancel",
+                "show",
             }
             assert "position 1" in await ask(emulator, "imagine", {"prompt": "a cat"})

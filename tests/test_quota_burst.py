@@ -24,7 +24,9 @@ async def test_telegram_burst_accepts_exactly_the_quota(emulator: TelegramEmulat
     async with running(make_config(tmp_path, emulator, limits=LIMITS), with_engine=False) as app:
         # Group and private chats alike: the quota is per user, wherever they write.
         sends = [
-            emulator.send_text(user, GROUP if n % 2 else TgChat.private(user), f"/imagine cat {n} --size 64x64")
+            emulator.send_text(
+                user, GROUP if n % 2 else TgChat.private(user), f"/imagine cat {n} --size 64x64"
+            )
             for n in range(per_user)
             for user in users
         ]
@@ -41,23 +43,20 @@ async def test_telegram_burst_accepts_exactly_the_quota(emulator: TelegramEmulat
 async def test_discord_burst_accepts_exactly_the_quota(tmp_path: Path) -> None:
     users = range(7000, 7006)
     per_user = 8
-    async with discord_harness.emulated() as emulator, running(
-        discord_harness.make_config(tmp_path, emulator, limits=LIMITS), with_engine=False
-    ) as app:
+    async with (
+        discord_harness.emulated() as emulator,
+        running(discord_harness.make_config(tmp_path, emulator, limits=LIMITS), with_engine=False) as app,
+    ):
         interactions = await asyncio.gather(
-            *(
-                inject(emulator, user, f"a cat number {n}")
-                for n in range(per_user)
-                for user in users
-            )
+            *(inject(emulator, user, f"a cat number {n}") for n in range(per_user) for user in users)
         )
         answers = [
             discord_harness.content(await emulator.wait_for_call(discord_harness.answer_to(i), within=60))
             for i in interactions
         ]
-        assert sum(f"the limit is {LIMIT}" in answer for answer in answers) == len(interactions) - LIMIT * len(
-            users
-        )
+        assert sum(f"the limit is {LIMIT}" in answer for answer in answers) == len(
+            interactions
+        ) - LIMIT * len(users)
         queued = await app.queue.queued_in_fair_order()
         assert Counter(job.requester.user_id for job in queued) == {str(user): LIMIT for user in users}
 

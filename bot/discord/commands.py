@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 
 from bot import texts
-from bot.command_parser import ASPECT_RATIOS, MAX_SEED, parse_imagine, with_options
+from bot.command_parser import ASPECT_RATIOS, MAX_JOB_ID, MAX_SEED, parse_imagine, with_options
 from bot.discord.access import Access
 from bot.discord.presenter import NO_MENTIONS, DiscordPresenter
 from bot.errors import UserFacingError
@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 SOMETHING_WENT_WRONG = "Something went wrong on my side. Please try again in a minute."
 EXAMPLE = "/imagine prompt: a red fox in the snow --ar 16:9"
-MAX_JOB_ID = 2**53  # Discord's integer options stop here
 
 
 class DiscordHandlers:
@@ -110,6 +109,16 @@ class DiscordHandlers:
             )
             log.info("job=%s cancelled from Discord by user %s", cancelled.id, interaction.user.id)
             await _reply(interaction, texts.cancelled_text(cancelled))
+
+        await self._answer(interaction, work)
+
+    async def show(self, interaction: discord.Interaction, *, job: int) -> None:
+        async def work() -> None:
+            self._access.check(interaction)
+            found = await self._service.show(
+                self._access.requester(interaction), job, is_admin=self._is_admin(interaction)
+            )
+            await self._presenter.show_result(interaction, found)
 
         await self._answer(interaction, work)
 
@@ -214,7 +223,7 @@ ASPECT_CHOICES = [app_commands.Choice(name=ratio, value=ratio) for ratio in ASPE
 
 
 def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, Any, None]]:
-    """/imagine, /reroll, /history, /queue and /cancel, calling `handlers`."""
+    """/imagine, /reroll, /history, /queue, /cancel and /show, calling `handlers`."""
 
     @app_commands.command(name="imagine", description="Draw a picture from your words.")
     @app_commands.describe(
@@ -266,7 +275,12 @@ def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, 
     ) -> None:
         await handlers.cancel(interaction, job=job)
 
-    return [imagine, reroll, history, queue, cancel]
+    @app_commands.command(name="show", description="Post a finished picture again.")
+    @app_commands.describe(job="The job id (see /history)")
+    async def show(interaction: discord.Interaction, job: app_commands.Range[int, 1, MAX_JOB_ID]) -> None:
+        await handlers.show(interaction, job=job)
+
+    return [imagine, reroll, history, queue, cancel, show]
 
 
 async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

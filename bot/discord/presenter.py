@@ -70,6 +70,8 @@ class DiscordPresenter:
         self._upload_limits: dict[str, int] = {}  # channel id -> bytes, as the last interaction said
         # Jobs that ended before their handler opened a status line (fast jobs): the final text to show.
         self._finals: OrderedDict[int, str] = OrderedDict()
+        # Posted images whose status line still has to say so (see clean_up).
+        self._to_clean: dict[int, str] = {}
 
     # -- from the command handlers --------------------------------------------------------------
     async def open(self, interaction: discord.Interaction, queued: Queued) -> None:
@@ -85,6 +87,18 @@ class DiscordPresenter:
         await self._edit(job_id, line, final or texts.queued_text(queued), final=final is not None)
         if final is not None:
             self._close(job_id)
+
+    async def show_result(self, interaction: discord.Interaction, job: Job) -> None:
+        """Answer /show: the finished picture in the (deferred, ephemeral) response."""
+        self._upload_limits[str(interaction.channel_id)] = interaction.filesize_limit
+        upload = await self._upload(job)
+        file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
+        await interaction.edit_original_response(
+            embed=result_embed(job, upload),
+            attachments=[file],
+            view=result_view(job.id),
+            allowed_mentions=NO_MENTIONS,
+        )
 
     # -- Presenter ------------------------------------------------------------------------------
     async def show_progress(self, job: Job, eta_s: float | None) -> None:
@@ -108,8 +122,22 @@ class DiscordPresenter:
             await self._finish(job.id, f"Job #{job.id} is done, but I may not post in this channel.")
             return None
         log.info("job=%s delivered as message %s", job.id, message.id)
-        await self._finish(job.id, f"{texts.final_status_text(job)} It is posted in this channel.")
+        final = f"{texts.final_status_text(job)} It is posted in this channel."
+        self._remember_final(job.id, final)
+        self._to_clean[job.id] = final
         return str(message.id)
+
+    async def clean_up(self, job: Job) -> None:
+        """Point the status line at the posted image (a separate step: the image is out already)."""
+        final = self._to_clean.pop(job.id, None)
+        if final is not None:
+            await self._finish(job.id, final)
+
+    async def report_ready_later(self, job: Job) -> None:
+        channel = self._client.get_partial_messageable(int(job.requester.chat_id))
+        await channel.send(
+            content=f"{job.requester.user_name}: {texts.ready_later_text(job)}", allowed_mentions=NO_MENTIONS
+        )
 
     async def report_failure(self, job: Job) -> None:
         text = texts.failure_text(job)

@@ -21,7 +21,7 @@ from telegram.ext import (
 )
 
 from bot import texts
-from bot.command_parser import MAX_SEED, check_seed, parse_imagine
+from bot.command_parser import MAX_SEED, check_job_id, check_seed, parse_imagine
 from bot.errors import InvalidRequest, NothingToDo, UserFacingError
 from bot.service import BotService, Queued
 from bot.settings import LimitsSettings
@@ -42,6 +42,7 @@ COMMANDS: tuple[BotCommand, ...] = (
     BotCommand("history", "Your last 10 images"),
     BotCommand("queue", "What is being drawn and where your jobs stand"),
     BotCommand("cancel", "Stop your newest queued or running job"),
+    BotCommand("show", "Post a finished picture again: /show <job id>"),
     BotCommand("help", "How to write prompts and flags"),
 )
 
@@ -82,6 +83,7 @@ class TelegramHandlers:
         app.add_handler(CommandHandler("history", self.history, filters=_NEW_MESSAGES))
         app.add_handler(CommandHandler("queue", self.queue, filters=_NEW_MESSAGES))
         app.add_handler(CommandHandler("cancel", self.cancel, filters=_NEW_MESSAGES))
+        app.add_handler(CommandHandler("show", self.show, filters=_NEW_MESSAGES))
         app.add_handler(CommandHandler(["help", "start"], self.help, filters=_NEW_MESSAGES))
         private = _NEW_MESSAGES & filters.ChatType.PRIVATE
         app.add_handler(MessageHandler(private & filters.TEXT & ~filters.COMMAND, self.private_text))
@@ -138,6 +140,19 @@ class TelegramHandlers:
             await _reply(message, str(error))
             return
         await _reply(message, texts.cancelled_text(job))
+
+    async def show(self, update: Update, context: Context) -> None:
+        message, caller = await self._admit_message(update)
+        if message is None or caller is None:
+            return
+        try:
+            job_id = _parse_job_id(context.args or [], command="show")
+            if job_id is None:
+                raise InvalidRequest("Write /show <job id>, e.g. /show 42 (/history lists yours).")
+            job = await self._service.show(caller.requester, job_id, is_admin=caller.is_admin)
+            await self._presenter.post_image(job, reply_to=message.message_id)
+        except UserFacingError as error:
+            await _reply(message, str(error))
 
     async def help(self, update: Update, context: Context) -> None:
         message, caller = await self._admit_message(update)
@@ -340,12 +355,16 @@ def _parse_seed(args: list[str]) -> int | None:
     return check_seed(int(args[0]))
 
 
-def _parse_job_id(args: list[str]) -> int | None:
+def _parse_job_id(args: list[str], command: str = "cancel") -> int | None:
     if not args:
         return None
     if len(args) > 1 or not _INTEGER.fullmatch(args[0].lstrip("#")):
-        raise InvalidRequest("Write /cancel to stop your newest job, or /cancel <job id>, e.g. /cancel 42.")
-    return int(args[0].lstrip("#"))
+        if command == "cancel":
+            raise InvalidRequest(
+                "Write /cancel to stop your newest job, or /cancel <job id>, e.g. /cancel 42."
+            )
+        raise InvalidRequest(f"Write /{command} <job id>, e.g. /{command} 42 (/history lists yours).")
+    return check_job_id(int(args[0].lstrip("#")))
 
 
 def _reply_parameters(message: object) -> ReplyParameters | None:

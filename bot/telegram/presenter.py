@@ -9,7 +9,7 @@ import math
 import time
 from collections import OrderedDict
 
-from telegram import Bot, Message
+from telegram import Bot, Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, TelegramError
 
@@ -50,6 +50,8 @@ class TelegramPresenter:
         # Jobs finished before their status message was attached (a very fast job): the handler's
         # late status message is removed when it arrives.
         self._finished: OrderedDict[int, None] = OrderedDict()
+        # Outcomes posted whose status message still has to go (see clean_up).
+        self._to_clean: set[int] = set()
 
     def mark_started(self) -> None:
         self._started = True
@@ -109,9 +111,20 @@ class TelegramPresenter:
         except Forbidden as error:
             self._unreachable(job, error)
             return None
-        await self._finalise_status(job, delete=True)
+        self._to_clean.add(job.id)
         logger.info("job=%s delivered to telegram chat %s", job.id, job.requester.chat_id)
         return str(sent.message_id)
+
+    async def clean_up(self, job: Job) -> None:
+        """Delete the status message of a posted image or failure notice (a separate, later step)."""
+        if job.id in self._to_clean:
+            self._to_clean.discard(job.id)
+            await self._finalise_status(job, delete=True)
+
+    async def report_ready_later(self, job: Job) -> None:
+        self._require_started()
+        self._forget(job)
+        await self._bot.send_message(_chat_id(job), texts.ready_later_text(job))
 
     async def report_failure(self, job: Job) -> None:
         self._require_started()
@@ -133,7 +146,7 @@ class TelegramPresenter:
         except Forbidden as error:
             self._unreachable(job, error)
             return
-        await self._finalise_status(job, delete=True)
+        self._to_clean.add(job.id)
 
     async def report_cancelled(self, job: Job) -> None:
         self._require_started()
@@ -148,8 +161,12 @@ class TelegramPresenter:
                 logger.info("job=%s could not edit its status message: %s", job.id, error)
         self._forget(job)
 
+    async def post_image(self, job: Job, *, reply_to: int | None = None) -> Message:
+        """Post a done job's picture with its caption and buttons (for /show)."""
+        return await self._send_image(job, await self._service.image_bytes(job), reply_to=reply_to)
+
     # -- internals ------------------------------------------------------------------------------
-    async def _send_image(self, job: Job, png: bytes) -> Message:
+    async def _send_image(self, job: Job, png: bytes, *, reply_to: int | None = None) -> Message:
         chat_id = _chat_id(job)
         caption = texts.caption(job, MAX_CAPTION)
         markup = keyboards.result_keyboard(job)
@@ -168,6 +185,7 @@ class TelegramPresenter:
                     filename=f"majicbot-{job.id}.{name}",
                     caption=caption,
                     reply_markup=markup,
+                    reply_parameters=_reply_parameters(reply_to),
                 )
             except BadRequest as error:
                 logger.warning("job=%s Telegram refused the photo (%s); sending a document", job.id, error)
@@ -177,6 +195,7 @@ class TelegramPresenter:
             filename=f"majicbot-{job.id}-{request.seed}.png",
             caption=caption,
             reply_markup=markup,
+            reply_parameters=_reply_parameters(reply_to),
         )
 
     async def _finalise_status(self, job: Job, *, delete: bool) -> None:
@@ -265,6 +284,12 @@ class TelegramPresenter:
     def _require_started(self) -> None:
         if not self._started:
             raise RuntimeError("The Telegram frontend is not running; start it before delivering jobs.")
+
+
+def _reply_parameters(message_id: int | None) -> ReplyParameters | None:
+    if message_id is None:
+        return None
+    return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
 def _chat_id(job: Job) -> int:

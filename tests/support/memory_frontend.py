@@ -17,7 +17,7 @@ WAIT_S = 20.0
 
 @dataclass(frozen=True)
 class Call:
-    kind: str  # "progress", "deliver", "failure" or "cancelled"
+    kind: str  # "progress", "deliver", "failure", "cancelled", "clean_up" or "ready_later"
     job_id: int
     status: JobStatus
     step: int = 0
@@ -31,6 +31,7 @@ class RecordingPresenter:
     platform: Platform = Platform.TELEGRAM
     failures: int = 0
     hang: bool = False
+    cleanup_fails: bool = False
     calls: list[Call] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -49,6 +50,14 @@ class RecordingPresenter:
     async def report_cancelled(self, job: Job) -> None:
         await self._record(Call("cancelled", job.id, job.status))
         await self._maybe_fail()
+
+    async def clean_up(self, job: Job) -> None:
+        await self._record(Call("clean_up", job.id, job.status))
+        if self.cleanup_fails:
+            raise ConnectionError("deleting the status message failed")
+
+    async def report_ready_later(self, job: Job) -> None:
+        await self._record(Call("ready_later", job.id, job.status))
 
     def of(self, kind: str, job_id: int | None = None) -> list[Call]:
         return [c for c in self.calls if c.kind == kind and (job_id is None or c.job_id == job_id)]
