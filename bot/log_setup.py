@@ -1,12 +1,15 @@
 """Logging for the whole program: one format, job ids in lines, and secrets scrubbed from every record.
 
 Libraries log request URLs, and Telegram's Bot API puts the token in the URL path; a filter on the
-handler replaces every configured secret before anything is written.
+handler replaces every configured secret before anything is written. Some credentials are not known in
+advance: Discord's interaction tokens (valid for 15 minutes) travel in interaction and webhook URLs and
+in gateway payloads that discord.py logs at DEBUG, so those are recognised by their shape and masked too.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -23,8 +26,20 @@ _QUIET_LOGGERS = (
 )
 
 
+# Credentials recognised by where they stand; group 1 is kept, the rest of the match is masked.
+_SHAPED_SECRETS = (
+    # https://discord.com/api/v10/interactions/<id>/<token>/callback
+    re.compile(r"(/interactions/[0-9]+/)[^/?#\s'\"]+"),
+    # webhook URLs and interaction follow-ups: /webhooks/<id>/<token>
+    re.compile(r"(/webhooks/[0-9]+/)[^/?#\s'\"]+"),
+    # "token": "..." in JSON or a repr'd dict (gateway events, request payloads)
+    re.compile(r"""(["']token["']\s*:\s*["'])[^"']+"""),
+)
+
+
 class SecretRedactor(logging.Filter):
-    """Replaces each secret in a record's message and arguments with a mask."""
+    """Replaces each secret in a record's message and arguments with a mask, and masks credentials
+    recognised by their shape (interaction tokens, webhook URLs)."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -33,11 +48,11 @@ class SecretRedactor(logging.Filter):
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
+        for pattern in _SHAPED_SECRETS:
+            text = pattern.sub(rf"\g<1>{MASK}", text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
         message = record.getMessage()
         redacted = self.redact(message)
         if record.exc_info and record.exc_text is None:
@@ -61,6 +76,7 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     handler.addFilter(SecretRedactor(secrets))
     root.addHandler(handler)
     root.setLevel(level)
-    if level != "DEBUG":
-        for name in _QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+    # At DEBUG everything shows (also after an earlier call quietened these).
+    quiet_level = logging.NOTSET if level == "DEBUG" else logging.WARNING
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(quiet_level)
