@@ -185,6 +185,7 @@ class Application:
             self._on_shutdown(f"{frontend.name} adapter", frontend.stop)
             await frontend.start()
             logger.info("%s adapter started", frontend.name)
+            self._spawn(f"{frontend.name} adapter", _fail_on_fatal_error(frontend, self._inner_stop))
         settings = self._config.delivery
         delivery = DeliveryLoop(
             self.queue,
@@ -260,6 +261,22 @@ async def _load_then_claim(supervisor: WorkerSupervisor, claim_loop: ClaimLoop, 
     await claim_loop.run(stop)
 
 
+async def _fail_on_fatal_error(frontend: Frontend, stop: asyncio.Event) -> None:
+    """Raise once the platform has ended `frontend` for good (which ends the application); return
+    when `stop` is set first."""
+    fatal = asyncio.ensure_future(frontend.fatal_error())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({fatal, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (fatal, stopped):
+            waiter.cancel()
+    if fatal.done() and not fatal.cancelled():
+        reason = fatal.result()
+        logger.critical("%s: %s", frontend.name, reason)
+        raise ApplicationError(reason)
+
+
 async def _finish_task(task: asyncio.Task[None], grace_s: float) -> None:
     """Let a loop that saw the stop event finish its pass; cancel it if it takes longer than grace_s."""
     done, _ = await asyncio.wait({task}, timeout=grace_s)
@@ -267,7 +284,7 @@ async def _finish_task(task: asyncio.Task[None], grace_s: float) -> None:
         logger.warning("the %s did not stop within %.0f s; cancelling it", task.get_name(), grace_s)
         task.cancel()
     (outcome,) = await asyncio.gather(task, return_exceptions=True)
-    if isinstance(outcome, Exception):
+    if isinstance(outcome, Exception) and not isinstance(outcome, ApplicationError):  # said already
         logger.error("the %s ended with an error: %r", task.get_name(), outcome)
 
 

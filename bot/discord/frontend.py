@@ -9,6 +9,7 @@ import logging
 import aiohttp
 import discord
 import yarl
+from discord.errors import ConnectionClosed
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
@@ -47,6 +48,9 @@ class DiscordFrontend:
         self._handlers = DiscordHandlers(service, Access(settings), self._presenter, limits)
         self._client.actions = self._handlers
         self._gateway: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._fatal = asyncio.Event()
+        self._fatal_reason = ""
 
     @property
     def presenter(self) -> Presenter:
@@ -74,7 +78,7 @@ class DiscordFrontend:
                 "Check the network, or discord.api_base_url if you use a proxy."
             ) from None
         self._gateway = asyncio.create_task(self._client.connect(), name="discord-gateway")
-        self._gateway.add_done_callback(_log_gateway_end)
+        self._gateway.add_done_callback(self._gateway_ended)
         ready = asyncio.create_task(self._client.wait_until_ready())
         done, _ = await asyncio.wait(
             {self._gateway, ready}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
@@ -90,8 +94,13 @@ class DiscordFrontend:
         user = self._client.user
         log.info("discord: connected as %s (id %s)", user, None if user is None else user.id)
 
+    async def fatal_error(self) -> str:
+        await self._fatal.wait()
+        return self._fatal_reason
+
     async def stop(self) -> None:
         """Let answers in progress finish (bounded), then close the gateway and HTTP session."""
+        self._stopping = True
         await self._handlers.drain(STOP_TIMEOUT_S)
         await self._presenter.close()
         await self._client.close()
@@ -99,6 +108,32 @@ class DiscordFrontend:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._gateway, STOP_TIMEOUT_S)
             self._gateway = None
+
+    def _gateway_ended(self, task: asyncio.Task[None]) -> None:
+        # discord.py reconnects by itself after network trouble; the gateway task ends only on errors
+        # that need a person (a token revoked while running, intents refused), and then nothing else
+        # would notice: the process would stay up, deaf.
+        if self._stopping or self._fatal.is_set():
+            return
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, ConnectionClosed) and error.code == 4004:
+            reason = (
+                "Discord closed the gateway: authentication failed (4004), the bot token was revoked or "
+                "reset. Set the new token in discord.token or MAJICBOT_DISCORD_TOKEN, then restart."
+            )
+        elif isinstance(error, discord.LoginFailure):
+            reason = (
+                "Discord rejected the bot token. Check discord.token or MAJICBOT_DISCORD_TOKEN, then restart."
+            )
+        elif error is None:
+            reason = "the Discord gateway connection ended; restart majicbot."
+        else:
+            reason = (
+                f"the Discord gateway connection ended ({type(error).__name__}: {error}); "
+                "check the token and network, then restart majicbot."
+            )
+        self._fatal_reason = reason
+        self._fatal.set()
 
     async def _setup(self, client: MajicClient) -> None:
         """Runs inside login, before the gateway: register buttons and commands, then sync commands."""
@@ -116,14 +151,3 @@ class DiscordFrontend:
         else:
             synced = await tree.sync()
             log.info("discord: synced %d commands globally", len(synced))
-
-
-def _log_gateway_end(task: asyncio.Task[None]) -> None:
-    # discord.py reconnects by itself; it gives up only on errors that need a person (e.g. a token
-    # revoked while running), and nothing else would notice.
-    if not task.cancelled() and task.exception() is not None:
-        log.error(
-            "discord: the gateway connection ended (%s); commands are no longer received. "
-            "Check the token and network, then restart majicbot.",
-            task.exception(),
-        )

@@ -88,6 +88,8 @@ class MemoryFrontend:
         self._presenter = RecordingPresenter(platform=platform)
         self.started = False
         self.stopped = False
+        self._fatal = asyncio.Event()
+        self._fatal_reason = ""
 
     @property
     def presenter(self) -> RecordingPresenter:
@@ -98,3 +100,12 @@ class MemoryFrontend:
 
     async def stop(self) -> None:
         self.stopped = True
+
+    def fail(self, reason: str) -> None:
+        """The platform ends this adapter for good (as a revoked token would)."""
+        self._fatal_reason = reason
+        self._fatal.set()
+
+    async def fatal_error(self) -> str:
+        await self._fatal.wait()
+        return self._fatal_reason
