@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 
 from bot import texts
 from bot.command_parser import ImagineArgs, check_args, check_job_id, check_seed
-from bot.errors import NotAllowed, NothingToDo, QuotaExceeded
+from bot.errors import NotAllowed, NothingToDo, QuotaExceeded, Unavailable
 from bot.request_rules import random_seed, resolve_request
 from bot.settings import LimitsSettings
 from engine.eta import StepTimes, estimate
 from engine.settings import EngineSettings
+from storage.errors import StorageBusy, StorageFull
 from storage.images import ImageStore
 from storage.jobs import ImageRequest, Job, JobStatus, NewJob, Requester
 from storage.queue import ActiveLimitReached, JobNotFound, JobQueue
@@ -150,7 +151,13 @@ class BotService:
                 raise NotAllowed(f"Job #{job_id} is not yours; only its owner or an admin can cancel it.")
             if target.is_final:
                 raise NothingToDo(f"Job #{job_id} has already {_finished_phrase(target)}; nothing to cancel.")
-        cancelled = await self._queue.cancel(target.id)
+        try:
+            cancelled = await self._queue.cancel(target.id)
+        except StorageFull:
+            logger.error("the database has no space left: a cancel was refused; free disk space")
+            raise Unavailable(texts.STORAGE_FULL_CANCEL) from None
+        except StorageBusy:
+            raise Unavailable(texts.STORAGE_BUSY) from None
         if cancelled.status is not JobStatus.CANCELLED:
             # It finished between reading and cancelling: cancel leaves final jobs as they are.
             raise NothingToDo(
@@ -249,6 +256,12 @@ class BotService:
             result = await self._queue.enqueue(new_job)
         except ActiveLimitReached as full:
             raise QuotaExceeded(texts.quota_text(full.limit, full.active)) from None
+        except StorageFull:
+            logger.error("the database has no space left: a command was refused; free disk space")
+            raise Unavailable(texts.STORAGE_FULL) from None
+        except StorageBusy:
+            logger.warning("the database stayed locked past the busy timeout: a command was refused")
+            raise Unavailable(texts.STORAGE_BUSY) from None
         job = result.job
         if result.created:
             logger.info(

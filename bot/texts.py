@@ -228,6 +228,17 @@ def queue_text(overview: QueueOverview) -> str:
     return "\n".join(lines)
 
 
+STORAGE_FULL = (
+    "I cannot take new pictures right now: the bot's server has run out of disk space, so nothing was "
+    "queued. The bot's operator needs to free some space; your finished pictures are safe."
+)
+STORAGE_FULL_CANCEL = (
+    "I cannot cancel anything right now: the bot's server has run out of disk space. "
+    "The bot's operator needs to free some space."
+)
+STORAGE_BUSY = "My database is busy right now, so nothing was queued. Send the command again in a minute."
+
+
 def not_allowed_text() -> str:
     """The one polite line for someone outside the allowlists."""
     return "Sorry, this bot is not available to you here."

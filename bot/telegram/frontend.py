@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from telegram import Update
 from telegram.error import InvalidToken, TelegramError
-from telegram.ext import AIORateLimiter, ApplicationBuilder
+from telegram.ext import ApplicationBuilder
 
 from bot.delivery import Presenter
 from bot.frontend import FrontendStartError
@@ -23,11 +23,10 @@ from bot.settings import LimitsSettings, TelegramSettings
 from bot.telegram.access import AccessPolicy
 from bot.telegram.handlers import COMMANDS, TelegramApp, TelegramHandlers
 from bot.telegram.presenter import TelegramPresenter
+from bot.telegram.rate_limiter import PriorityRateLimiter
 
 logger = logging.getLogger(__name__)
 
-# A RetryAfter (429) is waited out and the call repeated, so flood control delays but loses nothing.
-RATE_LIMIT_RETRIES = 5
 ALLOWED_UPDATES = (Update.MESSAGE, Update.CALLBACK_QUERY)
 # PTB names its polling task; it ends only when told to, or on an error PTB will not retry (InvalidToken).
 _POLLING_TASK_NAME = "Updater:start_polling:polling_task"
@@ -54,7 +53,7 @@ class TelegramFrontend:
             .token(token)
             .base_url(settings.base_url)
             .base_file_url(settings.base_file_url)
-            .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+            .rate_limiter(PriorityRateLimiter())
             .concurrent_updates(True)
             .build()
         )

@@ -8,10 +8,12 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from typing import Any
 
-from telegram import Bot, Message, ReplyParameters
+from telegram import Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.ext import ExtBot
 
 from bot import texts
 from bot.errors import UserFacingError
@@ -19,6 +21,7 @@ from bot.image_fallback import jpeg_under
 from bot.service import BotService
 from bot.settings import TelegramSettings
 from bot.telegram import keyboards
+from bot.telegram.rate_limiter import Priority, ProgressDropped
 from storage.jobs import Job, JobStatus, Platform
 
 logger = logging.getLogger(__name__)
@@ -36,7 +39,7 @@ class TelegramPresenter:
 
     platform = Platform.TELEGRAM
 
-    def __init__(self, bot: Bot, service: BotService, settings: TelegramSettings) -> None:
+    def __init__(self, bot: ExtBot[Any], service: BotService, settings: TelegramSettings) -> None:
         self._bot = bot
         self._service = service
         self._settings = settings
@@ -107,7 +110,9 @@ class TelegramPresenter:
             try:
                 sent = await self._send_image(job, await self._service.image_bytes(job))
             except UserFacingError as error:  # the file is gone: say so rather than retry forever
-                sent = await self._bot.send_message(_chat_id(job), str(error))
+                sent = await self._bot.send_message(
+                    _chat_id(job), str(error), rate_limit_args=Priority.RESULT
+                )
         except Forbidden as error:
             self._unreachable(job, error)
             return None
@@ -124,7 +129,9 @@ class TelegramPresenter:
     async def report_ready_later(self, job: Job) -> None:
         self._require_started()
         self._forget(job)
-        await self._bot.send_message(_chat_id(job), texts.ready_later_text(job))
+        await self._bot.send_message(
+            _chat_id(job), texts.ready_later_text(job), rate_limit_args=Priority.RESULT
+        )
 
     async def report_failure(self, job: Job) -> None:
         self._require_started()
@@ -136,13 +143,19 @@ class TelegramPresenter:
             if message_id is not None:
                 try:
                     await self._bot.edit_message_text(
-                        text, chat_id=_chat_id(job), message_id=message_id, reply_markup=markup
+                        text,
+                        chat_id=_chat_id(job),
+                        message_id=message_id,
+                        reply_markup=markup,
+                        rate_limit_args=Priority.RESULT,
                     )
                     self._forget(job)
                     return
                 except BadRequest as error:  # e.g. the user deleted the status message
                     logger.info("job=%s could not edit its status message: %s", job.id, error)
-            await self._bot.send_message(_chat_id(job), text, reply_markup=markup)
+            await self._bot.send_message(
+                _chat_id(job), text, reply_markup=markup, rate_limit_args=Priority.RESULT
+            )
         except Forbidden as error:
             self._unreachable(job, error)
             return
@@ -155,18 +168,24 @@ class TelegramPresenter:
         if message_id is not None:
             try:
                 await self._bot.edit_message_text(
-                    texts.cancelled_text(job), chat_id=_chat_id(job), message_id=message_id
+                    texts.cancelled_text(job),
+                    chat_id=_chat_id(job),
+                    message_id=message_id,
+                    rate_limit_args=Priority.RESULT,
                 )
             except TelegramError as error:  # deleted, or the bot was blocked: nothing left to tidy
                 logger.info("job=%s could not edit its status message: %s", job.id, error)
         self._forget(job)
 
     async def post_image(self, job: Job, *, reply_to: int | None = None) -> Message:
-        """Post a done job's picture with its caption and buttons (for /show)."""
-        return await self._send_image(job, await self._service.image_bytes(job), reply_to=reply_to)
+        """Post a done job's picture with its caption and buttons (for /show: a reply)."""
+        png = await self._service.image_bytes(job)
+        return await self._send_image(job, png, reply_to=reply_to, priority=Priority.REPLY)
 
     # -- internals ------------------------------------------------------------------------------
-    async def _send_image(self, job: Job, png: bytes, *, reply_to: int | None = None) -> Message:
+    async def _send_image(
+        self, job: Job, png: bytes, *, reply_to: int | None = None, priority: Priority = Priority.RESULT
+    ) -> Message:
         chat_id = _chat_id(job)
         caption = texts.caption(job, MAX_CAPTION)
         markup = keyboards.result_keyboard(job)
@@ -186,6 +205,7 @@ class TelegramPresenter:
                     caption=caption,
                     reply_markup=markup,
                     reply_parameters=_reply_parameters(reply_to),
+                    rate_limit_args=priority,
                 )
             except BadRequest as error:
                 logger.warning("job=%s Telegram refused the photo (%s); sending a document", job.id, error)
@@ -196,6 +216,7 @@ class TelegramPresenter:
             caption=caption,
             reply_markup=markup,
             reply_parameters=_reply_parameters(reply_to),
+            rate_limit_args=priority,
         )
 
     async def _finalise_status(self, job: Job, *, delete: bool) -> None:
@@ -265,7 +286,11 @@ class TelegramPresenter:
         self._last_text[job.id] = text
         self._last_edit[job.id] = time.monotonic()
         try:
-            await self._bot.edit_message_text(text, chat_id=_chat_id(job), message_id=message_id)
+            await self._bot.edit_message_text(
+                text, chat_id=_chat_id(job), message_id=message_id, rate_limit_args=Priority.PROGRESS
+            )
+        except ProgressDropped:
+            self._last_text.pop(job.id, None)  # not shown: the next change is worth sending
         except TelegramError as error:
             # A user may delete the status message; progress is a courtesy, the photo still comes.
             logger.info("job=%s could not edit its status message: %s", job.id, error)
