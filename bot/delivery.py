@@ -8,8 +8,8 @@ delivers again after restart rather than never.
 Each pass reads the active jobs (running, and queued in fair order) and the final, undelivered jobs of
 the platforms that have a presenter here. A job whose status, step or queue position differs from what
 was last shown goes to `show_progress`; a final one to `deliver`, `report_failure` or
-`report_cancelled`, then `mark_delivered`, then `clean_up`. Platforms are served side by side, so a slow
-upload to one does not hold back the other.
+`report_cancelled`, then `mark_delivered`, then `clean_up`. Chats are served side by side, so a slow
+upload or a group waiting out its flood limit does not hold back the others.
 
 Posting and cleaning up are separate steps with separate timeouts: once a post succeeded it is
 remembered (and recorded), so a cleanup that fails or hangs (say, deleting the status message) never
@@ -26,6 +26,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -116,32 +117,48 @@ class DeliveryLoop:
         self._retries: dict[int, _Retry] = {}
         # Posted but not yet recorded (the database write failed): record again, never post again.
         self._posted: dict[int, str | None] = {}
+        # Chats whose calls from an earlier pass are still running (each chat is served in order).
+        self._busy: dict[tuple[Platform, str], asyncio.Task[None]] = {}
+        self._chat_freed = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self._presenters:
             logger.warning("delivery loop has no presenters; nothing to deliver")
             return
         logger.info("delivery loop started for %s", ", ".join(sorted(self._presenters)))
-        while not stop.is_set():
-            # Listen before reading, so an update written during the pass wakes the next one at once.
-            woken = asyncio.ensure_future(self._signals.wait(Topic.UPDATED, self._poll_interval_s))
-            stopped = asyncio.ensure_future(stop.wait())
-            try:
+        try:
+            while not stop.is_set():
+                # Listen before reading, so an update written during the pass wakes the next one at once.
+                self._chat_freed.clear()
+                woken = asyncio.ensure_future(self._signals.wait(Topic.UPDATED, self._poll_interval_s))
+                freed = asyncio.ensure_future(self._chat_freed.wait())
+                stopped = asyncio.ensure_future(stop.wait())
                 try:
-                    await self.run_once()
-                except Exception:
-                    # A database hiccup must not end delivery: the next pass reads everything again.
-                    logger.exception("delivery pass failed; trying again in %.1f s", self._poll_interval_s)
-                await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (woken, stopped):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                    try:
+                        await self._start_pass()
+                    except Exception:
+                        # A database hiccup must not end delivery: the next pass reads everything again.
+                        logger.exception(
+                            "delivery pass failed; trying again in %.1f s", self._poll_interval_s
+                        )
+                    await asyncio.wait({woken, freed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (woken, freed, stopped):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+        finally:
+            await self._finish_busy_chats()
         logger.info("delivery loop stopped")
 
     async def run_once(self) -> None:
-        """One pass: outcomes for final undelivered jobs, then progress for active ones."""
+        """One pass: outcomes for final undelivered jobs, then progress for active ones; returns once
+        every call it started has ended."""
+        await asyncio.gather(*await self._start_pass())
+
+    async def _start_pass(self) -> list[asyncio.Task[None]]:
+        """Read what changed and start serving each chat that is not still busy from an earlier pass
+        (a group waiting out its flood limit); returns the started tasks."""
         platforms = tuple(self._presenters)
         running = tuple(await self._queue.running())
         queued = tuple(await self._queue.queued_in_fair_order())
@@ -149,23 +166,23 @@ class DeliveryLoop:
         times = StepTimes.from_jobs(await self._queue.recent_step_times())
         now = datetime.now(UTC)
 
-        # Per platform, finished jobs go first: a picture matters more than a position update, and
-        # a rate-limited platform should spend its budget on it.
-        calls: dict[Platform, list[_Call]] = {platform: [] for platform in platforms}
+        # Per chat, finished jobs go first: a picture matters more than a position update, and
+        # a rate-limited chat should spend its budget on it.
+        calls: dict[tuple[Platform, str], list[_Call]] = defaultdict(list)
         for job in pending:
-            if self._due(job.id):
-                calls[job.requester.platform].append(functools.partial(self._finish, job))
+            if self._due(job.id) and _chat_of(job) not in self._busy:
+                calls[_chat_of(job)].append(functools.partial(self._finish, job))
         active = [(job, 0) for job in running] + [(job, index + 1) for index, job in enumerate(queued)]
         for job, position in active:
             presenter = self._presenters.get(job.requester.platform)
             shown = _Shown(job.status, job.progress_step, position)
-            if presenter is None or self._shown.get(job.id) == shown:
+            if presenter is None or self._shown.get(job.id) == shown or _chat_of(job) in self._busy:
                 continue
             # Recorded before the call: a failed edit is retried by the next change, not every pass.
             self._shown[job.id] = shown
             ahead = queued[: position - 1] if position else ()
             eta_s = estimate(job, ahead, running, times, now=now)
-            calls[presenter.platform].append(functools.partial(self._show, presenter, job, eta_s))
+            calls[_chat_of(job)].append(functools.partial(self._show, presenter, job, eta_s))
 
         # Forget jobs that are neither active nor waiting for delivery (e.g. another host delivered).
         active_ids = {job.id for job, _ in active}
@@ -173,13 +190,33 @@ class DeliveryLoop:
         self._shown = {job_id: shown for job_id, shown in self._shown.items() if job_id in active_ids}
         self._retries = {job_id: retry for job_id, retry in self._retries.items() if job_id in pending_ids}
 
-        await asyncio.gather(
-            *(self._serve(platform_calls) for platform_calls in calls.values() if platform_calls)
-        )
+        started: list[asyncio.Task[None]] = []
+        for chat, chat_calls in calls.items():
+            task = asyncio.create_task(self._serve(chat_calls), name=f"delivery {chat[0]}:{chat[1]}")
+            self._busy[chat] = task
+            task.add_done_callback(functools.partial(self._chat_done, chat))
+            started.append(task)
+        return started
+
+    def _chat_done(self, chat: tuple[Platform, str], task: asyncio.Task[None]) -> None:
+        if self._busy.get(chat) is task:
+            del self._busy[chat]
+        self._chat_freed.set()  # what arrived for this chat meanwhile is served by the next pass
+
+    async def _finish_busy_chats(self) -> None:
+        """On stop: let calls in flight end (a few seconds at most), then cancel the rest."""
+        busy = set(self._busy.values())
+        if not busy:
+            return
+        _, late = await asyncio.wait(busy, timeout=min(self._call_timeout_s, 5.0))
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     # -- the parts of a pass -------------------------------------------------------------------
     async def _serve(self, calls: list[_Call]) -> None:
-        # One platform's calls in order (oldest job first), so its rate limits see a steady stream.
+        # One chat's calls in order (outcomes first, oldest job first); chats are served side by side,
+        # so a group waiting out its flood limit holds up nobody else.
         for call in calls:
             await call()
 
@@ -265,3 +302,7 @@ class DeliveryLoop:
     def _due(self, job_id: int) -> bool:
         retry = self._retries.get(job_id)
         return retry is None or time.monotonic() >= retry.not_before
+
+
+def _chat_of(job: Job) -> tuple[Platform, str]:
+    return job.requester.platform, job.requester.chat_id

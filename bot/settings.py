@@ -98,6 +98,12 @@ class TelegramSettings(BaseModel):
     webhook_secret: SecretStr | None = None
     progress_interval_private_s: float = Field(default=1.0, ge=0.5)
     progress_interval_group_s: float = Field(default=3.0, ge=3.0)
+    group_reply_batch_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=5,
+        description="In groups, answers to commands arriving within this many seconds share one message.",
+    )
 
     @model_validator(mode="after")
     def _webhook_complete(self) -> TelegramSettings:

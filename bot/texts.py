@@ -84,6 +84,11 @@ def queued_text(queued: Queued) -> str:
     return f"{lead} {_standing(queued)}."
 
 
+def queued_batch_text(batch: Sequence[Queued]) -> str:
+    """One reply to several commands in a busy group: a line per job, with whose it is."""
+    return "\n".join(f"{queued.job.requester.user_name}: {queued_text(queued)}" for queued in batch)
+
+
 def _standing(queued: Queued) -> str:
     if queued.position == 0:
         return f"is running{eta_phrase(queued.eta_s)}"

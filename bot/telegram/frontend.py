@@ -21,6 +21,7 @@ from bot.log_setup import SecretRedactor
 from bot.service import BotService
 from bot.settings import LimitsSettings, TelegramSettings
 from bot.telegram.access import AccessPolicy
+from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.handlers import COMMANDS, TelegramApp, TelegramHandlers
 from bot.telegram.presenter import TelegramPresenter
 from bot.telegram.rate_limiter import PriorityRateLimiter
@@ -61,9 +62,10 @@ class TelegramFrontend:
         self._stopping = False
         self._fatal = asyncio.Event()
         self._fatal_reason = ""
-        TelegramHandlers(service, limits, AccessPolicy.from_settings(settings), self._presenter).register(
-            self._app
-        )
+        self._acks = Acknowledger(self._app.bot, self._presenter, batch_s=settings.group_reply_batch_s)
+        TelegramHandlers(
+            service, limits, AccessPolicy.from_settings(settings), self._presenter, self._acks
+        ).register(self._app)
 
     @property
     def presenter(self) -> Presenter:
@@ -103,6 +105,7 @@ class TelegramFrontend:
     async def stop(self) -> None:
         """Stop receiving updates, let in-flight handlers finish, close connections."""
         self._stopping = True
+        await self._acks.close()
         await self._presenter.close()
         await self._shutdown()
         for guarded in self._guarded_loggers:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegram import BotCommand, CallbackQuery, Message, ReplyParameters, Update
-from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     Application,
@@ -27,6 +26,7 @@ from bot.service import BotService, Queued
 from bot.settings import LimitsSettings
 from bot.telegram import keyboards
 from bot.telegram.access import AccessPolicy
+from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.keyboards import Action, ButtonPress
 from bot.telegram.presenter import TelegramPresenter
 from storage.jobs import JobStatus, Platform, Requester
@@ -71,11 +71,13 @@ class TelegramHandlers:
         limits: LimitsSettings,
         access: AccessPolicy,
         presenter: TelegramPresenter,
+        acks: Acknowledger,
     ) -> None:
         self._service = service
         self._limits = limits
         self._access = access
         self._presenter = presenter
+        self._acks = acks
 
     def register(self, app: TelegramApp) -> None:
         app.add_handler(CommandHandler("imagine", self.imagine, filters=_NEW_MESSAGES))
@@ -267,20 +269,19 @@ class TelegramHandlers:
         await self._post_status(message, queued)
 
     async def _post_status(self, reply_to: Message, queued: Queued) -> None:
-        """Answer at once with the queue position and ETA; this message then shows progress."""
-        text = texts.queued_text(queued)
-        status = await reply_to.get_bot().send_message(
-            reply_to.chat_id, text, reply_parameters=_reply_parameters(reply_to)
-        )
+        """Answer at once with the queue position and ETA (see bot/telegram/acknowledgements.py)."""
         logger.info("job=%s queued from telegram chat %s", queued.job.id, reply_to.chat_id)
-        await self._presenter.attach_status(queued.job, status.message_id, text)
-        await reply_to.get_bot().send_chat_action(reply_to.chat_id, ChatAction.UPLOAD_PHOTO)
+        await self._acks.acknowledge(reply_to, queued)
 
     async def _post_status_in(self, update: Update, queued: Queued) -> None:
         chat = update.effective_chat
         assert chat is not None
         text = texts.queued_text(queued)
-        status = await chat.send_message(text)
+        try:
+            status = await chat.send_message(text)
+        except TelegramError as error:  # queued all the same: never invite a second press
+            logger.warning("job=%s queued, but the answer was not sent: %s", queued.job.id, error)
+            return
         await self._presenter.attach_status(queued.job, status.message_id, text)
 
     async def _admit_message(self, update: Update) -> tuple[Message | None, Caller | None]:

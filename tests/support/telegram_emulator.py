@@ -12,6 +12,7 @@ import asyncio
 import io
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ class TelegramEmulator:
         self._server_errors: dict[str, list[int]] = {}
         self._outage_status: int | None = None
         self._poll_generation = 0
+        self._group_limit: tuple[int, float] | None = None
+        self._group_sends: dict[int, list[float]] = {}
         self._polls_waiting = 0
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -169,6 +172,11 @@ class TelegramEmulator:
         async with self._changed:
             self._poll_generation += 1
             self._changed.notify_all()
+
+    def limit_groups(self, messages: int = 20, period_s: float = 60.0) -> None:
+        """Enforce Telegram's group flood limit: more than `messages` posts or edits in a group within
+        `period_s` get 429 with retry_after (deletes, chat actions and callback answers do not count)."""
+        self._group_limit = (messages, period_s)
 
     def revoke_token(self) -> None:
         """The bot's token was revoked: from now on every call is 401 Unauthorized."""
@@ -289,6 +297,15 @@ class TelegramEmulator:
                 "parameters": {"retry_after": retry_after},
             }
             return await self._record(call, 429, body)
+        flooded = self._flood_wait(method, params)
+        if flooded is not None:
+            body = {
+                "ok": False,
+                "error_code": 429,
+                "description": f"Too Many Requests: retry after {flooded}",
+                "parameters": {"retry_after": flooded},
+            }
+            return await self._record(call, 429, body)
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
             body = {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
@@ -299,6 +316,22 @@ class TelegramEmulator:
             body = {"ok": False, "error_code": 400, "description": f"Bad Request: {error}"}
             return await self._record(call, 400, body)
         return await self._record(call, 200, {"ok": True, "result": result})
+
+    def _flood_wait(self, method: str, params: dict[str, str]) -> int | None:
+        """Seconds to wait if this call would go over the group limit; else None (and it counts)."""
+        if self._group_limit is None or method not in _FLOOD_COUNTED or "chat_id" not in params:
+            return None
+        chat_id = int(params["chat_id"])
+        if chat_id >= 0:
+            return None
+        limit, period_s = self._group_limit
+        now = time.monotonic()
+        sent = [at for at in self._group_sends.get(chat_id, []) if at > now - period_s]
+        if len(sent) >= limit:
+            self._group_sends[chat_id] = sent
+            return max(1, math.ceil(sent[0] + period_s - now))
+        self._group_sends[chat_id] = [*sent, now]
+        return None
 
     async def _record(self, call: Call, status: int, body: JsonObject) -> web.Response:
         call.status = status
@@ -442,6 +475,9 @@ class TelegramEmulator:
         if "caption" in call.params:
             content["caption"] = call.params["caption"]
         return self._bot_message(call, **content)
+
+
+_FLOOD_COUNTED = frozenset({"sendMessage", "sendPhoto", "sendDocument", "editMessageText"})
 
 
 class _ApiError(Exception):
