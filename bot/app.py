@@ -29,6 +29,7 @@ from bot.service import BotService
 from storage.database import Database
 from storage.images import ImageStore
 from storage.queue import JobQueue
+from storage.retention import ImageRetention
 from storage.signals import LocalSignals
 
 if TYPE_CHECKING:
@@ -135,6 +136,14 @@ class Application:
         self._queue = JobQueue(database, self._signals, max_attempts=config.storage.max_attempts)
         self._images = ImageStore(config.storage.data_dir)
         self._service = BotService(self._queue, self._images, config.limits, config.engine)
+        if config.storage.keep_images_days is not None:
+            retention = ImageRetention(
+                self._queue,
+                self._images,
+                keep_days=config.storage.keep_images_days,
+                interval_s=config.storage.image_cleanup_interval_s,
+            )
+            self._spawn("image retention", retention.run(self._inner_stop))
         if self._with_engine:
             await self._start_engine()
         if self._with_chat:

@@ -33,6 +33,10 @@ class ImageStore:
         """Read a stored image off the event loop."""
         return await asyncio.to_thread(Path(path).read_bytes)
 
+    async def delete(self, path: str) -> None:
+        """Remove a stored image off the event loop; one already gone is fine."""
+        await asyncio.to_thread(Path(path).unlink, missing_ok=True)
+
 
 def _write_atomically(path: Path, data: bytes) -> StoredImage:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -331,6 +331,33 @@ class JobQueue:
             logger.warning("requeued job=%s (attempt %d failed): %s", row.id, row.attempts, reason)
         return _to_job(row)
 
+    async def images_to_expire(self, finished_before: datetime, limit: int = 500) -> Sequence[Job]:
+        """Done and delivered jobs finished before `finished_before` that still have an image, oldest
+        first. Jobs not delivered yet are never listed: their picture still has to be posted."""
+        return await self._select(
+            select(JobRow)
+            .where(
+                JobRow.status == JobStatus.DONE.value,
+                JobRow.result_path.is_not(None),
+                JobRow.delivered_at.is_not(None),
+                JobRow.finished_at < finished_before,
+            )
+            .order_by(JobRow.finished_at, JobRow.id)
+            .limit(limit)
+        )
+
+    async def forget_images(self, job_ids: Sequence[int]) -> None:
+        """Clear the image data (path and sha256) of these jobs once their files are deleted; a job's
+        buttons then say its picture expired."""
+        if not job_ids:
+            return
+        async with self._db.write() as session:
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(list(job_ids)), JobRow.delivered_at.is_not(None))
+                .values(result_path=None, result_sha256=None)
+            )
+
     # -- reading -------------------------------------------------------------------------------
     async def get(self, job_id: int) -> Job:
         """The job with this id; raises JobNotFound."""

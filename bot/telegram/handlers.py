@@ -228,8 +228,8 @@ class TelegramHandlers:
         if job.status is not JobStatus.DONE:
             await query.answer(f"Job #{job.id} has no image.", show_alert=True)
             return
+        png = await self._service.image_bytes(job)  # says so if the picture expired
         await query.answer("Sending the original PNG…")
-        png = await self._service.image_bytes(job)
         await chat.send_document(
             document=io.BytesIO(png),
             filename=f"majicbot-{job.id}-{job.request.seed}.png",
