@@ -20,7 +20,7 @@ from bot.command_parser import ASPECT_RATIOS, MAX_JOB_ID, MAX_SEED, parse_imagin
 from bot.discord.access import Access
 from bot.discord.presenter import NO_MENTIONS, DiscordPresenter
 from bot.errors import UserFacingError
-from bot.service import BotService
+from bot.service import BotService, Queued
 from bot.settings import LimitsSettings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class DiscordHandlers:
                 self._access.requester(interaction), args, is_admin=self._is_admin(interaction)
             )
             log.info("job=%s queued from Discord by user %s", queued.job.id, interaction.user.id)
-            await self._presenter.open(interaction, queued)
+            await self._show_queued(interaction, queued)
 
         await self._answer(interaction, work)
 
@@ -81,7 +81,7 @@ class DiscordHandlers:
                 job_id=job,
                 is_admin=self._is_admin(interaction),
             )
-            await self._presenter.open(interaction, queued)
+            await self._show_queued(interaction, queued)
 
         await self._answer(interaction, work)
 
@@ -132,7 +132,7 @@ class DiscordHandlers:
                 from_button=True,
                 is_admin=self._is_admin(interaction),
             )
-            await self._presenter.open(interaction, queued)
+            await self._show_queued(interaction, queued)
 
         await self._answer(interaction, work)
 
@@ -147,7 +147,7 @@ class DiscordHandlers:
                 from_button=True,
                 is_admin=self._is_admin(interaction),
             )
-            await self._presenter.open(interaction, queued)
+            await self._show_queued(interaction, queued)
 
         await self._answer(interaction, work)
 
@@ -180,6 +180,14 @@ class DiscordHandlers:
         """Let answers already being written finish (bounded), on shutdown."""
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=within_s)
+
+    async def _show_queued(self, interaction: discord.Interaction, queued: Queued) -> None:
+        """The job is queued whatever happens here: a failure to say so must never end in the generic
+        "try again" (that would queue a second job); the picture is posted when done either way."""
+        try:
+            await self._presenter.open(interaction, queued)
+        except Exception:
+            log.exception("job=%s is queued, but its status line could not be shown", queued.job.id)
 
     def _is_admin(self, interaction: discord.Interaction) -> bool:
         return self._access.is_admin(interaction.user.id)

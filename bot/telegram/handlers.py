@@ -204,10 +204,15 @@ class TelegramHandlers:
         queued = await self._service.reroll(
             caller.requester, seed=seed, job_id=press.job_id, from_button=True, is_admin=caller.is_admin
         )
-        if not queued.created:
-            await query.answer(f"Already queued as job #{queued.job.id}.")
-            return
-        await query.answer(f"Queued as job #{queued.job.id}.")
+        try:  # queued either way: a failed answer must not reach the "try again" error reply
+            if not queued.created:
+                await query.answer(f"Already queued as job #{queued.job.id}.")
+                return
+            await query.answer(f"Queued as job #{queued.job.id}.")
+        except TelegramError as error:
+            logger.warning("job=%s queued, but the button press was not answered: %s", queued.job.id, error)
+            if not queued.created:
+                return
         if isinstance(query.message, Message):
             await self._post_status(query.message, queued)
         else:
