@@ -231,6 +231,10 @@ class DeliveryLoop:
         presenter = self._presenters[job.requester.platform]
         self._shown.pop(job.id, None)
         if job.id not in self._posted:
+            # The pass read this job before this chat's previous calls ended, and they may have
+            # delivered it meanwhile: look again right before posting.
+            if (await self._queue.get(job.id)).delivered_at is not None:
+                return
             try:
                 async with asyncio.timeout(self._call_timeout_s):
                     self._posted[job.id] = await self._post_outcome(presenter, job)
