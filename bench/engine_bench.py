@@ -1,22 +1,24 @@
-"""GPU benchmark of the engine (issues 3 and 6): one table, every configuration in a fresh process.
+"""GPU benchmark of the engine on the cards it is for: one table, every configuration in a fresh process.
 
-    python bench/engine_bench.py --model-dir /tmp/models --out results.jsonl
+    python bench/engine_bench.py --model-dir /tmp/models --cards 12,8,6 --out results.jsonl
 
-Configurations (1024x1024, 20 steps unless told otherwise; budgets enforced with
-torch.cuda.set_per_process_memory_fraction):
-  ref-bf16      DiffSynth, everything resident in bf16 (the reference time)
-  ours-N        our backend (engine.diffsynth_backend) with engine.vram_budget_gib = N ("nocap": unset)
-  compiled-N    ours-N, with the torch.compile'd float8 quantisation among the measured matmul modes
-  recipe-N      DiffSynth's official low-VRAM recipe with the process capped at N GiB, vram_limit N - 0.5;
-                it is slow, so it runs --recipe-steps steps and its 20-step time is extrapolated from
-                the measured per-step time (marked "~" in the table)
-  queue-N       the application's path: 3 jobs queued in a SQLite JobQueue before a ClaimLoop starts,
-                run back to back by the real WorkerSupervisor (worker process, our backend, budget N);
-                per job its seconds, and between jobs the GPU's idle time (worker clock) and the claim
-                loop's gap
-Each ref/ours/recipe process: load (timed), image 1 (prompt A: the first image), image 2 (prompt B, new
-seed: "s/image"), image 3 (prompt B again, same seed: a reroll; compared with image 2 pixel for pixel).
-The recipe makes one short image only.
+A card is simulated with bench/simulate_card.py (a copy of shared/tools/simulate_card.py): another process
+holds the rest of the GPU, so this process's CUDA context and every allocation count, as on a real card,
+and the figure "whole-card peak" is what that tool reports. 1024x1024, 20 steps unless said.
+
+Configurations (each a fresh process; `--parts` picks which run):
+  ref          DiffSynth's pipeline, everything resident in bf16, the whole GPU: the reference time, and the
+               reference image for PSNR (prompt B, seed 2)
+  card-N       the engine as a user runs it: the shipped config.example.toml's [engine] (no budget set), the
+               real WorkerSupervisor and worker process, on a simulated N GB card. Load (timed, from the
+               supervisor's start), image A (a first prompt: "first image" = load + A), image B (a new
+               prompt and seed: "s/image"), B again (a reroll: same pixels?), then --big x --big.
+  fp8-N, t5bf16-N   card-N with engine.matmul = "fp8", or engine.text_encoder_storage = "bf16" (parts
+               "fp8", "t5bf16", or "variants" for both; on the first card)
+  recipe-N     DiffSynth's own low-VRAM recipe (layer streaming, vram_limit = N - 2 GiB) on a simulated N GB
+               card, one whole 20-step image after loading (minutes)
+  generate-N   `majicbot generate` itself (the user's command) at --big x --big on a simulated N GB card
+PSNR: each configuration's image B against ref's, same synthetic weights, prompt and seed.
 """
 
 from __future__ import annotations
@@ -24,129 +26,86 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
+import math
 import os
-import resource
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
+STARTED = time.perf_counter()  # before any heavy import: "ready" counts from the process's start
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1024**3
 PROMPT_A = "a red fox in the snow, morning light, photograph"
 PROMPT_B = "portrait of an old fisherman, dramatic light, 85mm"
-PROMPT_C = "a lighthouse on a cliff at dusk, oil painting"
-QUEUE_WAIT_S = 150.0
 
 
-class _ClaimLoopLog(logging.Handler):
-    """Collects the claim loop's per-job measurements from its log lines (it keeps only the last)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gpu_idle_ms: dict[int, float] = {}
-        self.claim_gap_ms: dict[int, float] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        args: tuple[Any, ...] = record.args if isinstance(record.args, tuple) else ()
-        if len(args) != 2:
-            return
-        if "the GPU idled" in str(record.msg):
-            self.gpu_idle_ms[int(args[0])] = float(args[1])
-        elif "ms after the previous job" in str(record.msg):
-            self.claim_gap_ms[int(args[0])] = float(args[1])
+def _vm_hwm_gib(pid: int) -> float:
+    """Peak resident memory of a process (VmHWM: page-locked memory included)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / GIB
+    except OSError:
+        pass
+    return float("nan")
 
 
-async def _queue_run(
-    model_dir: Path, budget: float | None, size: int, steps: int, backend: str
-) -> dict[str, Any]:
-    """Three jobs through the queue, the claim loop and the worker process, as the application runs them."""
-    import tempfile
+def _save_png(image: Any, path: Path) -> None:
+    image.save(path)
 
-    from engine.claim_loop import ClaimLoop
+
+# -- children ------------------------------------------------------------------------------------
+async def _ours(args: argparse.Namespace) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT))
+    from PIL import Image
+
+    from engine.messages import GenerationRequest, LoadProgress
     from engine.settings import EngineSettings
     from engine.supervisor import WorkerSupervisor
-    from storage.database import Database
-    from storage.images import ImageStore
-    from storage.jobs import ImageRequest, NewJob, Platform, Requester
-    from storage.queue import JobQueue
-    from storage.signals import LocalSignals, Topic
 
-    tmp = Path(tempfile.mkdtemp(prefix="majicbot-bench-"))
-    db = Database(f"sqlite+aiosqlite:///{tmp / 'bench.db'}")
-    await db.upgrade()
-    signals = LocalSignals()
-    queue = JobQueue(db, signals, max_attempts=1)
-    settings = EngineSettings(backend=backend, model_dir=model_dir, device="cuda:0", vram_budget_gib=budget)
-    supervisor = WorkerSupervisor(settings)
-    result: dict[str, Any] = {}
+    shipped = tomllib.loads((ROOT / "config.example.toml").read_text())["engine"]
+    overrides = json.loads(args.overrides or "{}")
+    settings = EngineSettings(**{**shipped, "model_dir": str(args.model_dir), **overrides})
+    loads: list[LoadProgress] = []
+    supervisor = WorkerSupervisor(settings, on_load_progress=loads.append)
+    result: dict[str, Any] = {"overrides": overrides}
     started = time.perf_counter()
     ready = await supervisor.start()
-    result["load_s"] = time.perf_counter() - started  # spawn, imports, load
+    result["load_s"] = time.perf_counter() - started  # the worker's spawn, imports and loading
+    result["ready_s"] = time.perf_counter() - STARTED
     result["worker_load_s"] = ready.load_seconds
     result["strategy"] = ready.strategy
     result["gpu"] = ready.device_name
-    requester = Requester(
-        platform=Platform.TELEGRAM, chat_id="100", user_id="1", user_name="bench", guild_id=None
-    )
-    jobs = []
-    for n, prompt in enumerate((PROMPT_A, PROMPT_B, PROMPT_C), start=1):
-        request = ImageRequest(
-            prompt=prompt, seed=n, steps=steps, width=size, height=size, guidance=3.5, negative_prompt=""
-        )
-        jobs.append((await queue.enqueue(NewJob(requester=requester, request=request))).job)
-    watch = _ClaimLoopLog()
-    logging.getLogger("engine.claim_loop").addHandler(watch)
-    claim_loop = ClaimLoop(
-        queue, ImageStore(tmp / "data"), signals, supervisor, claimer="bench:1", poll_interval_s=0.5
-    )
-    stop = asyncio.Event()
-    started = time.perf_counter()
-    task = asyncio.get_running_loop().create_task(claim_loop.run(stop))
+    result["load_reports"] = len(loads)
+
+    async def make(prompt: str, seed: int, size: int, job: int) -> tuple[float, Any, float]:
+        request = GenerationRequest(prompt, "", seed, args.steps, size, size, 3.5)
+        t0 = time.perf_counter()
+        done = await supervisor.run(job, request)
+        seconds = time.perf_counter() - t0
+        image = Image.frombytes(done.image.mode, (done.image.width, done.image.height), done.image.pixels)
+        return seconds, image, done.step_seconds
+
     try:
-        async with asyncio.timeout(QUEUE_WAIT_S):
-            while not all([(await queue.get(j.id)).is_final for j in jobs]):
-                await signals.wait(Topic.UPDATED, 0.2)
-        result["all_jobs_s"] = time.perf_counter() - started
+        result["first_image_s"], _, _ = await make(PROMPT_A, 1, args.size, 1)
+        result["first_image_after_start_s"] = result["load_s"] + result["first_image_s"]
+        result["image_s"], image_b, result["step_s"] = await make(PROMPT_B, 2, args.size, 2)
+        result["reroll_s"], image_again, _ = await make(PROMPT_B, 2, args.size, 3)
+        result["identical_pixels"] = image_b.tobytes() == image_again.tobytes()
+        _save_png(image_b, args.work / f"{args.child}.png")
+        if args.big:
+            result["big_s"], big, _ = await make(PROMPT_A, 3, args.big, 4)
+            result["big_size"] = f"{big.width}x{big.height}"
+        result["worker_rss_peak_gib"] = _vm_hwm_gib(supervisor.pid or 0)
     finally:
-        stop.set()
-        await task
         await supervisor.stop()
-        await db.close()
-    done = [await queue.get(j.id) for j in jobs]
-    result["jobs"] = [
-        {
-            "job": j.id,
-            "status": j.status.value,
-            "seconds": j.duration_s,
-            "step_s": j.step_seconds,
-            "gpu_idle_before_ms": watch.gpu_idle_ms.get(j.id),
-            "claim_gap_before_ms": watch.claim_gap_ms.get(j.id),
-        }
-        for j in done
-    ]
-    result["last_gpu_idle_ms"] = (
-        None if claim_loop.last_gpu_idle_s is None else claim_loop.last_gpu_idle_s * 1000
-    )
-    result["last_gap_ms"] = None if claim_loop.last_gap_s is None else claim_loop.last_gap_s * 1000
-    idle = [v for v in watch.gpu_idle_ms.values()]
-    result["max_gpu_idle_ms"] = max(idle) if idle else None
-    result["all_done"] = all(j.status.value == "done" for j in done)
     return result
 
 
-def _cap(budget_gib: float | None) -> None:
-    import torch
-
-    if budget_gib is None:
-        return
-    total = torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, budget_gib * GIB / total), 0)
-
-
-def _diffsynth_pipe(model_dir: Path, recipe_limit_gib: float | None) -> Any:
+def _diffsynth_pipe(model_dir: Path, vram_limit_gib: float | None) -> Any:
     import torch
     from diffsynth.core import ModelConfig
     from diffsynth.pipelines.flux_image import FluxImagePipeline
@@ -155,10 +114,8 @@ def _diffsynth_pipe(model_dir: Path, recipe_limit_gib: float | None) -> Any:
     from models.registry import model_paths
 
     p = model_paths(model_dir)
-    if recipe_limit_gib is None:
-        vram: dict[str, Any] = {}
-    else:
-        # examples/flux/model_inference_low_vram in DiffSynth-Studio 2.x.
+    vram: dict[str, Any] = {}
+    if vram_limit_gib is not None:  # examples/flux/model_inference_low_vram in DiffSynth-Studio 2.x
         vram = {
             "offload_dtype": torch.float8_e4m3fn,
             "offload_device": "cpu",
@@ -181,227 +138,235 @@ def _diffsynth_pipe(model_dir: Path, recipe_limit_gib: float | None) -> Any:
         model_configs=configs,
         tokenizer_1_config=ModelConfig(path=str(p.tokenizer_clip)),
         tokenizer_2_config=ModelConfig(path=str(p.tokenizer_t5)),
-        vram_limit=recipe_limit_gib,
+        vram_limit=vram_limit_gib,
     )
 
 
-def child(args: argparse.Namespace) -> dict[str, Any]:
-    """Run one configuration in this (fresh) process; returns its figures."""
-    os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
+def _diffsynth(args: argparse.Namespace, vram_limit_gib: float | None) -> dict[str, Any]:
     import torch
 
-    name: str = args.child
-    kind, _, budget_text = name.partition("-")
-    budget = None if budget_text in ("", "nocap", "bf16") else float(budget_text)
-    result: dict[str, Any] = {"config": name, "budget_gib": budget}
-    size, steps = args.size, args.steps
-    run_steps = args.recipe_steps if kind == "recipe" else steps
-    step_times: list[float] = []
-
-    if kind == "queue":
-        # This process stays off the GPU, like the application's chat process: the worker owns it.
-        result.update(asyncio.run(_queue_run(args.model_dir, budget, size, steps, args.backend)))
-        return result
-    result["gpu"] = torch.cuda.get_device_name(0)
-    import numpy as np
-
+    result: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0)}
     t0 = time.perf_counter()
-    if kind in ("ours", "compiled"):
-        import engine.diffsynth_backend
-        from engine.diffsynth_backend import create_backend
-        from engine.messages import GenerationRequest
-        from engine.settings import EngineSettings
-
-        engine.diffsynth_backend.COMPILED_QUANTISATION = kind == "compiled"
-        settings = EngineSettings(model_dir=args.model_dir, device="cuda:0", vram_budget_gib=budget)
-        backend = create_backend(settings)
-
-        def make(prompt: str, seed: int) -> Any:
-            req = GenerationRequest(prompt, "", seed, run_steps, size, size, 3.5)
-            last = [time.perf_counter()]
-
-            def on_step(step: int, total: int) -> None:
-                now = time.perf_counter()
-                step_times.append(now - last[0])
-                last[0] = now
-
-            return backend.generate(req, on_step)
-
-        result["strategy"] = backend.describe()[1]
-        result["matmul"] = backend.matmul_choice.summary()
-        result["matmul_compile_s"] = backend.matmul_choice.compile_seconds
-        result["plan_peak_gib"] = backend.plan.peak_bytes / GIB
-        result["dit_streamed_gib_per_step"] = backend.plan.dit.streamed_bytes / GIB
-    else:
-        _cap(budget)
-        limit = None if kind == "ref" else budget - 0.5  # type: ignore[operator]
-        pipe = _diffsynth_pipe(args.model_dir, limit)
-
-        def make(prompt: str, seed: int) -> Any:
-            def bar(iterable: Any) -> Any:
-                last = time.perf_counter()
-                for item in iterable:
-                    yield item
-                    torch.cuda.synchronize()
-                    now = time.perf_counter()
-                    step_times.append(now - last)
-                    last = now
-
-            return pipe(
-                prompt=prompt,
-                seed=seed,
-                height=size,
-                width=size,
-                num_inference_steps=run_steps,
-                embedded_guidance=3.5,
-                rand_device="cpu",
-                progress_bar_cmd=bar,
-            )
-
-        result["strategy"] = (
-            "diffsynth bf16 resident" if kind == "ref" else f"diffsynth recipe vram_limit={limit}"
-        )
+    pipe = _diffsynth_pipe(args.model_dir, vram_limit_gib)
     torch.cuda.synchronize()
-    result["load_s"] = time.perf_counter() - t0
-    result["load_peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GIB
+    result["load_s"] = time.perf_counter() - t0  # DiffSynth's import and loading
+    result["ready_s"] = time.perf_counter() - STARTED  # from the process's start, torch's import included
 
-    def timed(prompt: str, seed: int) -> tuple[float, Any, list[float]]:
-        del step_times[:]
+    def make(prompt: str, seed: int, steps: int) -> tuple[float, Any]:
         torch.cuda.synchronize()
         start = time.perf_counter()
-        image = make(prompt, seed)
+        image = pipe(
+            prompt=prompt,
+            seed=seed,
+            height=args.size,
+            width=args.size,
+            num_inference_steps=steps,
+            embedded_guidance=3.5,
+            rand_device="cpu",
+        )
         torch.cuda.synchronize()
-        return time.perf_counter() - start, image, list(step_times)
+        return time.perf_counter() - start, image
 
-    if kind == "recipe":
-        # Minutes per image at full length: one short image is both the first and the measured one
-        # (the recipe re-uploads its weights on every call, so a warm-up changes little).
-        t_new, img_new, steps_new = timed(PROMPT_B, 2)
-        t_first = t_new
+    if vram_limit_gib is None:
+        result["strategy"] = "diffsynth, all resident, bf16"
+        result["first_image_s"], _ = make(PROMPT_A, 1, args.steps)
+        result["image_s"], image = make(PROMPT_B, 2, args.steps)
     else:
-        t_first, _, _ = timed(PROMPT_A, 1)
-        t_new, img_new, steps_new = timed(PROMPT_B, 2)
-    result["first_image_s"] = t_first
-    result["first_image_after_start_s"] = result["load_s"] + t_first
-    result["step_s_median"] = float(np.median(steps_new))
-    if kind == "recipe":
-        result["measured_steps"] = run_steps
-        result["measured_image_s"] = t_new
-        # Outside-the-loop time (text encoders, VAE, uploads) plus 20 steps at the measured rate.
-        result["image_s"] = t_new - sum(steps_new) + steps * result["step_s_median"]
-        result["extrapolated"] = True
-    else:
-        result["image_s"] = t_new
-        t_reroll, img_reroll, _ = timed(PROMPT_B, 2)
-        result["reroll_s"] = t_reroll
-        a, b = np.asarray(img_new), np.asarray(img_reroll)
-        result["identical_pixels"] = bool(a.shape == b.shape and (a == b).all())
-        result["image_mean"] = float(a.mean())
-    result["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GIB
-    result["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / GIB
-    result["peak_host_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
-    if budget is not None:
-        result["under_cap"] = result["peak_reserved_gib"] <= budget
+        # Minutes per image: one whole image (--recipe-steps; 20 for the figure of record), also the first.
+        result["strategy"] = f"diffsynth low-VRAM recipe, vram_limit {vram_limit_gib} GiB"
+        seconds, image = make(PROMPT_B, 2, args.recipe_steps)
+        result["first_image_s"] = seconds
+        result["recipe_steps"] = args.recipe_steps
+        if args.recipe_steps == args.steps:
+            result["image_s"] = seconds
+    result["first_image_after_start_s"] = result["load_s"] + result["first_image_s"]
+    _save_png(image, args.work / f"{args.child}.png")
+    result["rss_peak_gib"] = _vm_hwm_gib(os.getpid())
     return result
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    ref = next((r["image_s"] for r in rows if r.get("config") == "ref-bf16" and "image_s" in r), None)
-    by_budget = {}
-    for r in rows:
-        if r.get("config", "").startswith("recipe-") and "image_s" in r:
-            by_budget[r["budget_gib"]] = r["image_s"]
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    kind, _, card = args.child.partition("-")
+    if kind == "ref":
+        return _diffsynth(args, None)
+    if kind == "recipe":
+        return _diffsynth(args, float(card) - 2.0)
+    return asyncio.run(_ours(args))
+
+
+# -- parent --------------------------------------------------------------------------------------
+def _psnr(path: Path, ref: Path) -> float | None:
+    from PIL import Image, ImageChops, ImageStat
+
+    if not path.exists() or not ref.exists():
+        return None
+    a, b = Image.open(path).convert("RGB"), Image.open(ref).convert("RGB")
+    if a.size != b.size:
+        return None
+    mse = sum(v**2 for v in ImageStat.Stat(ImageChops.difference(a, b)).rms) / 3
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def _run(name: str, cmd: list[str], args: argparse.Namespace, card: float | None) -> dict[str, Any]:
+    figures = args.work / f"{name}.card.json"
+    if card is not None:
+        cmd = [
+            sys.executable,
+            str(ROOT / "bench" / "simulate_card.py"),
+            f"{card:g}",
+            "--json",
+            str(figures),
+            "--",
+            *cmd,
+        ]
+    print(f"== {name}: {' '.join(cmd[-8:])}", flush=True)
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        if proc.returncode == 0 and lines:
+            row: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+        elif proc.returncode == 0:
+            row = {}
+        else:
+            row = {"error": (proc.stderr[-1500:] or proc.stdout[-1500:])}
+        with (args.work / "children.log").open("a") as log:
+            log.write(
+                f"\n===== {name} rc={proc.returncode}\n{proc.stdout[-60_000:]}\n{proc.stderr[-60_000:]}"
+            )
+    except subprocess.TimeoutExpired:
+        row = {"error": f"timed out after {args.timeout} s"}
+    row["config"] = name
+    row["wall_s"] = time.perf_counter() - started
+    if card is not None and figures.exists():
+        sim = json.loads(figures.read_text())
+        row.update({"card_free_gib": sim["free_at_start_gib"], "card_peak_gib": sim["peak_used_gib"]})
+        row["headroom_gib"] = sim["headroom_gib"]
+    with Path(args.out).open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _child_cmd(
+    name: str, args: argparse.Namespace, overrides: dict[str, Any] | None = None, big: int = 0
+) -> list[str]:
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        name,
+        "--model-dir",
+        str(args.model_dir),
+        "--work",
+        str(args.work),
+        "--size",
+        str(args.size),
+        "--steps",
+        str(args.steps),
+        "--recipe-steps",
+        str(args.recipe_steps),
+        "--big",
+        str(big),
+        "--overrides",
+        json.dumps(overrides or {}),
+    ]
+
+
+def _table(rows: list[dict[str, Any]], work: Path) -> str:
+    ref = next((r for r in rows if r["config"] == "ref" and "image_s" in r), None)
+    ref_png = work / "ref.png"
+    recipe = {
+        r["config"].split("-")[1]: r for r in rows if r["config"].startswith("recipe-") and "load_s" in r
+    }
     head = (
-        f"{'config':<12}{'s/image':>9}{'x ref':>7}{'recipe s':>10}{'vs recipe':>10}{'peak res GiB':>13}"
-        f"{'load s':>8}{'1st img s':>10}{'reroll s':>9}{'host GiB':>9}  same pixels / strategy"
+        f"{'config':<11}{'s/image':>8}{'x ref':>7}{'recipe s':>9}{'x ref':>7}{'card peak':>10}{'headroom':>9}"
+        f"{'host RSS':>9}{'ready s':>7}{'rec rdy':>9}{'1st img':>8}{'big s':>7}{'PSNR dB':>8}{'same px':>8}"
+        "  strategy"
     )
     lines = [head, "-" * len(head)]
-    queued = [r for r in rows if r.get("config", "").startswith("queue-") and "error" not in r]
     for r in rows:
-        if r in queued:
-            continue
         if "error" in r:
-            lines.append(f"{r['config']:<12} FAILED: {r['error'][-150:]}")
+            lines.append(f"{r['config']:<11} FAILED: {r['error'][-300:]!r}")
             continue
-        approx = "~" if r.get("extrapolated") else " "
-        ratio = f"{r['image_s'] / ref:6.2f}x" if ref else "     -"
-        rec = by_budget.get(r.get("budget_gib")) if r["config"].startswith(("ours-", "compiled-")) else None
-        rec_s = f"~{rec:8.1f}" if rec else "        -"
-        vs = f"{rec / r['image_s']:8.1f}x" if rec else "        -"
+        if "image_s" not in r and "load_s" in r:
+            lines.append(
+                f"{r['config']:<11} ready {r.get('ready_s', r['load_s']):.1f} s after start "
+                f"(load {r['load_s']:.1f} s), a {r.get('recipe_steps')}-step image "
+                f"{r['first_image_s']:.1f} s, card peak {r.get('card_peak_gib', float('nan')):.2f} GiB"
+            )
+            continue
+        if "image_s" not in r:
+            lines.append(
+                f"{r['config']:<11} exit 0; card peak {r.get('card_peak_gib', float('nan')):.2f} GiB, "
+                f"headroom {r.get('headroom_gib', float('nan')):.2f} GiB, {r['wall_s']:.1f} s"
+            )
+            continue
+        card = r["config"].split("-")[1] if "-" in r["config"] else ""
+        rec = recipe.get(card) if not r["config"].startswith("recipe") else None
+        ratio = r["image_s"] / ref["image_s"] if ref else float("nan")
+        rec_s = rec.get("image_s", float("nan")) if rec else float("nan")
+        rec_ready = rec.get("ready_s", rec["load_s"]) if rec else float("nan")
+        rec_ratio = rec_s / ref["image_s"] if ref else float("nan")
+        psnr = _psnr(work / f"{r['config']}.png", ref_png)
+        rss = r.get("worker_rss_peak_gib", r.get("rss_peak_gib", float("nan")))
         lines.append(
-            f"{r['config']:<12}{approx}{r['image_s']:8.2f}{ratio:>7}{rec_s:>10}{vs:>10}"
-            f"{r['peak_reserved_gib']:13.2f}{r['load_s']:8.1f}{r['first_image_s']:10.2f}"
-            f"{r.get('reroll_s', float('nan')):9.2f}{r['peak_host_rss_gib']:9.1f}  "
-            f"{r.get('identical_pixels', '-')} / {r['strategy']}"
+            f"{r['config']:<11}{r['image_s']:8.2f}{ratio:6.2f}x"
+            f"{rec_s:9.1f}{rec_ratio:6.1f}x"
+            f"{r.get('card_peak_gib', float('nan')):10.2f}{r.get('headroom_gib', float('nan')):9.2f}"
+            f"{rss:9.1f}{r.get('ready_s', r['load_s']):7.1f}{rec_ready:9.1f}"
+            f"{r['first_image_after_start_s']:8.1f}{r.get('big_s', float('nan')):7.1f}"
+            f"{(psnr if psnr is not None else float('nan')):8.1f}{r.get('identical_pixels', '-')!s:>8}  "
+            f"{r.get('strategy', '')}"
         )
-    if queued:
-        lines += ["", _queue_table(queued)]
-    return "\n".join(lines)
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _queue_table(rows: list[dict[str, Any]]) -> str:
-    head = (
-        f"{'config':<12}{'load s':>8}  {'s per job':<20}{'GPU idle between, ms':<24}"
-        f"{'claim gap, ms':<20}strategy"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        jobs = r["jobs"]
-        secs = " ".join(f"{j['seconds']:.2f}" if j["seconds"] else "-" for j in jobs)
-        idle = " ".join(_ms(j["gpu_idle_before_ms"]) for j in jobs[1:])
-        gaps = " ".join(_ms(j["claim_gap_before_ms"]) for j in jobs[1:])
-        lines.append(f"{r['config']:<12}{r['load_s']:8.1f}  {secs:<20}{idle:<24}{gaps:<20}{r['strategy']}")
     return "\n".join(lines)
 
 
 def parent(args: argparse.Namespace) -> int:
+    args.work.mkdir(parents=True, exist_ok=True)
+    parts = set(args.parts.split(","))
+    cards = [float(c) for c in args.cards.split(",") if c]
     rows: list[dict[str, Any]] = []
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for config in args.configs.split(","):
+    if "ref" in parts:
+        rows.append(_run("ref", _child_cmd("ref", args), args, None))
+    for card in cards if "ours" in parts else []:
+        name = f"card-{card:g}"
+        rows.append(_run(name, _child_cmd(name, args, big=args.big), args, card))
+    variants = (("t5bf16", {"text_encoder_storage": "bf16"}), ("fp8", {"matmul": "fp8"}))
+    for kind, overrides in variants if cards else ():
+        if kind in parts or "variants" in parts:
+            name = f"{kind}-{cards[0]:g}"
+            rows.append(_run(name, _child_cmd(name, args, overrides), args, cards[0]))
+    if "generate" in parts:
+        card = cards[-1] if cards else 6.0
+        config = args.work / "generate.toml"
+        config.write_text(f'[engine]\nmodel_dir = "{args.model_dir}"\n')
         cmd = [
             sys.executable,
-            __file__,
-            "--child",
-            config,
-            "--model-dir",
-            str(args.model_dir),
-            "--size",
-            str(args.size),
+            "-m",
+            "bot.cli",
+            "generate",
+            "a lighthouse on a cliff at dusk",
+            "--config",
+            str(config),
+        ]
+        cmd += [
+            "--width",
+            str(args.big),
+            "--height",
+            str(args.big),
             "--steps",
             str(args.steps),
-            "--recipe-steps",
-            str(args.recipe_steps),
-            "--backend",
-            args.backend,
+            "-o",
+            str(args.work / "generate.png"),
         ]
-        started = time.perf_counter()
-        print(f"== {config}", flush=True)
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-            lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if proc.returncode == 0 and lines:
-                row = json.loads(lines[-1][len("RESULT ") :])
-            else:
-                row = {"config": config, "error": proc.stderr[-2000:] or proc.stdout[-2000:]}
-            if args.log_dir:
-                tail = f"{proc.stdout[-100_000:]}\n{proc.stderr[-100_000:]}"
-                with (Path(args.log_dir) / "children.log").open("a") as log:
-                    log.write(f"\n===== {config} rc={proc.returncode}\n{tail}")
-        except subprocess.TimeoutExpired:
-            row = {"config": config, "error": f"timed out after {args.timeout} s"}
-        row["wall_s"] = time.perf_counter() - started
-        rows.append(row)
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
-    table = _table(rows)
+        rows.append(_run(f"generate-{card:g}", cmd, args, card))
+    for card in [float(c) for c in args.recipe_cards.split(",") if c] if "recipe" in parts else []:
+        name = f"recipe-{card:g}"
+        rows.append(_run(name, _child_cmd(name, args), args, card))
+    table = _table(rows, args.work)
     print(table)
-    (out.parent / "table.txt").write_text(table + "\n")
+    (args.work / "table.txt").write_text(table + "\n")
     return 0
 
 
@@ -409,22 +374,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", type=Path, required=True)
     ap.add_argument("--out", default="bench-results.jsonl")
-    ap.add_argument("--log-dir", default="")
-    ap.add_argument("--configs", default="ref-bf16,ours-nocap,ours-24,ours-12,ours-8,recipe-12,recipe-8")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/majicbot-bench"))
+    ap.add_argument("--cards", default="12,8,6")
+    ap.add_argument("--recipe-cards", default="12,8")
+    ap.add_argument("--parts", default="ref,ours,variants,generate,recipe")
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--big", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--recipe-steps", type=int, default=3)
-    ap.add_argument("--timeout", type=float, default=240)
+    ap.add_argument("--recipe-steps", type=int, default=20, help="fewer: the recipe's load time only")
+    ap.add_argument("--timeout", type=float, default=420)
     ap.add_argument("--child", default="")
-    ap.add_argument(
-        "--backend",
-        default="diffsynth",
-        help="engine.backend of the queue-N configurations (a dry run on CPU: "
-        "tests.support.tiny_backend:create_backend)",
-    )
+    ap.add_argument("--overrides", default="")
     args = ap.parse_args()
     if args.child:
+        import logging
+
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
         sys.path.insert(0, str(ROOT))
         print("RESULT " + json.dumps(child(args)), flush=True)
         return 0

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bot.config import Config
 from bot.delivery import DeliveryLoop
 from bot.frontend import Frontend
+from bot.metrics import NO_DELIVERY_METRICS, Health, PrometheusMetrics
 from bot.service import BotService
+from engine.metrics import NO_ENGINE_METRICS
 from storage.database import Database
 from storage.images import ImageStore
 from storage.queue import JobQueue
@@ -86,6 +88,10 @@ class Application:
         self._signals: LocalSignals | None = None
         self._service: BotService | None = None
         self._frontends: tuple[Frontend, ...] = ()
+        self._supervisor: WorkerSupervisor | None = None
+        self.metrics: PrometheusMetrics | None = None
+        self.metrics_port: int | None = None
+        """Where /metrics and /healthz listen, once started with metrics enabled."""
 
     # -- what tests and the CLI use ------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -129,6 +135,8 @@ class Application:
     # -- start, serve, shut down ---------------------------------------------------------------
     async def _start(self) -> None:
         config = self._config
+        if config.metrics.enabled:
+            self.metrics = PrometheusMetrics()  # before anything starts: a missing package fails fast
         database = Database(config.storage.database_url, busy_timeout_ms=config.storage.busy_timeout_ms)
         self._on_shutdown("database", database.close)
         await database.upgrade()
@@ -144,6 +152,8 @@ class Application:
                 interval_s=config.storage.image_cleanup_interval_s,
             )
             self._spawn("image retention", retention.run(self._inner_stop))
+        if self.metrics is not None:
+            await self._start_metrics(self.metrics)
         if self._with_engine:
             await self._start_engine()
         if self._with_chat:
@@ -173,6 +183,7 @@ class Application:
 
         await asyncio.to_thread(preflight, self._config.engine)
         supervisor = WorkerSupervisor(self._config.engine)
+        self._supervisor = supervisor
         self._on_shutdown("worker", lambda: supervisor.stop(self._shutdown_timeout_s / 2))
         claim_loop = ClaimLoop(
             queue,
@@ -181,6 +192,7 @@ class Application:
             supervisor,
             claimer=self.claimer,
             poll_interval_s=self._config.storage.poll_interval_s,
+            metrics=self.metrics or NO_ENGINE_METRICS,
         )
         # The models load while the adapters start: commands are accepted and queued meanwhile
         # (a Discord interaction that finds nobody listening is lost), and run once the worker is ready.
@@ -205,8 +217,30 @@ class Application:
             retry_backoff_s=settings.retry_backoff_s,
             call_timeout_s=settings.post_timeout_s,
             cleanup_timeout_s=settings.cleanup_timeout_s,
+            metrics=self.metrics or NO_DELIVERY_METRICS,
         )
         self._spawn("delivery loop", delivery.run(self._inner_stop))
+
+    async def _start_metrics(self, metrics: PrometheusMetrics) -> None:
+        from bot.metrics_server import MetricsServer
+
+        settings = self._config.metrics
+        metrics.watch(health=self.health, worker_restarts=self._worker_restarts)
+        server = MetricsServer(metrics, settings.listen, settings.port)
+        await server.start()
+        self._on_shutdown("metrics endpoint", server.stop)
+        self.metrics_port = server.port
+        sampler = _sample_queue_depth(self.queue, metrics, settings.queue_sample_interval_s, self._inner_stop)
+        self._spawn("queue depth sampler", sampler)
+
+    def health(self) -> Health:
+        """Whether the engine (when this process runs one) and each started adapter are up."""
+        supervisor = self._supervisor
+        engine_up = None if not self._with_engine else supervisor is not None and supervisor.is_ready
+        return Health(engine_up, {frontend.name: frontend.is_running for frontend in self._frontends})
+
+    def _worker_restarts(self) -> int:
+        return 0 if self._supervisor is None else self._supervisor.restarts
 
     async def _serve(self, stop: asyncio.Event) -> None:
         """Until `stop` is set or a background loop ends on its own (which only a bug makes it do)."""
@@ -284,6 +318,19 @@ async def _fail_on_fatal_error(frontend: Frontend, stop: asyncio.Event) -> None:
         reason = fatal.result()
         logger.critical("%s: %s", frontend.name, reason)
         raise ApplicationError(reason)
+
+
+async def _sample_queue_depth(
+    queue: JobQueue, metrics: PrometheusMetrics, interval_s: float, stop: asyncio.Event
+) -> None:
+    """Set the queue-depth gauge every `interval_s` until `stop` (a read of the queued rows)."""
+    while not stop.is_set():
+        try:
+            metrics.set_queue_depth(len(await queue.queued_in_fair_order()))
+        except Exception as error:  # a database hiccup: the next sample tries again
+            logger.warning("sampling the queue depth failed: %s", error)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
 
 
 async def _finish_task(task: asyncio.Task[None], grace_s: float) -> None:

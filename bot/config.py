@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from bot.metrics import MetricsSettings
 from bot.settings import DeliverySettings, DiscordSettings, LimitsSettings, TelegramSettings
 from engine.settings import EngineSettings
 from storage.settings import StorageSettings
@@ -33,6 +34,9 @@ class LoggingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = Field(
+        default="text", description='"json": one JSON object per line, for log collectors.'
+    )
 
 
 class Config(BaseModel):
@@ -47,6 +51,7 @@ class Config(BaseModel):
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @property
     def discord_enabled(self) -> bool:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from bot.metrics import NO_DELIVERY_METRICS, DeliveryMetrics
 from engine.eta import StepTimes, estimate
 from storage.jobs import Job, JobStatus, Platform
 from storage.queue import JobQueue
@@ -104,8 +105,10 @@ class DeliveryLoop:
         retry_backoff_s: tuple[float, float] = (2.0, 60.0),
         call_timeout_s: float = 120.0,
         cleanup_timeout_s: float = 30.0,
+        metrics: DeliveryMetrics = NO_DELIVERY_METRICS,
     ) -> None:
         self._queue = queue
+        self._metrics = metrics
         self._signals = signals
         self._presenters = {presenter.platform: presenter for presenter in presenters}
         self._poll_interval_s = poll_interval_s
@@ -239,7 +242,9 @@ class DeliveryLoop:
                 async with asyncio.timeout(self._call_timeout_s):
                     self._posted[job.id] = await self._post_outcome(presenter, job)
             except Exception:
-                if not self._give_up_after_failure(job):
+                gave_up = self._give_up_after_failure(job)
+                self._metrics.delivery_failed(presenter.platform, gave_up=gave_up)
+                if not gave_up:
                     return
                 await self._tell_ready_later(presenter, job)
                 self._posted[job.id] = None

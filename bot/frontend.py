@@ -47,3 +47,8 @@ class Frontend(Protocol):
         manager can restart it.
         """
         ...
+
+    @property
+    def is_running(self) -> bool:
+        """Connected and receiving updates (for /healthz)."""
+        ...

@@ -12,6 +12,8 @@ import logging
 import re
 from collections.abc import Iterable
 
+from bot.json_log import JsonFormatter
+
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 MASK = "********"
 # Chatty at INFO/DEBUG and never useful to an operator at those levels.
@@ -64,15 +66,16 @@ class SecretRedactor(logging.Filter):
         return True
 
 
-def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
-    """Send logs to stderr at `level`, with `secrets` scrubbed; idempotent."""
+def configure_logging(level: str, secrets: Iterable[str] = (), *, json_lines: bool = False) -> None:
+    """Send logs to stderr at `level` (one JSON object per line if `json_lines`), with `secrets`
+    scrubbed; idempotent."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_majicbot", False):
             root.removeHandler(handler)
     handler = logging.StreamHandler()
     handler._majicbot = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(LOG_FORMAT))
     handler.addFilter(SecretRedactor(secrets))
     root.addHandler(handler)
     root.setLevel(level)

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 StepCallback = Callable[[int, int], None]
 """on_step(step, total): called once per denoising step (1-based); raising from it stops the run."""
 
+LoadReporter = Callable[[str, int, int], None]
+"""report(stage, done, total): a backend's loading progress (bytes read, or steps of a stage)."""
+
 
 @runtime_checkable
 class Backend(Protocol):
@@ -25,20 +28,9 @@ class Backend(Protocol):
     def generate(self, request: GenerationRequest, on_step: StepCallback) -> Image: ...
 
 
-@runtime_checkable
-class DescribedBackend(Backend, Protocol):
-    """Optional extras a backend may offer; the worker uses them when present."""
-
-    def describe(self) -> tuple[str, str]:
-        """(model name(s) for metadata, memory strategy name)."""
-        ...
-
-    def reduce_memory(self) -> bool:
-        """Switch to a lower-memory strategy after an out-of-memory error; False if none is left."""
-        ...
-
-
-BackendFactory = Callable[["EngineSettings"], Backend]
+BackendFactory = Callable[["EngineSettings", LoadReporter], Backend]
+"""factory(settings, report) -> Backend. Optional extras the worker uses when a backend has them:
+describe() -> (model files, memory strategy) and reduce_memory() -> bool (after an out-of-memory error)."""
 
 DIFFSYNTH_FACTORY = "engine.diffsynth_backend:create_backend"
 """What `engine.backend = "diffsynth"` means; imported only inside the worker process."""
@@ -54,7 +46,7 @@ def factory_path(backend: str) -> tuple[str, str]:
     if not sep or not module or not attribute.isidentifier():
         raise EngineStartError(
             f'engine.backend is {backend!r}; set it to "diffsynth" or to an import path '
-            '"package.module:factory" whose factory(settings) returns the backend.'
+            '"package.module:factory" whose factory(settings, report) returns the backend.'
         )
     return module, attribute
 
@@ -78,9 +70,9 @@ def resolve_factory(backend: str) -> BackendFactory:
     return factory  # type: ignore[no-any-return]
 
 
-def load_backend(settings: EngineSettings) -> Backend:
+def load_backend(settings: EngineSettings, report: LoadReporter) -> Backend:
     """Build the configured backend once (loads the models); raises whatever the factory raises."""
-    return resolve_factory(settings.backend)(settings)
+    return resolve_factory(settings.backend)(settings, report)
 
 
 def preflight(settings: EngineSettings) -> None:

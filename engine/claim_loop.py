@@ -31,6 +31,7 @@ from typing import TypeVar
 
 from engine.errors import EngineError, EngineStartError, EngineStopped, JobFailed, WorkerDied
 from engine.messages import GenerationRequest, JobErrorKind, JobSucceeded, StepProgress
+from engine.metrics import NO_ENGINE_METRICS, EngineMetrics
 from engine.png_metadata import encode_result
 from engine.supervisor import WorkerSupervisor
 from storage.images import ImageStore
@@ -44,6 +45,7 @@ T = TypeVar("T")
 
 FAILURE_KINDS: dict[JobErrorKind, FailureKind] = {
     JobErrorKind.OUT_OF_MEMORY: FailureKind.OUT_OF_MEMORY,
+    JobErrorKind.TOO_LARGE: FailureKind.OUT_OF_MEMORY,
     JobErrorKind.TIMEOUT: FailureKind.TIMEOUT,
     JobErrorKind.ERROR: FailureKind.ERROR,
 }
@@ -132,8 +134,10 @@ class ClaimLoop:
         poll_interval_s: float,
         stop_timeout_s: float = 30.0,
         outcome_retry_s: tuple[float, float] = (0.5, 30.0),
+        metrics: EngineMetrics = NO_ENGINE_METRICS,
     ) -> None:
         self._queue = queue
+        self._metrics = metrics
         self._images = images
         self._signals = signals
         self._worker = worker
@@ -193,6 +197,8 @@ class ClaimLoop:
 
     async def _run_job(self, job: Job, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
+        if job.started_at is not None:
+            self._metrics.job_started(max((job.started_at - job.created_at).total_seconds(), 0.0))
         if self._previous_end is not None:
             self.last_gap_s = loop.time() - self._previous_end
             logger.info("job=%d starts %.1f ms after the previous job", job.id, self.last_gap_s * 1000)
@@ -236,6 +242,7 @@ class ClaimLoop:
             reason = exc.reason if isinstance(exc, WorkerDied) else str(exc)
             await self._transition(job, lambda: self._queue.requeue_after_crash(job.id, reason))
         else:
+            self._metrics.job_ran(result)
             self._note_gpu_idle(job, result)
             task = loop.create_task(self._store(job, result))
             self._finishing.add(task)
@@ -255,6 +262,7 @@ class ClaimLoop:
         if failure.kind is JobErrorKind.CANCELLED:
             if cancelled_by_user:
                 logger.info("job=%d cancelled", job.id)
+                self._metrics.job_outcome("cancelled")
                 return
             # Not asked for by the job's row: the engine is stopping. If the row was cancelled
             # meanwhile, the transition is refused and nothing changes.
@@ -298,6 +306,7 @@ class ClaimLoop:
             return
         if after is not None:
             logger.info("job=%d is now %s", job.id, after.status.value)
+            self._metrics.job_outcome(after.status.value)
 
     async def _with_retries(self, job: Job, what: str, attempt: Callable[[], Awaitable[T]]) -> T | None:
         """`attempt()`'s result, trying again after a growing pause while it raises (other than a

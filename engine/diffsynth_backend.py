@@ -1,36 +1,70 @@
 """majicflus_v1 through DiffSynth-Studio's FluxImagePipeline, with our own float8 memory engine.
 
-The DiT is stored in float8_e4m3fn and computed in bf16 (or with fp8 matmuls where the GPU has them,
-see `engine.fp8_linear`). What stays on the GPU follows the VRAM budget (`engine.vram_plan`): with room,
-everything is resident; otherwise the DiT blocks that fit stay resident between jobs and the rest stream
-from pinned host memory on a side CUDA stream, prefetched while earlier blocks compute
-(`engine.layer_streaming`). T5 streams the same way when it does not fit, and its slots are freed before
-the DiT runs. Prompt embeddings are cached (LRU) so a reroll skips the text encoders.
+The DiT is stored in float8_e4m3fn and computed in bf16 (or with fp8 matmuls when `engine.matmul` asks,
+see `engine.fp8_linear`). The engine measures the card as it finds it (`engine.gpu_budget`), plans which
+DiT blocks stay resident for the largest image it must make (`engine.vram_plan`, `engine.memory_model`),
+and streams the rest from page-locked host memory on a side CUDA stream, prefetched while earlier blocks
+compute (`engine.layer_streaming`). T5 is kept in host memory (its linear weights in float8 by default)
+and streams through the room the image phase leaves while a new prompt is encoded. Weights are read
+from the checkpoints straight to where the plan puts them (`engine.weight_files`): no second copy.
+
+Per request: the size is checked against the room (refused before its first step when it cannot fit),
+and the VAE decodes whole when that fits, else in tiles (`engine.vae_tiling`). Prompt embeddings are
+cached (LRU) so a reroll skips the text encoders.
 
 Imported only in the GPU worker process: it imports torch and diffsynth.
 """
 
 from __future__ import annotations
 
+import os
+
+# Set before torch's allocator starts: grown segments instead of fixed blocks, so that what is reserved
+# stays close to what is allocated and a plan's last few hundred MiB are not lost to fragmentation.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
 import contextlib
+import ctypes
 import gc
+import importlib.metadata
 import io
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from engine.backend import StepCallback
-from engine.fp8_linear import FP8, choose_matmul, convert_linears
-from engine.layer_streaming import StreamedBlocks, move_outside_blocks
+from engine.backend import LoadReporter, StepCallback
+from engine.errors import EngineStartError, RequestTooLarge
+from engine.fp8_linear import FP8, Fp8Linear, convert_linears, matmul_mode, scaled_fp8
+from engine.gpu_budget import CardMemory, measure_card, outside_allocator_bytes
+from engine.host_memory import HostNeed, read_meminfo, shortfall
+from engine.layer_streaming import (
+    PlacedTensor,
+    StreamedBlocks,
+    page_locked,
+    place_outside_blocks,
+    release_page_locked,
+    storage_view,
+)
+from engine.lean_blocks import ChunkSetting, install
+from engine.memory_model import (
+    GIB,
+    MIB,
+    T5_ACTIVATION_BYTES,
+    DecodePlan,
+    fit_request,
+    largest_square_side,
+    planned_room_bytes,
+)
 from engine.messages import GenerationRequest
 from engine.prompt_cache import PromptCache
 from engine.settings import EngineSettings
-from engine.vram_plan import GIB, BudgetTooSmall, EnginePlan, plan_engine
+from engine.vae_tiling import decode_tiled
+from engine.vram_plan import BudgetTooSmall, EnginePlan, PlanHolder, plan_engine
+from engine.weight_files import CheckpointReader, StoredTensor, index_checkpoint, model_to_file_names
 from models.check import require_complete
 from models.registry import ModelPaths, model_paths
 
@@ -39,20 +73,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SUPPORTED_DIFFSYNTH = "2.1.12"  # the backend uses its internals (pipeline units, model classes)
 COMPUTE_DTYPE = torch.bfloat16
 T5_SEQUENCE_LENGTH = 512
-# Activations and temporaries of the DiT at about one megapixel, and of the VAE decoder (measured on
-# an H100: see docs/performance.md). Larger images may need more; an out-of-memory error then
-# makes reduce_memory() stream more blocks.
-WORKSPACE_BYTES = int(2.5 * GIB)
-# Slack for the caching allocator's rounding and fragmentation under a hard per-process cap.
-ALLOCATOR_SLACK_BYTES = int(0.4 * GIB)
 # A negative prompt only acts through true classifier-free guidance (two DiT passes per step).
 NEGATIVE_PROMPT_CFG_SCALE = 2.0
 REDUCE_FACTOR = 0.75
-# Whether choose_matmul also tries the torch.compile'd float8 quantisation (see engine.fp8_linear):
-# off until an end-to-end run shows it faster; the benchmark's compiled-N configurations turn it on.
-COMPILED_QUANTISATION = False
+WARM_UP_SIDE = 256  # the image made at load, so that every kernel is loaded before the first job
 
 T = TypeVar("T")
 
@@ -73,11 +100,6 @@ class PromptEmbedding:
         )
 
 
-def _module_bytes(module: torch.nn.Module) -> int:
-    tensors = list(module.parameters()) + list(module.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 @contextlib.contextmanager
 def _quiet_stdout() -> Iterator[None]:
     """DiffSynth prints banners and loading notes; keep them out of the worker's stdout."""
@@ -89,109 +111,290 @@ def _quiet_stdout() -> Iterator[None]:
             log.debug("diffsynth: %s", line)
 
 
+def check_diffsynth_version() -> None:
+    """The backend relies on DiffSynth's internals: refuse any other version, saying how to fix it."""
+    try:
+        installed = importlib.metadata.version("diffsynth")
+    except importlib.metadata.PackageNotFoundError:
+        raise EngineStartError(
+            "diffsynth is not installed. Install the GPU extra: pip install 'majicbot[gpu]'."
+        ) from None
+    if installed != SUPPORTED_DIFFSYNTH:
+        raise EngineStartError(
+            f"diffsynth {installed} is installed; majicbot supports diffsynth {SUPPORTED_DIFFSYNTH} only. "
+            f"Fix: pip install 'diffsynth=={SUPPORTED_DIFFSYNTH}'."
+        )
+
+
+def _dit_dtypes(module: torch.nn.Module, name: str, tensor: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
+    if isinstance(module, Fp8Linear) and name == "weight":
+        return FP8, FP8  # Fp8Linear converts (or quantises) per call
+    return (COMPUTE_DTYPE, COMPUTE_DTYPE) if tensor.is_floating_point() else (tensor.dtype, tensor.dtype)
+
+
+def _t5_dtypes(
+    storage: torch.dtype,
+) -> Callable[[torch.nn.Module, str, torch.Tensor], tuple[torch.dtype, torch.dtype]]:
+    def rule(module: torch.nn.Module, name: str, tensor: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
+        if isinstance(module, torch.nn.Linear) and name == "weight":
+            return storage, COMPUTE_DTYPE
+        return (COMPUTE_DTYPE, COMPUTE_DTYPE) if tensor.is_floating_point() else (tensor.dtype, tensor.dtype)
+
+    return rule
+
+
+class _Progress:
+    """Loading progress in bytes, reported at most every 2 % (each report crosses a pipe)."""
+
+    def __init__(self, report: LoadReporter, total: int) -> None:
+        self._report = report
+        self._total = max(total, 1)
+        self._done = 0
+        self._sent = -1.0
+
+    def add(self, nbytes: int) -> None:
+        self._done += nbytes
+        fraction = self._done / self._total
+        if fraction - self._sent >= 0.02 or self._done >= self._total:
+            self._sent = fraction
+            self._report("reading weights", min(self._done, self._total), self._total)
+
+
+class _PlannedDecoder(torch.nn.Module):
+    """Stands in for the pipeline's VAE decoder: decodes whole or in tiles, as the request's plan says."""
+
+    def __init__(self, decoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.plan = DecodePlan(tile=None)
+
+    def forward(self, latents: torch.Tensor, **_: Any) -> torch.Tensor:
+        return decode_tiled(self.decoder, latents, self.plan)
+
+
 class DiffSynthBackend:
     """The default backend: `generate(request, on_step) -> PIL.Image` on one GPU."""
 
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(self, settings: EngineSettings, report: LoadReporter) -> None:
+        check_diffsynth_version()
         # Missing files fail here, before CUDA is touched, with the command that fixes them.
         require_complete(settings.model_dir)
         self._paths: ModelPaths = model_paths(settings.model_dir)
+        self._settings = settings
         self._device = torch.device(settings.device)
         if self._device.type != "cuda" or not torch.cuda.is_available():
-            raise RuntimeError(
+            raise EngineStartError(
                 f"The diffsynth backend needs a CUDA GPU, and engine.device is {settings.device!r} "
                 f"(CUDA available: {torch.cuda.is_available()}). Set engine.device to a CUDA device."
             )
-        torch.cuda.set_device(self._device)
-        total = torch.cuda.get_device_properties(self._device).total_memory
-        budget = (
-            total if settings.vram_budget_gib is None else min(total, int(settings.vram_budget_gib * GIB))
+        self._matmul = matmul_mode(settings.matmul, self._device)
+        started = time.perf_counter()
+        self._card: CardMemory = measure_card(self._device, fp8=self._matmul.fp8)
+        log.info("card measured in %.1f s", time.perf_counter() - started)
+        self._operator_budget = (
+            None if settings.vram_budget_gib is None else int(settings.vram_budget_gib * GIB)
         )
-        if budget < total:
-            # Enforce the budget: exceeding it raises out-of-memory instead of starving a shared card.
-            torch.cuda.set_per_process_memory_fraction(budget / total, self._device)
-        self._budget = budget
-        choice = choose_matmul(self._device, compiled=COMPILED_QUANTISATION)
-        self._matmul = choice.mode
-        self.matmul_choice = choice
-        log.info("matmul: %s", choice.summary())
+        log.info("GPU: %s", self._card.describe(self._operator_budget))
         self._cache: PromptCache[tuple[str, int], PromptEmbedding] = PromptCache(settings.prompt_cache_size)
-        self._pipe = self._load()
-        self._plan = self._make_plan(budget)
-        self._apply(self._plan)
+        with _quiet_stdout():
+            self._build_models()
+        log.info("models laid out in %.1f s (DiffSynth imported)", time.perf_counter() - started)
+        self._plans = PlanHolder(self._plan_for(self._card.allocator_budget(self._operator_budget)))
+        self._check_host_memory()
+        if self._operator_budget is not None:
+            # Enforce the budget: exceeding it raises out-of-memory instead of starving a shared card.
+            cap = self._plans.base.budget_bytes + self._card.kernels
+            torch.cuda.set_per_process_memory_fraction(min(1.0, cap / self._card.total), self._device)
+        self._pipe = self._load(report)
         self._install_prompt_cache()
+        report("warming up", 0, 1)
+        self._warm_up()
+        report("warming up", 1, 1)
         # The worker collects garbage after every job, between two queued jobs; a full collection
         # over the loaded libraries and model takes a good part of a second. What exists now lives
         # as long as the process, so later collections need not look at it.
         gc.collect()
         gc.freeze()
+        _trim_heap()
         log.info(
-            "strategy: %s (%d objects frozen out of garbage collection)",
+            "ready in %.1f s: %s; image sizes up to %d px (%dx%d square)",
+            time.perf_counter() - started,
             self.describe()[1],
-            gc.get_freeze_count(),
+            self._settings.max_pixels,
+            self.largest_square,
+            self.largest_square,
         )
 
     # -- loading -------------------------------------------------------------------------------
-    def _load(self) -> Any:
+    def _build_models(self) -> None:
+        """The DiT and T5 as empty shells (no memory), their checkpoints indexed, their blocks laid out."""
+        from diffsynth.core.vram.initialization import skip_model_initialization
+        from diffsynth.models.flux_dit import FluxDiT
+        from diffsynth.models.flux_text_encoder_t5 import FluxTextEncoderT5
+        from diffsynth.utils.state_dict_converters.flux_dit import FluxDiTStateDictConverter
+        from diffsynth.utils.state_dict_converters.flux_text_encoder_t5 import (
+            FluxTextEncoderT5StateDictConverter,
+        )
+
+        with skip_model_initialization():
+            dit = FluxDiT()
+            t5 = FluxTextEncoderT5()
+        convert_linears(dit, COMPUTE_DTYPE, self._matmul)
+        self._chunks = ChunkSetting()
+        install(dit, self._chunks)
+        self._dit, self._t5 = dit.eval(), t5.eval()
+        self._dit_index = index_checkpoint([self._paths.dit])
+        self._t5_index = index_checkpoint(self._paths.text_encoder_t5)
+        self._dit_names = model_to_file_names(self._dit_index, FluxDiTStateDictConverter)
+        self._t5_names = model_to_file_names(self._t5_index, FluxTextEncoderT5StateDictConverter)
+        t5_storage = FP8 if self._settings.text_encoder_storage == "fp8" else COMPUTE_DTYPE
+        self._dit_rule = _dit_dtypes
+        self._t5_rule = _t5_dtypes(t5_storage)
+        self._dit_blocks = StreamedBlocks(
+            list(dit.blocks) + list(dit.single_blocks), self._device, "dit", _dit_dtypes, wrap=True
+        )
+        self._t5_blocks = StreamedBlocks(
+            list(t5.encoder.block), self._device, "t5", self._t5_rule, wrap=False
+        )
+        small_files = [self._paths.text_encoder_clip, self._paths.vae]
+        self._fixed_bytes = (
+            _outside_bytes(dit, self._dit_blocks, _dit_dtypes)
+            + _outside_bytes(t5, self._t5_blocks, self._t5_rule)
+            + sum(
+                p.stat().st_size for p in small_files
+            )  # CLIP and VAE: bf16/fp16/fp32 files as bf16, at most
+        )
+
+    def _plan_for(self, allocator_budget: int) -> EnginePlan:
+        """The plan that keeps room for the largest image (engine.max_pixels)."""
+        try:
+            return plan_engine(
+                budget_bytes=allocator_budget,
+                workspace_bytes=planned_room_bytes(self._settings.max_pixels),
+                fixed_bytes=self._fixed_bytes,
+                dit_blocks=self._dit_blocks.block_bytes,
+                t5_blocks=self._t5_blocks.block_bytes,
+                t5_extra_bytes=self._t5_blocks.compute_bytes + T5_ACTIVATION_BYTES,
+            )
+        except BudgetTooSmall as exc:
+            raise EngineStartError(
+                "This GPU has too little free memory for majicflus: "
+                f"{self._card.describe(self._operator_budget)}; {exc} Close other programs that use the GPU, "
+                "lower engine.max_pixels, or raise "
+                "engine.vram_budget_gib."
+            ) from None
+
+    def _check_host_memory(self) -> None:
+        need = HostNeed(self._plans.base.dit.streamed_bytes + sum(self._t5_blocks.block_bytes))
+        machine = read_meminfo()
+        log.info("host memory: the plan needs %s", need.describe())
+        if machine is None:
+            return
+        problem = shortfall(need, machine)
+        if problem is None:
+            return
+        if need.total > machine.total + machine.swap_free:
+            raise EngineStartError(problem)
+        log.warning("%s Loading anyway: the system may swap.", problem)
+
+    def _load(self, report: LoadReporter) -> Any:
         os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")  # never the network, whatever happens
+        paths = self._paths
+        small = sum(p.stat().st_size for p in (paths.text_encoder_clip, paths.vae))
+        big = sum(t.nbytes for t in self._dit_index.values()) + sum(t.nbytes for t in self._t5_index.values())
+        loading = time.perf_counter()
+        progress = _Progress(report, small + big)
         with _quiet_stdout():
             from diffsynth.core import ModelConfig
             from diffsynth.pipelines.flux_image import FluxImagePipeline
 
             device = str(self._device)
-            paths = self._paths
+            # CLIP and the VAE are small: DiffSynth's own loader puts them on the GPU.
             pipe = FluxImagePipeline.from_pretrained(
                 torch_dtype=COMPUTE_DTYPE,
                 device=device,
                 model_configs=[
-                    # Loaded to host memory; the plan decides what goes to the GPU.
-                    ModelConfig(path=str(paths.dit), computation_dtype=FP8, computation_device="cpu"),
-                    ModelConfig(path=[str(p) for p in paths.text_encoder_t5], computation_device="cpu"),
                     ModelConfig(path=str(paths.text_encoder_clip), computation_device=device),
                     ModelConfig(path=str(paths.vae), computation_device=device),
                 ],
                 tokenizer_1_config=ModelConfig(path=str(paths.tokenizer_clip)),
                 tokenizer_2_config=ModelConfig(path=str(paths.tokenizer_t5)),
             )
-        replaced = convert_linears(pipe.dit, COMPUTE_DTYPE, self._matmul)
-        log.info("DiT: %d linear layers stored in float8", replaced)
-        dit_blocks = list(pipe.dit.blocks) + list(pipe.dit.single_blocks)
-        t5_blocks = list(pipe.text_encoder_2.encoder.block)
-        self._fixed_bytes = (
-            move_outside_blocks(pipe.dit, dit_blocks, self._device)
-            + move_outside_blocks(pipe.text_encoder_2, t5_blocks, self._device)
-            + _module_bytes(pipe.text_encoder_1)
-            + _module_bytes(pipe.vae_decoder)
-            + _module_bytes(pipe.vae_encoder)
-        )
-        self._dit = StreamedBlocks(dit_blocks, self._device, "dit", wrap=True)
-        self._t5 = StreamedBlocks(t5_blocks, self._device, "t5", wrap=False)
-        return pipe
-
-    def _make_plan(self, budget: int) -> EnginePlan:
-        return plan_engine(
-            budget_bytes=budget - ALLOCATOR_SLACK_BYTES,
-            workspace_bytes=WORKSPACE_BYTES,
-            fixed_bytes=self._fixed_bytes,
-            dit_blocks=self._dit.block_bytes,
-            t5_blocks=self._t5.block_bytes,
-        )
-
-    def _apply(self, plan: EnginePlan) -> None:
+        progress.add(small)
+        log.info("CLIP and VAE loaded by DiffSynth in %.1f s", time.perf_counter() - loading)
         started = time.perf_counter()
-        # Streamed first so that memory is freed before new resident blocks are uploaded.
-        self._dit.apply(plan.dit)
-        self._t5.apply(plan.t5)
-        if plan.t5_slots_released:
-            self._t5.release_slots()
+        with CheckpointReader(self._device, progress.add, page_locked, release_page_locked) as reader:
+            self._fill(reader, self._dit, self._dit_blocks, self._dit_index, self._dit_names, self._dit_rule)
+            self._fill(reader, self._t5, self._t5_blocks, self._t5_index, self._t5_names, self._t5_rule)
+        log.info("read %.1f GB of weights in %.1f s", reader.bytes_read / 1e9, time.perf_counter() - started)
+        self._t5_blocks.release_slots()
+        pipe.dit = self._dit
+        pipe.text_encoder_2 = self._t5
+        self._decoder = _PlannedDecoder(pipe.vae_decoder)
+        pipe.vae_decoder = self._decoder
         torch.cuda.synchronize(self._device)
         log.info(
-            "memory plan applied in %.1f s: %s; DiT streams %.2f GiB per step; accounted peak %.2f GiB",
-            time.perf_counter() - started,
-            plan.strategy,
-            plan.dit.streamed_bytes / GIB,
-            plan.peak_bytes / GIB,
+            "weights placed: DiT %.2f GiB on the GPU, %.2f GiB in host memory; T5 %.2f GiB in host memory",
+            self._dit_blocks.resident_bytes / GIB,
+            self._dit_blocks.host_bytes / GIB,
+            self._t5_blocks.host_bytes / GIB,
         )
+        return pipe
+
+    def _fill(
+        self,
+        reader: CheckpointReader,
+        model: torch.nn.Module,
+        blocks: StreamedBlocks,
+        index: dict[str, StoredTensor],
+        names: dict[str, str],
+        rule: Callable[[torch.nn.Module, str, torch.Tensor], tuple[torch.dtype, torch.dtype]],
+    ) -> None:
+        """Read a model's tensors from its checkpoint straight into place: the parts outside the blocks
+        onto the GPU, each block where the plan puts it."""
+
+        def source(name: str) -> StoredTensor | None:
+            file_name = names.get(name)
+            return None if file_name is None else index.get(file_name)
+
+        def missing(name: str) -> EngineStartError:
+            return EngineStartError(
+                f"The checkpoint has no tensor for {name!r}: it is not the expected model file. "
+                "Run `majicbot models check`."
+            )
+
+        def fill_outside(name: str, original: torch.Tensor, target: torch.Tensor) -> None:
+            stored = source(name)
+            if stored is not None:
+                reader.read_into(stored, target, name)
+            elif not original.is_meta:
+                target.copy_(original)  # a buffer the model computes itself (not in checkpoints)
+            else:
+                raise missing(name)
+
+        qualified = {id(m): n for n, m in model.named_modules()}
+        place_outside_blocks(model, blocks.modules, self._device, rule, fill_outside)
+
+        def fill(block: int, placed: Sequence[PlacedTensor], buffer: torch.Tensor) -> None:
+            pairs = []
+            for p in placed:
+                name = f"{qualified[id(p.module)]}.{p.name}"
+                stored = source(name)
+                if stored is None:
+                    raise missing(name)
+                pairs.append((stored, storage_view(buffer, p)))
+
+            def convert(position: int, tensor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+                if not (placed[position].converted and target.dtype == FP8):
+                    return tensor.to(target.dtype)
+                quantised, scale = scaled_fp8(tensor)  # T5's weights: float8 with a scale
+                blocks.set_scale(block, position, scale)
+                return quantised
+
+            reader.read_block(pairs, convert)
+
+        plan = self._plan.dit if blocks is self._dit_blocks else self._plan.t5
+        blocks.load(plan, fill)
 
     def _install_prompt_cache(self) -> None:
         from diffsynth.pipelines.flux_image import FluxImageUnit_PromptEmbedder
@@ -220,19 +423,22 @@ class DiffSynthBackend:
             if type(unit) is FluxImageUnit_PromptEmbedder:
                 units[i] = CachedPromptEmbedder()
                 return
-        raise RuntimeError("DiffSynth's FluxImagePipeline has no prompt unit to wrap; pin diffsynth==2.1.12.")
+        raise EngineStartError(
+            "DiffSynth's FluxImagePipeline has no prompt unit to wrap; "
+            f"install diffsynth=={SUPPORTED_DIFFSYNTH}."
+        )
 
     def _embedding(self, prompt: str, length: int, encode: Callable[[], dict[str, Any]]) -> PromptEmbedding:
         key = (prompt, length)
         cached = self._cache.get(key)
         if cached is not None:
             return cached.to(self._device)
-        self._t5.allocate_slots()
+        self._t5_blocks.allocate_slots()
         try:
             out = encode()
         finally:
-            if self._plan.t5_slots_released:
-                self._t5.release_slots()
+            # T5's slots live in the room the DiT's activations use next.
+            self._t5_blocks.release_slots()
         emb = PromptEmbedding(out["prompt_emb"], out["pooled_prompt_emb"], out["text_ids"])
         self._cache.put(
             key,
@@ -240,9 +446,59 @@ class DiffSynthBackend:
         )
         return emb
 
+    def _warm_up(self) -> None:
+        """One tiny image, so that the kernels of every phase are loaded before the first job; then the
+        memory they took outside the allocator is measured, and the plan shrinks if it was short."""
+        started = time.perf_counter()
+        request = GenerationRequest("", "", 0, 1, WARM_UP_SIDE, WARM_UP_SIDE, 3.5)
+        self.generate(request, lambda step, total: None)
+        torch.cuda.synchronize(self._device)
+        outside = outside_allocator_bytes(self._device, self._card.free_after_context)
+        torch.cuda.empty_cache()
+        planned = self._card.kernels
+        log.info(
+            "warm-up image in %.1f s; outside torch's allocator: %.0f MiB (measured before load: %.0f MiB)",
+            time.perf_counter() - started,
+            outside / MIB,
+            planned / MIB,
+        )
+        from engine.gpu_budget import LATE_KERNEL_BYTES
+
+        if outside > planned + LATE_KERNEL_BYTES:
+            card = CardMemory(self._card.total, self._card.free_after_context, self._card.context, outside)
+            plan = self._plan_for(card.allocator_budget(self._operator_budget))
+            log.warning("kernels took more memory than planned; re-planning: %s", plan.strategy)
+            self._card = card
+            self._apply(plan)
+            self._plans.rebase(plan)
+
     # -- the Backend protocol ------------------------------------------------------------------
     def generate(self, request: GenerationRequest, on_step: StepCallback) -> Image:
         """One image; on_step(step, total) after each denoising step (it may raise to cancel)."""
+        fit = fit_request(request.width, request.height, self._plan.workspace_bytes)
+        if not fit.fits or request.width * request.height > self._settings.max_pixels:
+            side = self.largest_square
+            raise RequestTooLarge(
+                f"{request.width}x{request.height} needs {fit.needed_bytes / GIB:.1f} GiB of GPU memory to "
+                f"work in and this GPU keeps {fit.room_bytes / GIB:.1f} GiB (engine.max_pixels "
+                f"{self._settings.max_pixels}); the largest square it makes is {side}x{side}. "
+                "Ask for a smaller size."
+            )
+        restored = self._plans.next_run()
+        if restored is not None:  # a smaller plan lasts one job
+            self._apply(restored)
+            log.info("back to the planned memory use: %s", restored.strategy)
+        assert fit.decode is not None
+        self._decoder.plan = fit.decode
+        self._chunks.tokens = fit.dit_chunk
+        if fit.decode.tiled or fit.dit_chunk is not None:
+            log.info(
+                "%dx%d: DiT in chunks of %s tokens, VAE decode %s",
+                request.width,
+                request.height,
+                fit.dit_chunk or "all",
+                fit.decode.describe(),
+            )
         cfg_scale = NEGATIVE_PROMPT_CFG_SCALE if request.negative_prompt.strip() else 1.0
         try:
             image: Image = self._pipe(
@@ -260,29 +516,38 @@ class DiffSynthBackend:
             )
         except BaseException:
             # Cancelled between steps, out of memory mid-block, ...: leave the streams consistent.
-            self._dit.recover()
-            self._t5.recover()
+            self._dit_blocks.recover()
+            self._t5_blocks.recover()
+            self._t5_blocks.release_slots()
             raise
         return image
 
     def describe(self) -> tuple[str, str]:
         """(model files, memory strategy) for logs and PNG metadata."""
-        return self._paths.file_names, f"{self._plan.strategy}, {self._matmul}"
+        t5 = "T5 fp8-stored" if self._settings.text_encoder_storage == "fp8" else "T5 bf16"
+        return self._paths.file_names, f"{self._plan.strategy}, {self._matmul}, {t5}"
 
     def reduce_memory(self) -> bool:
-        """After an out-of-memory error: plan for three quarters of the budget. False if nothing changes."""
+        """After an out-of-memory error: plan for three quarters of the budget, for the retry of that job
+        only. False if nothing changes."""
         try:
-            plan = self._make_plan(int(self._plan.budget_bytes * REDUCE_FACTOR) + ALLOCATOR_SLACK_BYTES)
-        except BudgetTooSmall:
+            plan = self._plan_for(int(self._plan.budget_bytes * REDUCE_FACTOR))
+        except EngineStartError:
             return False
-        if plan.dit.resident == self._plan.dit.resident and plan.t5.resident == self._plan.t5.resident:
+        if plan.dit.resident == self._plan.dit.resident:
             return False
-        self._dit.recover()
-        self._t5.recover()
         self._apply(plan)
-        self._plan = plan
+        self._plans.reduce(plan)
         log.warning("reduced GPU memory use after out-of-memory: %s", plan.strategy)
         return True
+
+    def _apply(self, plan: EnginePlan) -> None:
+        self._dit_blocks.recover()
+        self._dit_blocks.apply(plan.dit)
+
+    @property
+    def _plan(self) -> EnginePlan:
+        return self._plans.current
 
     # -- for the benchmark ---------------------------------------------------------------------
     @property
@@ -290,8 +555,39 @@ class DiffSynthBackend:
         return self._plan
 
     @property
-    def streamed_bytes_total(self) -> int:
-        return self._dit.copied_bytes + self._t5.copied_bytes
+    def card(self) -> CardMemory:
+        return self._card
+
+    @property
+    def largest_square(self) -> int:
+        side = largest_square_side(self._plan.workspace_bytes)
+        return min(side, int(self._settings.max_pixels**0.5) // 64 * 64)
+
+
+def _outside_bytes(
+    model: torch.nn.Module,
+    blocks: StreamedBlocks,
+    rule: Callable[[torch.nn.Module, str, torch.Tensor], tuple[torch.dtype, torch.dtype]],
+) -> int:
+    """Bytes of a model's tensors outside its blocks, as they will be stored (from the empty shells)."""
+    inside = {id(m) for b in blocks.modules for m in b.modules()}
+    seen: set[int] = set()
+    total = 0
+    for module in model.modules():
+        if id(module) in inside:
+            continue
+        for name, tensor in [*module._parameters.items(), *module._buffers.items()]:
+            if tensor is None or id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            total += tensor.numel() * rule(module, name, tensor)[0].itemsize
+    return total
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the system (glibc keeps it otherwise); a no-op elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _progress(on_step: StepCallback, device: torch.device) -> Callable[[Iterable[T]], Iterator[T]]:
@@ -311,6 +607,6 @@ def _progress(on_step: StepCallback, device: torch.device) -> Callable[[Iterable
     return wrap
 
 
-def create_backend(settings: EngineSettings) -> DiffSynthBackend:
+def create_backend(settings: EngineSettings, report: LoadReporter) -> DiffSynthBackend:
     """The factory named by `engine.backend = "diffsynth"`."""
-    return DiffSynthBackend(settings)
+    return DiffSynthBackend(settings, report)

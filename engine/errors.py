@@ -5,8 +5,10 @@
     │                      died or timed out while loading; the message says what to do
     ├── EngineStopped      `run()` after `stop()`
     ├── WorkerDied         the worker process died under a job (kill -9, segfault); it is restarted
+    ├── RequestTooLarge    raised by a backend in the worker before the first step (reported as a
+    │                      JobFailed of kind too_large)
     └── JobFailed          the worker answered that the job failed: `kind` is a `JobErrorKind`
-                           (out_of_memory, timeout, cancelled, error)
+                           (out_of_memory, too_large, timeout, cancelled, error)
 
 Everything the worker process reports is mapped to one of these inside `engine/`; the chat side turns
 them into words for users.
@@ -35,6 +37,10 @@ class WorkerDied(EngineError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class RequestTooLarge(EngineError):
+    """Raised by a backend before the first step: this card cannot make an image of that size."""
 
 
 class JobFailed(EngineError):

@@ -9,7 +9,7 @@ from engine.claim_loop import generation_request
 from engine.messages import WorkerReady
 from engine.png_metadata import encode_result
 from engine.settings import EngineSettings
-from engine.supervisor import ProgressCallback, WorkerSupervisor
+from engine.supervisor import LoadProgressCallback, ProgressCallback, WorkerSupervisor
 from storage.jobs import ImageRequest
 
 CLI_JOB_ID = 0
@@ -22,13 +22,14 @@ async def generate_one(
     on_progress: ProgressCallback | None = None,
     *,
     on_ready: Callable[[WorkerReady], None] | None = None,
+    on_load_progress: LoadProgressCallback | None = None,
 ) -> bytes:
     """Start a worker, make one image, stop the worker; return the PNG (with its metadata).
 
     Raises EngineStartError (e.g. model files missing: the message says to run `majicbot download`),
     JobFailed or WorkerDied.
     """
-    supervisor = WorkerSupervisor(settings)
+    supervisor = WorkerSupervisor(settings, on_load_progress=on_load_progress)
     try:
         ready = await supervisor.start()
         if on_ready is not None:

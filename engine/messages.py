@@ -66,6 +66,15 @@ class WorkerReady:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadProgress:
+    """While loading: `done` of `total` units (bytes of weights, or steps of a stage) of `stage`."""
+
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerStartFailed:
     """Loading failed (missing model file, bad backend path, ...): restarting will not help."""
 
@@ -83,6 +92,7 @@ class JobErrorKind(enum.StrEnum):
     OUT_OF_MEMORY = "out_of_memory"
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"  # refused before its first step: the card cannot hold that size
     ERROR = "error"
 
 
@@ -120,4 +130,4 @@ class JobErrored:
     memory: MemoryReport
 
 
-FromWorker = WorkerReady | WorkerStartFailed | StepProgress | JobSucceeded | JobErrored
+FromWorker = WorkerReady | WorkerStartFailed | LoadProgress | StepProgress | JobSucceeded | JobErrored

@@ -35,6 +35,7 @@ from engine.messages import (
     JobErrored,
     JobErrorKind,
     JobSucceeded,
+    LoadProgress,
     RunJob,
     Shutdown,
     StepProgress,
@@ -51,6 +52,9 @@ A = TypeVar("A")
 
 ProgressCallback = Callable[[StepProgress], None]
 """Called in the event loop for each step the worker reports; keep it quick."""
+
+LoadProgressCallback = Callable[[LoadProgress], None]
+"""Called in the event loop for each loading report of the worker (every start, restarts too)."""
 
 DEFAULT_ANSWER_GRACE_S = 30.0
 
@@ -161,6 +165,35 @@ class _WorkerProcess:
         self._commands.close()
 
 
+class _LoadLog:
+    """The default loading report: a log line when a stage starts and at every tenth of it."""
+
+    def __init__(self) -> None:
+        self._stage = ""
+        self._tenth = -1
+
+    def __call__(self, progress: LoadProgress) -> None:
+        tenth = progress.done * 10 // max(progress.total, 1)
+        if progress.stage == self._stage and tenth == self._tenth:
+            return
+        self._stage, self._tenth = progress.stage, tenth
+        if progress.total > 1_000_000:
+            logger.info(
+                "loading the model: %s, %.1f of %.1f GB (%d%%)",
+                progress.stage,
+                progress.done / 1e9,
+                progress.total / 1e9,
+                tenth * 10,
+            )
+        else:
+            logger.info("loading the model: %s (%d of %d)", progress.stage, progress.done, progress.total)
+
+
+def default_load_report() -> LoadProgressCallback:
+    """Loading progress as log lines (`majicbot run` and `engine`, and `generate` off a terminal)."""
+    return _LoadLog()
+
+
 def _consume_exception(future: asyncio.Future[WorkerReady]) -> None:
     """Failures reach callers through start(); this keeps asyncio from also logging them as unretrieved."""
     if not future.cancelled():
@@ -188,9 +221,16 @@ class _RunningJob:
 class WorkerSupervisor:
     """Owns the worker process of one GPU. Use from one event loop; one job at a time."""
 
-    def __init__(self, settings: EngineSettings, *, answer_grace_s: float = DEFAULT_ANSWER_GRACE_S) -> None:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        answer_grace_s: float = DEFAULT_ANSWER_GRACE_S,
+        on_load_progress: LoadProgressCallback | None = None,
+    ) -> None:
         self._settings = settings
         self._grace = answer_grace_s
+        self._on_load_progress = on_load_progress or default_load_report()
         self._worker: _WorkerProcess | None = None
         self._starting: asyncio.Task[_WorkerProcess] | None = None
         self._job: _RunningJob | None = None
@@ -198,11 +238,25 @@ class WorkerSupervisor:
         self._stopped = False
         self.ready: WorkerReady | None = None
         """What the current worker reported when it finished loading."""
+        self.restarts = 0
+        """Workers restarted after dying (for metrics)."""
 
     @property
     def pid(self) -> int | None:
         """The live worker process's id (for logs and tests)."""
         return None if self._worker is None else self._worker.pid
+
+    @property
+    def is_ready(self) -> bool:
+        """A worker has loaded and is alive (for health checks)."""
+        worker = self._worker
+        return (
+            worker is not None
+            and not worker.killed
+            and not worker.exited.done()
+            and worker.ready.done()
+            and worker.ready.exception() is None
+        )
 
     async def start(self) -> WorkerReady:
         """Start the worker (if it is not running) and wait until it has loaded the backend.
@@ -382,6 +436,13 @@ class WorkerSupervisor:
         job.worker.kill()
 
     def _on_message(self, worker: _WorkerProcess, message: FromWorker) -> None:
+        if isinstance(message, LoadProgress):
+            if self._on_load_progress is not None:
+                try:
+                    self._on_load_progress(message)
+                except Exception:
+                    logger.exception("the load progress callback failed")
+            return
         if isinstance(message, WorkerReady):
             if not worker.ready.done():
                 worker.ready.set_result(message)
@@ -443,6 +504,7 @@ class WorkerSupervisor:
             return
         if was_ready:
             self._failures += 1
+            self.restarts += 1
             logger.warning("worker pid %d %s; restarting it", worker.pid, reason)
             self._starting = asyncio.create_task(self._start(self._backoff()))
             self._starting.add_done_callback(self._log_restart)

@@ -121,27 +121,44 @@ def plan_blocks(block_bytes: Sequence[int], available: int, slots: int = 2) -> S
     return best
 
 
+def all_streamed(block_bytes: Sequence[int], slots: int = 2) -> StreamPlan:
+    """Every block streamed through `slots` buffers (T5: it runs once per new prompt)."""
+    sizes = tuple(int(b) for b in block_bytes)
+    n_slots = min(slots, len(sizes))
+    return StreamPlan(sizes, frozenset(), tuple(range(len(sizes))), n_slots, max(sizes, default=0))
+
+
 @dataclass(frozen=True, slots=True)
 class EnginePlan:
-    """The memory plan of the whole pipeline for one budget."""
+    """The memory plan of the whole pipeline for one allocator budget.
+
+    Two phases share the GPU: the text phase (T5 streams through its slots and a compute buffer, which
+    exist only while a new prompt is encoded) and the image phase (DiT steps, then the VAE decode).
+    The workspace is what the largest planned request needs in the image phase; the text phase's own
+    buffers come out of the same room, so they never add to the peak.
+    """
 
     budget_bytes: int
-    workspace_bytes: int  # activations and temporaries while the DiT or the VAE runs
-    fixed_bytes: int  # always resident: CLIP, VAE, DiT and T5 embeddings/norms
+    workspace_bytes: int  # image phase: DiT activations (and the VAE decode, tiled to fit)
+    fixed_bytes: int  # always resident: CLIP, VAE, the DiT's and T5's parts outside their blocks
     dit: StreamPlan
-    t5: StreamPlan
-    t5_slots_released: bool  # T5 slots are freed after each prompt so the DiT phase has the room
+    t5: StreamPlan  # always streamed
+    t5_pass_bytes: int  # text phase: T5 slots + compute buffer + activations
+
+    @property
+    def room_bytes(self) -> int:
+        """What the two phases take turns with: the larger of the workspace and the T5 pass."""
+        return max(self.workspace_bytes, self.t5_pass_bytes)
 
     @property
     def dit_phase_bytes(self) -> int:
         """Accounted GPU bytes while the DiT or VAE runs."""
-        t5 = self.t5.resident_bytes + (0 if self.t5_slots_released else self.t5.slot_total_bytes)
-        return self.fixed_bytes + self.dit.gpu_bytes + t5 + self.workspace_bytes
+        return self.fixed_bytes + self.dit.gpu_bytes + self.workspace_bytes
 
     @property
     def text_phase_bytes(self) -> int:
-        """Accounted GPU bytes while T5 encodes (its activations are small; a tenth of the workspace)."""
-        return self.fixed_bytes + self.dit.gpu_bytes + self.t5.gpu_bytes + self.workspace_bytes // 10
+        """Accounted GPU bytes while T5 encodes."""
+        return self.fixed_bytes + self.dit.gpu_bytes + self.t5_pass_bytes
 
     @property
     def peak_bytes(self) -> int:
@@ -150,15 +167,13 @@ class EnginePlan:
     @property
     def strategy(self) -> str:
         """A short name for logs and image metadata."""
-        if self.dit.all_resident and self.t5.all_resident:
-            return "fp8-resident"
-        dit = f"dit {len(self.dit.resident)}/{len(self.dit.block_bytes)} resident"
-        t5 = (
-            "t5 resident"
-            if self.t5.all_resident
-            else f"t5 {len(self.t5.resident)}/{len(self.t5.block_bytes)}"
+        if self.dit.all_resident:
+            return f"fp8 DiT resident, T5 streamed (budget {self.budget_bytes / GIB:.1f} GiB)"
+        return (
+            f"fp8 DiT {len(self.dit.resident)}/{len(self.dit.block_bytes)} blocks resident, "
+            f"{self.dit.streamed_bytes / GIB:.1f} GiB streamed per step, T5 streamed "
+            f"(budget {self.budget_bytes / GIB:.1f} GiB)"
         )
-        return f"fp8-stream ({dit}, {t5}, budget {self.budget_bytes / GIB:.1f} GiB)"
 
 
 def plan_engine(
@@ -167,29 +182,58 @@ def plan_engine(
     fixed_bytes: int,
     dit_blocks: Sequence[int],
     t5_blocks: Sequence[int],
+    t5_extra_bytes: int = 0,
     slots: int = 2,
 ) -> EnginePlan:
-    """Plan the DiT first (it runs every step), then T5 (once per new prompt) with what is left."""
-    available = budget_bytes - workspace_bytes - fixed_bytes
-    if sum(dit_blocks) + sum(t5_blocks) <= available:
-        dit = plan_blocks(dit_blocks, available, slots)
-        t5 = plan_blocks(t5_blocks, available - dit.gpu_bytes, slots)
-        return EnginePlan(budget_bytes, workspace_bytes, fixed_bytes, dit, t5, t5_slots_released=False)
-    # T5 will stream: its slots live only while it encodes, inside the workspace the DiT is not using.
-    t5_slot_need = min(slots, len(t5_blocks)) * max(t5_blocks, default=0)
-    released = t5_slot_need <= workspace_bytes - workspace_bytes // 10
-    dit_room = available if released else available - t5_slot_need
-    dit = plan_blocks(dit_blocks, dit_room, slots)
-    leftover = available - dit.gpu_bytes
-    # Resident T5 layers stay through the DiT phase, so they come out of `leftover`; with released
-    # slots, the slot room is the workspace's and comes on top.
-    t5 = plan_blocks(t5_blocks, leftover + (t5_slot_need if released else 0), slots)
-    if t5.resident_bytes > leftover:
-        t5 = plan_blocks(t5_blocks, t5_slot_need, slots)
-    plan = EnginePlan(budget_bytes, workspace_bytes, fixed_bytes, dit, t5, t5_slots_released=released)
+    """Keep as many DiT blocks resident as the budget allows after the fixed parts and the room that
+    the image phase (workspace) and the text phase (T5 slots + `t5_extra_bytes`) take in turn.
+
+    Raises BudgetTooSmall when not even streaming every block fits.
+    """
+    t5 = all_streamed(t5_blocks, slots)
+    t5_pass = t5.slot_total_bytes + t5_extra_bytes
+    room = max(workspace_bytes, t5_pass)
+    available = budget_bytes - fixed_bytes - room
+    if available < 0:
+        raise BudgetTooSmall(
+            f"{budget_bytes / GIB:.2f} GiB cannot hold the fixed parts ({fixed_bytes / GIB:.2f} GiB) "
+            f"and the working room ({room / GIB:.2f} GiB)."
+        )
+    dit = plan_blocks(dit_blocks, available, slots)
+    plan = EnginePlan(budget_bytes, workspace_bytes, fixed_bytes, dit, t5, t5_pass)
     if plan.peak_bytes > budget_bytes:  # cannot happen by construction; guards later edits
         raise BudgetTooSmall(f"plan needs {plan.peak_bytes / GIB:.2f} GiB of {budget_bytes / GIB:.2f} GiB")
     return plan
+
+
+class PlanHolder:
+    """The plan in force: the planned one, or a smaller one taken after an out-of-memory error, which
+    lasts for the retry of that job only."""
+
+    def __init__(self, base: EnginePlan) -> None:
+        self.base = base
+        self.current = base
+        self._retry_pending = False
+
+    def reduce(self, smaller: EnginePlan) -> None:
+        """Use `smaller` for the retry of the job that ran out of memory."""
+        self.current = smaller
+        self._retry_pending = True
+
+    def rebase(self, base: EnginePlan) -> None:
+        """A new planned plan (after measuring the card again)."""
+        self.base = self.current = base
+        self._retry_pending = False
+
+    def next_run(self) -> EnginePlan | None:
+        """Called before each run: the plan to switch to, or None to keep the current one."""
+        if self.current is self.base:
+            return None
+        if self._retry_pending:
+            self._retry_pending = False
+            return None
+        self.current = self.base
+        return self.base
 
 
 @dataclass(frozen=True, slots=True)

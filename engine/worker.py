@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
 from engine.backend import Backend, load_backend
-from engine.errors import EngineStartError
+from engine.errors import EngineStartError, RequestTooLarge
 from engine.gpu_memory import device_name, free_cached_memory, reset_peak
 from engine.messages import (
     CancelJob,
@@ -34,6 +34,7 @@ from engine.messages import (
     JobErrored,
     JobErrorKind,
     JobSucceeded,
+    LoadProgress,
     RawImage,
     RunJob,
     Shutdown,
@@ -71,8 +72,12 @@ def worker_main(settings: EngineSettings, commands: Connection, events: Connecti
 def _load(settings: EngineSettings, outbox: _Outbox) -> Backend | None:
     """Build the backend and report readiness, or report why it could not be built."""
     started = time.monotonic()
+
+    def report(stage: str, done: int, total: int) -> None:
+        outbox.send(LoadProgress(stage, done, total))
+
     try:
-        backend = load_backend(settings)
+        backend = load_backend(settings, report)
     except EngineStartError as exc:
         outbox.send(WorkerStartFailed(str(exc)))
         return None
@@ -304,6 +309,8 @@ class _JobRunner:
             out_of_memory = False
             try:
                 image = self._backend.generate(job.request, clock.on_step)
+            except RequestTooLarge as exc:
+                return _Failed(JobErrorKind.TOO_LARGE, str(exc))
             except Exception as exc:
                 stopped = _stopped_in(exc)
                 if stopped is not None:

@@ -130,3 +130,7 @@ def model_paths(model_dir: Path) -> ModelPaths:
         tokenizer_clip=model_file("tokenizer_clip").local_paths(model_dir)[0],
         tokenizer_t5=model_file("tokenizer_t5").local_paths(model_dir)[0],
     )
+
+
+APPROX_DOWNLOAD_BYTES = 33 * 10**9
+"""Disk space the published files of the set take (the DiT checkpoint is most of it)."""

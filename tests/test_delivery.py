@@ -286,3 +286,28 @@ async def test_an_update_written_during_a_pass_wakes_the_next_one(
     async with running(make_loop(queue, signals, presenter, poll_interval_s=60.0)):
         await wait_delivered(queue, signals, job.id)
     assert [c.kind for c in presenter.calls] == ["progress", "deliver", "clean_up"]
+
+
+async def test_failures_retries_and_giving_up_reach_the_metrics(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    class Counted:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, bool]] = []
+
+        def delivery_failed(self, platform: str, *, gave_up: bool) -> None:
+            self.calls.append((platform, gave_up))
+
+    metrics = Counted()
+    presenter = RecordingPresenter(failures=2)
+    job = await finished_job(queue, image_store, make_new_job)
+    async with running(make_loop(queue, signals, presenter, metrics=metrics)):
+        await wait_delivered(queue, signals, job.id)
+    assert metrics.calls == [("telegram", False), ("telegram", False)]
+    # Past delivery.retry_for_s (here at once): given up, counted as such.
+    given_up = Counted()
+    stubborn = RecordingPresenter(failures=100)
+    later = await finished_job(queue, image_store, make_new_job)
+    async with running(make_loop(queue, signals, stubborn, give_up_after_s=0.0, metrics=given_up)):
+        await wait_delivered(queue, signals, later.id)
+    assert given_up.calls == [("telegram", True)]

@@ -96,6 +96,9 @@ async def test_imagine_defers_shows_progress_and_posts_the_png_with_buttons(
         ):
             assert call.payload.get("allowed_mentions") == {"parse": []}, call.route
     assert all(TOKEN not in record.getMessage() for record in caplog.records)
+    # The operator is told how to add the bot to a server.
+    invite = f"client_id={emulator.application_id}&scope=bot+applications.commands&permissions="
+    assert any(invite in record.getMessage() for record in caplog.records)
 
 
 async def test_buttons_work_after_a_restart(tmp_path: Path) -> None:

@@ -31,3 +31,28 @@ def test_an_import_path_resolves_to_its_factory() -> None:
     from tests.support import tiny_backend
 
     assert resolve_factory("tests.support.tiny_backend:create_backend") is tiny_backend.create_backend
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"), [("2.1.11", "diffsynth 2.1.11 is installed"), (None, "not installed")]
+)
+def test_the_diffsynth_version_is_checked_at_load(
+    monkeypatch: pytest.MonkeyPatch, installed: str | None, expected: str
+) -> None:
+    import importlib.metadata
+
+    from engine import diffsynth_backend
+    from engine.errors import EngineStartError
+
+    def version(name: str) -> str:
+        assert name == "diffsynth"
+        if installed is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(EngineStartError, match=expected) as failed:
+        diffsynth_backend.check_diffsynth_version()
+    assert "pip install" in str(failed.value)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: diffsynth_backend.SUPPORTED_DIFFSYNTH)
+    diffsynth_backend.check_diffsynth_version()

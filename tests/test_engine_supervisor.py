@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from engine.errors import EngineStartError, EngineStopped, JobFailed, WorkerDied
 from engine.generate import generate_one
-from engine.messages import GenerationRequest, JobErrorKind, StepProgress, WorkerReady
+from engine.messages import GenerationRequest, JobErrorKind, LoadProgress, StepProgress, WorkerReady
 from engine.png_metadata import read_metadata
 from engine.settings import EngineSettings
 from engine.supervisor import WorkerSupervisor
@@ -178,3 +178,31 @@ async def test_generate_one_makes_one_png_with_progress() -> None:
     assert steps == [1, 2, 3, 4, 5]
     assert ready[0].model == "tiny.safetensors"
     assert read_metadata(png).request.prompt == "a lighthouse"
+
+
+async def test_loading_progress_reaches_the_caller_before_the_worker_is_ready() -> None:
+    reports: list[LoadProgress] = []
+    ready: list[WorkerReady] = []
+    async with asyncio.timeout(60):
+        await generate_one(
+            settings(),
+            ImageRequest(prompt="a kite", seed=3, steps=1, width=64, height=64, guidance=3.5),
+            on_ready=ready.append,
+            on_load_progress=reports.append,
+        )
+    assert [(r.stage, r.done, r.total) for r in reports] == [
+        ("loading tiny model", 0, 1),
+        ("loading tiny model", 1, 1),
+    ]
+    assert ready
+
+
+async def test_a_size_the_gpu_cannot_hold_is_refused_before_its_steps(supervisor: WorkerSupervisor) -> None:
+    steps: list[int] = []
+    async with asyncio.timeout(BOUND_S):
+        with pytest.raises(JobFailed) as failed:
+            await supervisor.run(11, request("a whale [too-large]"), lambda p: steps.append(p.step))
+        assert failed.value.kind is JobErrorKind.TOO_LARGE
+        assert "does not fit this GPU" in failed.value.message
+        done = await supervisor.run(12, request())  # the worker lives on
+    assert steps == [1] and done.job_id == 12

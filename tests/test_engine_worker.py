@@ -18,6 +18,7 @@ from engine.messages import (
     GenerationRequest,
     JobErrorKind,
     JobSucceeded,
+    LoadProgress,
     RunJob,
     Shutdown,
     StepProgress,
@@ -94,6 +95,8 @@ async def test_the_worker_protocol_over_raw_pipes() -> None:
         return events.recv()
 
     try:
+        loading = [await receive(), await receive()]
+        assert loading == [LoadProgress("loading tiny model", 0, 1), LoadProgress("loading tiny model", 1, 1)]
         ready = await receive()
         assert isinstance(ready, WorkerReady)
         assert ready.model == "tiny.safetensors"

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-import math
-import struct
 import sys
 from pathlib import Path
 
@@ -14,56 +10,11 @@ import pytest
 from models import FIX_COMMAND, FileStatus, ModelFilesMissing, check_models, require_complete
 from models.registry import MODEL_FILES, model_file, model_paths
 from models.safetensors_header import read_header
-
-SHAPES_FILE = Path(__file__).parent / "data" / "flux_model_shapes.json.gz"
-_BYTES = {"F8_E4M3": 1, "BF16": 2}
-
-
-def _shapes() -> dict[str, dict[str, list[int]]]:
-    with gzip.open(SHAPES_FILE, "rt") as f:
-        data: dict[str, dict[str, list[int]]] = json.load(f)
-    return data
-
-
-def _write_sparse(path: Path, shapes: dict[str, list[int]], dtype: str = "BF16", cut: int = 0) -> None:
-    """A safetensors file with the real header whose data is a hole: no disk used."""
-    header: dict[str, object] = {}
-    offset = 0
-    for name in sorted(shapes):
-        n = math.prod(shapes[name]) * _BYTES[dtype]
-        header[name] = {"dtype": dtype, "shape": shapes[name], "data_offsets": [offset, offset + n]}
-        offset += n
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * ((8 - len(raw) % 8) % 8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        f.truncate(8 + len(raw) + offset - cut)
-
-
-def _write_set(model_dir: Path, skip: frozenset[str] = frozenset()) -> None:
-    shapes = _shapes()
-    paths = model_paths(model_dir)
-    if "dit" not in skip:
-        _write_sparse(paths.dit, shapes["dit"], "F8_E4M3")
-    if "text_encoder_clip" not in skip:
-        _write_sparse(paths.text_encoder_clip, shapes["text_encoder_clip"])
-    if "text_encoder_t5" not in skip:
-        names = sorted(shapes["text_encoder_t5"])
-        half = len(names) // 2
-        for shard, part in zip(paths.text_encoder_t5, (names[:half], names[half:]), strict=True):
-            _write_sparse(shard, {k: shapes["text_encoder_t5"][k] for k in part})
-    if "vae" not in skip:
-        _write_sparse(paths.vae, shapes["vae"])
-    for folder in (paths.tokenizer_clip, paths.tokenizer_t5):
-        if folder.name not in skip:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "tokenizer_config.json").write_text("{}")
+from tests.support.model_files import model_shapes, write_set, write_sparse
 
 
 def test_full_sparse_set_is_recognised(tmp_path: Path) -> None:
-    _write_set(tmp_path)
+    write_set(tmp_path)
     report = check_models(tmp_path)
     assert [f.status for f in report.files] == [FileStatus.OK] * len(MODEL_FILES), report.render()
     assert report.complete
@@ -76,14 +27,14 @@ def test_full_sparse_set_is_recognised(tmp_path: Path) -> None:
 
 def test_header_reports_expected_size(tmp_path: Path) -> None:
     path = tmp_path / "x.safetensors"
-    _write_sparse(path, {"a.weight": [4, 8], "b.bias": [8]})
+    write_sparse(path, {"a.weight": [4, 8], "b.bias": [8]})
     header = read_header(path)
     assert header.tensors["a.weight"].shape == (4, 8)
     assert header.expected_file_size == path.stat().st_size
 
 
 def test_missing_files_name_the_fix(tmp_path: Path) -> None:
-    _write_set(tmp_path, skip=frozenset({"dit", "tokenizer_2"}))
+    write_set(tmp_path, skip=frozenset({"dit", "tokenizer_2"}))
     report = check_models(tmp_path)
     bad = {f.entry.role: f.status for f in report.problems}
     assert bad == {"dit": FileStatus.MISSING, "tokenizer_t5": FileStatus.MISSING}
@@ -103,9 +54,9 @@ def test_empty_dir_lists_everything(tmp_path: Path) -> None:
 
 
 def test_truncated_download_is_incomplete(tmp_path: Path) -> None:
-    _write_set(tmp_path)
+    write_set(tmp_path)
     vae = model_paths(tmp_path).vae
-    _write_sparse(vae, _shapes()["vae"], cut=1000)
+    write_sparse(vae, model_shapes()["vae"], cut=1000)
     report = check_models(tmp_path)
     assert [f.entry.role for f in report.problems] == ["vae"]
     assert report.problems[0].status is FileStatus.INCOMPLETE
@@ -113,10 +64,10 @@ def test_truncated_download_is_incomplete(tmp_path: Path) -> None:
 
 
 def test_wrong_model_is_unrecognised(tmp_path: Path) -> None:
-    _write_set(tmp_path)
-    shapes = dict(_shapes()["text_encoder_clip"])
+    write_set(tmp_path)
+    shapes = dict(model_shapes()["text_encoder_clip"])
     shapes.pop(sorted(shapes)[0])
-    _write_sparse(model_paths(tmp_path).text_encoder_clip, shapes)
+    write_sparse(model_paths(tmp_path).text_encoder_clip, shapes)
     report = check_models(tmp_path)
     assert [(f.entry.role, f.status) for f in report.problems] == [
         ("text_encoder_clip", FileStatus.UNRECOGNISED)
@@ -124,14 +75,14 @@ def test_wrong_model_is_unrecognised(tmp_path: Path) -> None:
 
 
 def test_one_missing_t5_shard(tmp_path: Path) -> None:
-    _write_set(tmp_path)
+    write_set(tmp_path)
     model_paths(tmp_path).text_encoder_t5[1].unlink()
     report = check_models(tmp_path)
     assert [(f.entry.role, f.status) for f in report.problems] == [("text_encoder_t5", FileStatus.MISSING)]
 
 
 def test_garbage_file_is_unreadable(tmp_path: Path) -> None:
-    _write_set(tmp_path)
+    write_set(tmp_path)
     model_paths(tmp_path).vae.write_bytes(b"<html>not a model</html>")
     report = check_models(tmp_path)
     assert report.problems[0].status is FileStatus.UNREADABLE

@@ -30,6 +30,16 @@ DISCORD_API_BASE = Route.BASE
 DISCORD_GATEWAY = DiscordWebSocket.DEFAULT_GATEWAY
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+BOT_SCOPES = ("bot", "applications.commands")
+# What posting an image with buttons and a progress message needs, in channels and threads.
+BOT_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    embed_links=True,
+    attach_files=True,
+    read_message_history=True,
+)
 
 
 class DiscordFrontend:
@@ -93,6 +103,9 @@ class DiscordFrontend:
             )
         user = self._client.user
         log.info("discord: connected as %s (id %s)", user, None if user is None else user.id)
+        application_id = self._client.application_id
+        if application_id is not None:
+            log.info("discord: invite the bot to a server with %s", invite_url(application_id))
 
     async def fatal_error(self) -> str:
         await self._fatal.wait()
@@ -135,6 +148,11 @@ class DiscordFrontend:
         self._fatal_reason = reason
         self._fatal.set()
 
+    @property
+    def is_running(self) -> bool:
+        gateway = self._gateway
+        return gateway is not None and not gateway.done() and self._client.is_ready()
+
     async def _setup(self, client: MajicClient) -> None:
         """Runs inside login, before the gateway: register buttons and commands, then sync commands."""
         client.add_dynamic_items(JobButton)
@@ -151,3 +169,8 @@ class DiscordFrontend:
         else:
             synced = await tree.sync()
             log.info("discord: synced %d commands globally", len(synced))
+
+
+def invite_url(application_id: int) -> str:
+    """The OAuth2 URL that adds the bot to a server with the scopes and permissions it needs."""
+    return discord.utils.oauth_url(application_id, permissions=BOT_PERMISSIONS, scopes=BOT_SCOPES)

@@ -112,6 +112,11 @@ class TelegramFrontend:
             guarded.removeFilter(self._redactor)
         logger.info("Telegram bot stopped")
 
+    @property
+    def is_running(self) -> bool:
+        updater = self._app.updater
+        return bool(self._app.running and updater is not None and updater.running)
+
     async def _start_receiving(self) -> None:
         updater = self._app.updater
         assert updater is not None

@@ -109,3 +109,7 @@ class MemoryFrontend:
     async def fatal_error(self) -> str:
         await self._fatal.wait()
         return self._fatal_reason
+
+    @property
+    def is_running(self) -> bool:
+        return self.started and not self.stopped

@@ -11,6 +11,7 @@ Words in the prompt steer it, for tests (the control word stays part of the prom
   [oom-wrapped]  like [oom], as the cause of a RuntimeError, from a class that is only named OutOfMemoryError
   [crash]  SIGKILLs its own process at step 1
   [hang]   sleeps an hour at step 1 without calling on_step again
+  [too-large]  refuses the request at step 1, as a backend does for a size the GPU cannot hold
 
 A GPU cannot exist here, so the factory replaces torch.cuda's memory functions in the worker process with
 fakes; each `empty_cache` call appends one byte to the file named by TINY_BACKEND_COUNTER (if set).
@@ -27,7 +28,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.backend import StepCallback
+from engine.backend import LoadReporter, StepCallback
+from engine.errors import RequestTooLarge
 from engine.messages import GenerationRequest
 from engine.settings import EngineSettings
 
@@ -108,6 +110,8 @@ class TinyBackend:
     def _trouble(self, request: GenerationRequest) -> None:
         """Whatever the prompt asked to go wrong at step 1."""
         prompt = request.prompt
+        if "[too-large]" in prompt:
+            raise RequestTooLarge(f"{request.width}x{request.height} does not fit this GPU (as asked).")
         if "[boom]" in prompt:
             raise ValueError("boom: the tiny backend was told to fail")
         if "[crash]" in prompt:
@@ -129,13 +133,15 @@ class OutOfMemoryError(RuntimeError):
     """Stands for another library's out-of-memory error: the worker knows it by its name."""
 
 
-def create_backend(settings: EngineSettings) -> TinyBackend:
+def create_backend(settings: EngineSettings, report: LoadReporter) -> TinyBackend:
+    report("loading tiny model", 0, 1)
     counter = os.environ.get("TINY_BACKEND_COUNTER")
     backend = TinyBackend(settings)
     _install_fake_cuda(Path(counter) if counter else None)
+    report("loading tiny model", 1, 1)
     return backend
 
 
-def create_backend_missing_model(settings: EngineSettings) -> TinyBackend:
+def create_backend_missing_model(settings: EngineSettings, report: LoadReporter) -> TinyBackend:
     missing = settings.model_dir / "majicflus_v134.safetensors"
     raise FileNotFoundError(f"Model file {missing} is missing.")
