@@ -115,7 +115,8 @@ class TelegramFrontend:
     @property
     def is_running(self) -> bool:
         updater = self._app.updater
-        return bool(self._app.running and updater is not None and updater.running)
+        receiving = self._app.running and updater is not None and updater.running
+        return bool(receiving and not self._fatal.is_set())
 
     async def _start_receiving(self) -> None:
         updater = self._app.updater
