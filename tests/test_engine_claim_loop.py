@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -66,9 +67,16 @@ async def claiming(
     worker: WorkerSupervisor,
     *,
     poll_interval_s: float = 0.5,
+    outcome_retry_s: tuple[float, float] = (0.5, 30.0),
 ) -> AsyncIterator[ClaimLoop]:
     claim_loop = ClaimLoop(
-        queue, image_store, signals, worker, claimer="test-host:1", poll_interval_s=poll_interval_s
+        queue,
+        image_store,
+        signals,
+        worker,
+        claimer="test-host:1",
+        poll_interval_s=poll_interval_s,
+        outcome_retry_s=outcome_retry_s,
     )
     stop = asyncio.Event()
     task = asyncio.get_running_loop().create_task(claim_loop.run(stop))
@@ -231,6 +239,9 @@ async def test_stopping_puts_the_running_job_back_in_the_queue(
         assert (await worker.start()).model == "tiny.safetensors"
 
 
+QUICK_RETRIES: dict[str, Any] = {"poll_interval_s": 0.2, "outcome_retry_s": (0.05, 0.2)}
+
+
 async def _log_count(caplog: pytest.LogCaptureFixture, text: str, at_least: int) -> None:
     """Until `at_least` log records contain `text` (bounded)."""
     async with asyncio.timeout(BOUND_S):
@@ -253,43 +264,32 @@ async def test_an_outcome_the_database_refuses_is_kept_and_recorded_once_it_can_
     job = (await queue.enqueue(make_new_job(prompt="[slow]", steps=4))).job
     # The claim loop's own connections give up on a lock after 50 ms, like a busy timeout passed.
     impatient = Database(db_url, busy_timeout_ms=50)
-    claim_loop = ClaimLoop(
-        JobQueue(impatient, signals, max_attempts=2),
-        image_store,
-        signals,
-        worker,
-        claimer="test-host:1",
-        poll_interval_s=0.2,
-        outcome_retry_s=(0.05, 0.2),
-    )
-    stop = asyncio.Event()
-    task = asyncio.get_running_loop().create_task(claim_loop.run(stop))
     # Used from threads: taking the lock may wait for a write that needs this event loop to finish.
     locker = sqlite3.connect(str(url.database), isolation_level=None, check_same_thread=False, timeout=20)
+    impatient_queue = JobQueue(impatient, signals, max_attempts=2)
     try:
+        async with claiming(impatient_queue, image_store, signals, worker, **QUICK_RETRIES):
+            try:
 
-        async def running() -> bool:
-            return (await queue.get(job.id)).status is JobStatus.RUNNING
+                async def running() -> bool:
+                    return (await queue.get(job.id)).status is JobStatus.RUNNING
 
-        await wait_until(signals, running)
-        # Another process holds the database while the job ends.
-        await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
-        with caplog.at_level(logging.ERROR, logger="engine.claim_loop"):
-            await _log_count(caplog, f"job={job.id}: could not record its outcome", 3)
-        assert (await queue.get(job.id)).status is JobStatus.RUNNING
-        await asyncio.to_thread(locker.execute, "COMMIT")
+                await wait_until(signals, running)
+                # Another process holds the database while the job ends.
+                await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
+                with caplog.at_level(logging.ERROR, logger="engine.claim_loop"):
+                    await _log_count(caplog, f"job={job.id}: could not record its outcome", 3)
+                assert (await queue.get(job.id)).status is JobStatus.RUNNING
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    locker.execute("ROLLBACK")
 
-        async def done() -> bool:
-            return (await queue.get(job.id)).status is JobStatus.DONE
+            async def done() -> bool:
+                return (await queue.get(job.id)).status is JobStatus.DONE
 
-        await wait_until(signals, done)
+            await wait_until(signals, done)
     finally:
-        with contextlib.suppress(sqlite3.Error):
-            locker.execute("ROLLBACK")
         locker.close()
-        stop.set()
-        async with asyncio.timeout(BOUND_S):
-            await task
         await impatient.close()
     finished = await queue.get(job.id)
     assert finished.result_path is not None and finished.attempts == 0
@@ -310,18 +310,7 @@ async def test_an_image_the_disk_refuses_is_kept_and_stored_once_it_can_be(
     blocker.parent.mkdir(parents=True)
     blocker.write_bytes(b"")
     job = (await queue.enqueue(make_new_job())).job
-    claim_loop = ClaimLoop(
-        queue,
-        store,
-        signals,
-        worker,
-        claimer="test-host:1",
-        poll_interval_s=0.2,
-        outcome_retry_s=(0.05, 0.2),
-    )
-    stop = asyncio.Event()
-    task = asyncio.get_running_loop().create_task(claim_loop.run(stop))
-    try:
+    async with claiming(queue, store, signals, worker, **QUICK_RETRIES):
         with caplog.at_level(logging.ERROR, logger="engine.claim_loop"):
             await _log_count(caplog, f"job={job.id}: could not store its image", 3)
         assert (await queue.get(job.id)).status is JobStatus.RUNNING
@@ -331,10 +320,6 @@ async def test_an_image_the_disk_refuses_is_kept_and_stored_once_it_can_be(
             return (await queue.get(job.id)).status is JobStatus.DONE
 
         await wait_until(signals, done)
-    finally:
-        stop.set()
-        async with asyncio.timeout(BOUND_S):
-            await task
     finished = await queue.get(job.id)
     assert finished.result_path is not None
     assert hashlib.sha256(await store.read(finished.result_path)).hexdigest() == finished.result_sha256

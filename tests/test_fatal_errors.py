@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import Application, ApplicationError
 from tests.support import discord_harness
 from tests.support.telegram_emulator import TelegramEmulator, TgChat
 from tests.support.telegram_harness import ANN, TOKEN, reply_to
@@ -104,3 +105,24 @@ async def test_discord_exits_when_the_token_is_revoked(tmp_path: Path) -> None:
             code, lines = await exit_of(process)
     assert code != 0
     assert "authentication failed (4004)" in lines[-1] and "MAJICBOT_DISCORD_TOKEN" in lines[-1], lines[-5:]
+
+
+async def test_discord_refusing_the_token_when_posting_ends_the_application(tmp_path: Path) -> None:
+    async with discord_harness.emulated() as emulator:
+        app = Application(discord_harness.make_config(tmp_path, emulator), shutdown_timeout_s=10)
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop))
+        try:
+            async with asyncio.timeout(60):
+                await app.started()
+            emulator.token = "reset." + emulator.token  # REST answers 401; the gateway session lives on
+            interaction = await emulator.inject_slash("imagine", {"prompt": "a cat --ar 1:1"}, user_id=42)
+            await emulator.wait_for_call(discord_harness.callback_of(interaction), within=10)
+            with pytest.raises(ApplicationError, match=r"refused the bot token \(401"):
+                async with asyncio.timeout(60):
+                    await task
+        finally:
+            stop.set()
+            if not task.done():
+                async with asyncio.timeout(30):
+                    await asyncio.gather(task, return_exceptions=True)

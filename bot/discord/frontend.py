@@ -53,7 +53,10 @@ class DiscordFrontend:
         self._settings = settings
         self._client = MajicClient(on_setup=self._setup)
         self._presenter = DiscordPresenter(
-            self._client, service, edit_interval_s=settings.progress_edit_interval_s
+            self._client,
+            service,
+            edit_interval_s=settings.progress_edit_interval_s,
+            on_token_refused=self._token_refused,
         )
         self._handlers = DiscordHandlers(service, Access(settings), self._presenter, limits)
         self._client.actions = self._handlers
@@ -122,6 +125,17 @@ class DiscordFrontend:
                 await asyncio.wait_for(self._gateway, STOP_TIMEOUT_S)
             self._gateway = None
 
+    def _token_refused(self) -> None:
+        self._fail(
+            "Discord refused the bot token (401 Unauthorized) when posting: it was revoked or reset. "
+            "Set the new token in discord.token or MAJICBOT_DISCORD_TOKEN, then restart."
+        )
+
+    def _fail(self, reason: str) -> None:
+        if not self._fatal.is_set():
+            self._fatal_reason = reason
+            self._fatal.set()
+
     def _gateway_ended(self, task: asyncio.Task[None]) -> None:
         # discord.py reconnects by itself after network trouble; the gateway task ends only on errors
         # that need a person (a token revoked while running, intents refused), and then nothing else
@@ -145,8 +159,7 @@ class DiscordFrontend:
                 f"the Discord gateway connection ended ({type(error).__name__}: {error}); "
                 "check the token and network, then restart majicbot."
             )
-        self._fatal_reason = reason
-        self._fatal.set()
+        self._fail(reason)
 
     @property
     def is_running(self) -> bool:

@@ -14,7 +14,9 @@ import io
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import discord
 
@@ -62,8 +64,16 @@ class DiscordPresenter:
 
     platform = Platform.DISCORD
 
-    def __init__(self, client: discord.Client, service: BotService, *, edit_interval_s: float) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        service: BotService,
+        *,
+        edit_interval_s: float,
+        on_token_refused: Callable[[], None] = lambda: None,
+    ) -> None:
         self._client = client
+        self._on_token_refused = on_token_refused
         self._service = service
         self._interval = edit_interval_s
         self._lines: dict[int, _StatusLine] = {}
@@ -111,11 +121,8 @@ class DiscordPresenter:
         upload = await self._upload(job)
         embed = result_embed(job, upload)
         file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
-        channel = self._client.get_partial_messageable(int(job.requester.chat_id))
         try:
-            message = await channel.send(
-                embed=embed, file=file, view=result_view(job.id), allowed_mentions=NO_MENTIONS
-            )
+            message = await self._post(job, embed=embed, file=file, view=result_view(job.id))
         except (discord.Forbidden, discord.NotFound) as error:
             # Retrying cannot help (the channel is gone or the bot may not post there): give up on it.
             log.warning("job=%s could not be posted to channel %s: %s", job.id, job.requester.chat_id, error)
@@ -134,25 +141,27 @@ class DiscordPresenter:
             await self._finish(job.id, final)
 
     async def report_ready_later(self, job: Job) -> None:
-        channel = self._client.get_partial_messageable(int(job.requester.chat_id))
-        await channel.send(
-            content=f"{job.requester.user_name}: {texts.ready_later_text(job)}", allowed_mentions=NO_MENTIONS
-        )
+        await self._post(job, content=f"{job.requester.user_name}: {texts.ready_later_text(job)}")
 
     async def report_failure(self, job: Job) -> None:
         text = texts.failure_text(job)
         if await self._finish(job.id, text, view=retry_view(job.id)):
             return
         # No status line can show it (a restart, or the token died): say it in the channel instead.
-        channel = self._client.get_partial_messageable(int(job.requester.chat_id))
         try:
-            await channel.send(
-                content=f"{job.requester.user_name}: {text}",
-                view=retry_view(job.id),
-                allowed_mentions=NO_MENTIONS,
-            )
+            await self._post(job, content=f"{job.requester.user_name}: {text}", view=retry_view(job.id))
         except (discord.Forbidden, discord.NotFound) as error:
             log.warning("job=%s failure notice could not be posted: %s", job.id, error)
+
+    async def _post(self, job: Job, **content: Any) -> discord.Message:
+        """A message in the job's channel, with the bot token; a 401 means the token was revoked."""
+        channel = self._client.get_partial_messageable(int(job.requester.chat_id))
+        try:
+            return await channel.send(allowed_mentions=NO_MENTIONS, **content)
+        except discord.HTTPException as error:
+            if error.status == 401:
+                self._on_token_refused()
+            raise
 
     async def report_cancelled(self, job: Job) -> None:
         await self._finish(job.id, texts.final_status_text(job))

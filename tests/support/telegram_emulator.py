@@ -288,22 +288,13 @@ class TelegramEmulator:
             body = {"ok": False, "error_code": status, "description": "Bad Gateway"}
             return await self._record(call, status, body)
         pending = self._failures.get(method)
-        if pending:
-            retry_after = pending.pop(0)
+        retry_after = pending.pop(0) if pending else self._flood_wait(method, params)
+        if retry_after is not None:
             body = {
                 "ok": False,
                 "error_code": 429,
                 "description": f"Too Many Requests: retry after {retry_after}",
                 "parameters": {"retry_after": retry_after},
-            }
-            return await self._record(call, 429, body)
-        flooded = self._flood_wait(method, params)
-        if flooded is not None:
-            body = {
-                "ok": False,
-                "error_code": 429,
-                "description": f"Too Many Requests: retry after {flooded}",
-                "parameters": {"retry_after": flooded},
             }
             return await self._record(call, 429, body)
         handler = getattr(self, f"_api_{method}", None)
