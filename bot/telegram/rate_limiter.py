@@ -128,9 +128,11 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
     ) -> JsonResult:
         priority = Priority.REPLY if rate_limit_args is None else Priority(rate_limit_args)
         chat_id = data.get("chat_id")
-        if endpoint not in COUNTED_METHODS or chat_id is None:
+        if chat_id is None:
             return await callback(*args, **kwargs)
         chat = self._chat(chat_id)
+        if endpoint not in COUNTED_METHODS:
+            return await self._uncounted(chat, endpoint, callback, args, kwargs)
         for attempt in range(self._limits.max_retries + 1):
             await self._take_slot(chat, priority)
             try:
@@ -147,6 +149,28 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
                     raise
                 logger.info("Telegram flood control on chat %s: waiting %.1f s", chat_id, pause)
         raise AssertionError("unreachable")
+
+    async def _uncounted(
+        self,
+        chat: _Chat,
+        endpoint: str,
+        callback: Callable[..., Coroutine[Any, Any, JsonResult]],
+        args: Any,
+        kwargs: dict[str, Any],
+    ) -> JsonResult:
+        """Deletes, chat actions, callback answers: sent at once, except that a chat action (a
+        courtesy) is skipped while the group's budget is needed for messages."""
+        if endpoint == "sendChatAction" and chat.window is not None:
+            reserve = self._limits.group_reserve[Priority.PROGRESS]
+            if chat.waiting or chat.window.free(self._clock()) <= reserve:
+                raise ProgressDropped("the chat's rate limit is saturated: chat action skipped")
+        try:
+            return await callback(*args, **kwargs)
+        except RetryAfter as error:
+            # Telegram counts more than we thought: hold this chat's messages back as well.
+            if chat.window is not None:
+                chat.window.blocked_until = max(chat.window.blocked_until, self._clock() + _seconds(error))
+            raise
 
     def _chat(self, chat_id: object) -> _Chat:
         key: int | str
