@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bot.command_parser import KNOWN_FLAGS
+from storage.errors import StorageFull
 from storage.jobs import FailureKind, Job, JobStatus
 
 if TYPE_CHECKING:
@@ -242,6 +243,13 @@ STORAGE_FULL_CANCEL = (
     "The bot's operator needs to free some space."
 )
 STORAGE_BUSY = "My database is busy right now, so nothing was queued. Send the command again in a minute."
+
+
+def unexpected_error_text(error: BaseException | None) -> str:
+    """The reply when a command failed in a way nobody foresaw; a full disk is still named as such."""
+    if isinstance(error, StorageFull):
+        return STORAGE_FULL
+    return "Sorry, something went wrong on my side. Try again in a moment."
 
 
 def not_allowed_text() -> str:

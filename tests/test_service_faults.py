@@ -7,12 +7,14 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from bot import texts
 from bot.command_parser import ImagineArgs
 from bot.errors import InvalidRequest, NothingToDo, Unavailable
 from bot.service import BotService
 from bot.settings import LimitsSettings
 from engine.settings import EngineSettings
 from storage.database import Database
+from storage.errors import StorageFull
 from storage.images import ImageStore
 from storage.jobs import Platform, Requester
 from storage.queue import JobQueue
@@ -95,3 +97,9 @@ async def test_a_full_disk_says_so_and_never_says_try_again(db_url: str, image_s
         assert "try again" not in text.lower()
     finally:
         await database.close()
+
+
+def test_a_full_disk_is_named_even_where_nobody_expected_it() -> None:
+    assert texts.unexpected_error_text(StorageFull("no space")) == texts.STORAGE_FULL
+    assert "try again" not in texts.STORAGE_FULL.lower()
+    assert "Try again" in texts.unexpected_error_text(RuntimeError("a bug"))

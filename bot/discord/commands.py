@@ -25,7 +25,6 @@ from bot.settings import LimitsSettings
 
 log = logging.getLogger(__name__)
 
-SOMETHING_WENT_WRONG = "Something went wrong on my side. Please try again in a minute."
 EXAMPLE = "/imagine prompt: a red fox in the snow --ar 16:9"
 
 
@@ -207,9 +206,9 @@ class DiscordHandlers:
             await work()
         except UserFacingError as error:
             await _reply(interaction, str(error))
-        except Exception:
+        except Exception as error:
             log.exception("interaction %s failed", interaction.id)
-            await _reply(interaction, SOMETHING_WENT_WRONG)
+            await _reply(interaction, texts.unexpected_error_text(error))
         finally:
             if task is not None:
                 self._in_flight.discard(task)
@@ -299,7 +298,7 @@ async def on_tree_error(interaction: discord.Interaction, error: app_commands.Ap
         text = "I don't know that command (any more). Type / to see the commands I have."
     else:
         log.error("interaction %s failed", interaction.id, exc_info=error)
-        text = SOMETHING_WENT_WRONG
+        text = texts.unexpected_error_text(error.__cause__ or error)
     try:
         if interaction.response.is_done():
             await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)

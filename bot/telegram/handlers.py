@@ -306,7 +306,7 @@ class TelegramHandlers:
         logger.error("a Telegram update failed: %s", context.error, exc_info=context.error)
         if not isinstance(update, Update):
             return
-        sorry = "Sorry, something went wrong on my side. Try again in a moment."
+        sorry = texts.unexpected_error_text(context.error)
         try:
             if update.callback_query is not None:
                 await update.callback_query.answer(sorry, show_alert=True)
