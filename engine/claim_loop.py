@@ -100,8 +100,9 @@ class _ProgressWriter:
                 continue
             try:
                 running = await self._queue.record_progress(self._job_id, progress.step, progress.total)
-            except Exception:
-                logger.exception("job=%d: could not store progress", self._job_id)
+            except Exception as exc:
+                # Progress is a courtesy (the next step writes it again); the outcome is what is retried.
+                logger.warning("job=%d: could not store progress: %s", self._job_id, exc)
                 continue
             if not running and not self.cancelled:
                 self.cancelled = True

@@ -4,7 +4,9 @@ Every write runs in one `Database.write()` transaction: on SQLite that holds the
 first statement, so reading a row and then changing it cannot interleave with another writer (in this
 process or another). On PostgreSQL the row is read ``FOR UPDATE`` and a claim is a conditional
 ``UPDATE ... WHERE status = 'queued'``, which is exactly-once under concurrent claimers as well.
-Timestamps are taken inside the transaction, so their order is the commit order.
+Timestamps are taken inside the transaction, so their order is the commit order. An enqueue with a
+per-user limit counts the user's active jobs and inserts in one transaction under a per-user lock
+(SQLite's write lock; a transaction-scoped advisory lock on PostgreSQL), so bursts cannot get past it.
 """
 
 from __future__ import annotations
