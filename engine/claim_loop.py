@@ -134,7 +134,7 @@ class ClaimLoop:
         claimer: str,
         poll_interval_s: float,
         stop_timeout_s: float = 30.0,
-        outcome_retry_s: tuple[float, float] = (0.5, 30.0),
+        outcome_retry_s: tuple[float, float] = (0.5, 10.0),
         metrics: EngineMetrics = NO_ENGINE_METRICS,
     ) -> None:
         self._queue = queue

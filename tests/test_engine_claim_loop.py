@@ -67,7 +67,7 @@ async def claiming(
     worker: WorkerSupervisor,
     *,
     poll_interval_s: float = 0.5,
-    outcome_retry_s: tuple[float, float] = (0.5, 30.0),
+    outcome_retry_s: tuple[float, float] = (0.5, 10.0),
 ) -> AsyncIterator[ClaimLoop]:
     claim_loop = ClaimLoop(
         queue,
