@@ -123,6 +123,7 @@ class DeliveryLoop:
         # Chats whose calls from an earlier pass are still running (each chat is served in order).
         self._busy: dict[tuple[Platform, str], asyncio.Task[None]] = {}
         self._chat_freed = asyncio.Event()
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self._presenters:
@@ -156,8 +157,9 @@ class DeliveryLoop:
 
     async def run_once(self) -> None:
         """One pass: outcomes for final undelivered jobs, then progress for active ones; returns once
-        every call it started has ended."""
+        every call it started (cleanups included) has ended."""
         await asyncio.gather(*await self._start_pass())
+        await asyncio.gather(*self._cleanups)
 
     async def _start_pass(self) -> list[asyncio.Task[None]]:
         """Read what changed and start serving each chat that is not still busy from an earlier pass
@@ -208,7 +210,7 @@ class DeliveryLoop:
 
     async def _finish_busy_chats(self) -> None:
         """On stop: let calls in flight end (a few seconds at most), then cancel the rest."""
-        busy = set(self._busy.values())
+        busy = set(self._busy.values()) | self._cleanups
         if not busy:
             return
         _, late = await asyncio.wait(busy, timeout=min(self._call_timeout_s, 5.0))
@@ -256,6 +258,12 @@ class DeliveryLoop:
         del self._posted[job.id]
         self._retries.pop(job.id, None)
         logger.info("delivered status=%s platform=%s job=%d", job.status, presenter.platform, job.id)
+        # Beside the chat's next posts, not before them: a slow delete must not hold up an image.
+        cleanup = asyncio.create_task(self._clean_up(presenter, job), name=f"cleanup job={job.id}")
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
+
+    async def _clean_up(self, presenter: Presenter, job: Job) -> None:
         try:
             async with asyncio.timeout(self._cleanup_timeout_s):
                 await presenter.clean_up(job)

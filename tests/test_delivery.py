@@ -185,6 +185,19 @@ async def test_a_hanging_presenter_times_out_and_is_retried(
         await wait_delivered(queue, signals, job.id)
 
 
+async def test_a_hanging_cleanup_holds_up_no_image(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    presenter = RecordingPresenter(cleanup_hangs=True)
+    first = await finished_job(queue, image_store, make_new_job)
+    second = await finished_job(queue, image_store, make_new_job)  # the same chat
+    loop = make_loop(queue, signals, presenter, cleanup_timeout_s=60.0, call_timeout_s=0.5)
+    async with running(loop):
+        await wait_delivered(queue, signals, first.id)
+        await wait_delivered(queue, signals, second.id)
+    assert len(presenter.of("deliver")) == 2
+
+
 async def test_progress_for_positions_and_steps(
     queue: JobQueue, signals: LocalSignals, make_new_job: NewJobFactory
 ) -> None:

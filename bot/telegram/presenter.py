@@ -32,6 +32,9 @@ MAX_PHOTO_SIDES = 10_000
 CHAT_ACTION_EVERY_S = 4.0  # an action shows for about 5 s
 CHAT_ACTION_MAX_S = 30 * 60.0  # a job whose outcome never reaches us must not spin forever
 _REMEMBERED_FINISHED = 1000
+# An upload answered late is still an upload: waiting longer for the answer than PTB's 5 s default keeps
+# a slow Bot API from making us send the same picture twice (within delivery.post_timeout_s).
+UPLOAD_TIMEOUT_S = 60.0
 
 
 class TelegramPresenter:
@@ -206,6 +209,8 @@ class TelegramPresenter:
                     reply_markup=markup,
                     reply_parameters=_reply_parameters(reply_to),
                     rate_limit_args=priority,
+                    write_timeout=UPLOAD_TIMEOUT_S,
+                    read_timeout=UPLOAD_TIMEOUT_S,
                 )
             except BadRequest as error:
                 logger.warning("job=%s Telegram refused the photo (%s); sending a document", job.id, error)
@@ -217,6 +222,8 @@ class TelegramPresenter:
             reply_markup=markup,
             reply_parameters=_reply_parameters(reply_to),
             rate_limit_args=priority,
+            write_timeout=UPLOAD_TIMEOUT_S,
+            read_timeout=UPLOAD_TIMEOUT_S,
         )
 
     async def _finalise_status(self, job: Job, *, delete: bool) -> None:

@@ -32,6 +32,7 @@ class RecordingPresenter:
     failures: int = 0
     hang: bool = False
     cleanup_fails: bool = False
+    cleanup_hangs: bool = False
     calls: list[Call] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -53,6 +54,8 @@ class RecordingPresenter:
 
     async def clean_up(self, job: Job) -> None:
         await self._record(Call("clean_up", job.id, job.status))
+        if self.cleanup_hangs:
+            await asyncio.Event().wait()
         if self.cleanup_fails:
             raise ConnectionError("deleting the status message failed")
 
