@@ -66,6 +66,23 @@ class SecretRedactor(logging.Filter):
         return True
 
 
+def guard_loggers(redactor: SecretRedactor, prefixes: Iterable[str]) -> list[logging.Logger]:
+    """Put `redactor` on every logger named by or under `prefixes`, so records are scrubbed where they
+    are made, whatever handler writes them (a parent's filter does not see a child's records, so each
+    existing logger under those names gets it). Returns them, for `removeFilter` on shutdown."""
+    prefixes = tuple(prefixes)
+    names = {
+        name
+        for name in logging.root.manager.loggerDict
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+    }
+    names.update(prefixes)
+    guarded = [logging.getLogger(name) for name in sorted(names)]
+    for guarded_logger in guarded:
+        guarded_logger.addFilter(redactor)
+    return guarded
+
+
 def configure_logging(level: str, secrets: Iterable[str] = (), *, json_lines: bool = False) -> None:
     """Send logs to stderr at `level` (one JSON object per line if `json_lines`), with `secrets`
     scrubbed; idempotent."""

@@ -74,9 +74,10 @@ def restore_root_logging() -> Iterator[None]:
 
 @pytest.mark.usefixtures("restore_root_logging")
 async def test_discord_debug_logs_never_show_interaction_tokens(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     configure_logging("DEBUG", [discord_harness.TOKEN])
+    caplog.set_level(logging.DEBUG)  # a handler of someone else's: records are scrubbed at the source
     async with (
         discord_harness.emulated() as emulator,
         running(discord_harness.make_config(tmp_path, emulator), with_engine=False),
@@ -87,5 +88,7 @@ async def test_discord_debug_logs_never_show_interaction_tokens(
         await emulator.wait_for_call(discord_harness.answer_to(interaction_2))
     err = capsys.readouterr().err
     assert "INTERACTION_CREATE" in err and "/interactions/" in err  # DEBUG lines were written
+    assert "INTERACTION_CREATE" in caplog.text
     for secret in (interaction.token, interaction_2.token, discord_harness.TOKEN):
         assert secret not in err
+        assert secret not in caplog.text

@@ -20,6 +20,7 @@ from bot.discord.client import MajicClient
 from bot.discord.commands import DiscordHandlers, build_commands, on_tree_error
 from bot.discord.presenter import DiscordPresenter
 from bot.frontend import FrontendStartError
+from bot.log_setup import SecretRedactor, guard_loggers
 from bot.service import BotService
 from bot.settings import DiscordSettings, LimitsSettings
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 DISCORD_API_BASE = Route.BASE
 DISCORD_GATEWAY = DiscordWebSocket.DEFAULT_GATEWAY
 READY_TIMEOUT_S = 60.0
+_TOKEN_LEAKING_LOGGERS = ("discord", "aiohttp", "bot.discord")
 STOP_TIMEOUT_S = 10.0
 BOT_SCOPES = ("bot", "applications.commands")
 # What posting an image with buttons and a progress message needs, in channels and threads.
@@ -61,6 +63,10 @@ class DiscordFrontend:
         self._handlers = DiscordHandlers(service, Access(settings), self._presenter, limits)
         self._client.actions = self._handlers
         self._gateway: asyncio.Task[None] | None = None
+        # discord.py logs request URLs and gateway payloads (interaction tokens in both) at DEBUG:
+        # scrub them where the records are made, so no handler of anyone's ever sees them.
+        self._redactor = SecretRedactor([settings.token.get_secret_value()])
+        self._guarded_loggers = guard_loggers(self._redactor, _TOKEN_LEAKING_LOGGERS)
         self._stopping = False
         self._fatal = asyncio.Event()
         self._fatal_reason = ""
@@ -120,6 +126,8 @@ class DiscordFrontend:
         await self._handlers.drain(STOP_TIMEOUT_S)
         await self._presenter.close()
         await self._client.close()
+        for guarded in self._guarded_loggers:
+            guarded.removeFilter(self._redactor)
         if self._gateway is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._gateway, STOP_TIMEOUT_S)

@@ -17,7 +17,7 @@ from telegram.ext import ApplicationBuilder
 
 from bot.delivery import Presenter
 from bot.frontend import FrontendStartError
-from bot.log_setup import SecretRedactor
+from bot.log_setup import SecretRedactor, guard_loggers
 from bot.service import BotService
 from bot.settings import LimitsSettings, TelegramSettings
 from bot.telegram.access import AccessPolicy
@@ -48,7 +48,8 @@ class TelegramFrontend:
         if settings.webhook_secret is not None:
             secrets.append(settings.webhook_secret.get_secret_value())
         self._redactor = SecretRedactor(secrets)
-        self._guarded_loggers = _install_redactor(self._redactor)  # before PTB logs its URLs
+        # Before PTB logs its URLs.
+        self._guarded_loggers = guard_loggers(self._redactor, _TOKEN_LEAKING_LOGGERS)
         self._app: TelegramApp = (
             ApplicationBuilder()
             .token(token)
@@ -186,21 +187,6 @@ class TelegramFrontend:
         if self._app.running:
             await self._app.stop()
         await self._app.shutdown()
-
-
-def _install_redactor(redactor: SecretRedactor) -> list[logging.Logger]:
-    """Put `redactor` on every logger that may write the token (a parent's filter does not see a
-    child's records, so each existing logger under those names gets it)."""
-    names = {
-        name
-        for name in logging.root.manager.loggerDict
-        if any(name == prefix or name.startswith(prefix + ".") for prefix in _TOKEN_LEAKING_LOGGERS)
-    }
-    names.update(_TOKEN_LEAKING_LOGGERS)
-    guarded = [logging.getLogger(name) for name in sorted(names)]
-    for guarded_logger in guarded:
-        guarded_logger.addFilter(redactor)
-    return guarded
 
 
 def _origin(url: str) -> str:
