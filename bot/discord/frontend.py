@@ -106,6 +106,8 @@ class DiscordFrontend:
             ready.cancel()
             problem = "the connection closed" if self._gateway in done else "no answer"
             await self.stop()
+            if self._fatal.is_set():  # e.g. the gateway refused the token (4004): say that
+                raise FrontendStartError(self._fatal_reason)
             raise FrontendStartError(
                 f"Discord's gateway did not become ready ({problem}). "
                 "Check the network, or discord.gateway_url if you use a proxy."
