@@ -281,7 +281,7 @@ def _table(rows: list[dict[str, Any]], work: Path) -> str:
     }
     head = (
         f"{'config':<11}{'s/image':>8}{'x ref':>7}{'recipe s':>9}{'x ref':>7}{'card peak':>10}{'headroom':>9}"
-        f"{'host RSS':>9}{'ready s':>7}{'rec rdy':>9}{'1st img':>8}{'big s':>7}{'PSNR dB':>8}{'same px':>8}"
+        f"{'host RSS':>9}{'ready s':>8}{'rec rdy':>9}{'1st img':>8}{'big s':>7}{'PSNR dB':>8}{'same px':>8}"
         "  strategy"
     )
     lines = [head, "-" * len(head)]
@@ -314,7 +314,7 @@ def _table(rows: list[dict[str, Any]], work: Path) -> str:
             f"{r['config']:<11}{r['image_s']:8.2f}{ratio:6.2f}x"
             f"{rec_s:9.1f}{rec_ratio:6.1f}x"
             f"{r.get('card_peak_gib', float('nan')):10.2f}{r.get('headroom_gib', float('nan')):9.2f}"
-            f"{rss:9.1f}{r.get('ready_s', r['load_s']):7.1f}{rec_ready:9.1f}"
+            f"{rss:9.1f}{r.get('ready_s', r['load_s']):8.1f}{rec_ready:9.1f}"
             f"{r['first_image_after_start_s']:8.1f}{r.get('big_s', float('nan')):7.1f}"
             f"{(psnr if psnr is not None else float('nan')):8.1f}{r.get('identical_pixels', '-')!s:>8}  "
             f"{r.get('strategy', '')}"

@@ -31,6 +31,7 @@ from engine.metrics import NO_ENGINE_METRICS
 from storage.database import Database
 from storage.images import ImageStore
 from storage.queue import JobQueue
+from storage.retention import ImageRetention
 from storage.signals import JobSignals, LocalSignals, PostgresSignals
 
 if TYPE_CHECKING:
@@ -159,6 +160,14 @@ class Application:
             in_database=config.storage.images_in_database(database.dialect),
         )
         self._service = BotService(self._queue, self._images, config.limits, config.engine)
+        if config.storage.keep_images_days is not None:
+            retention = ImageRetention(
+                self._queue,
+                self._images,
+                keep_days=config.storage.keep_images_days,
+                interval_s=config.storage.image_cleanup_interval_s,
+            )
+            self._spawn("image retention", retention.run(self._inner_stop))
         if self.metrics is not None:
             await self._start_metrics(self.metrics)
         if self._with_engine:
@@ -213,12 +222,18 @@ class Application:
             self._on_shutdown(f"{frontend.name} adapter", frontend.stop)
             await frontend.start()
             logger.info("%s adapter started", frontend.name)
+            self._spawn(f"{frontend.name} adapter", _fail_on_fatal_error(frontend, self._inner_stop))
+        settings = self._config.delivery
         delivery = DeliveryLoop(
             self.queue,
             self.signals,
             [frontend.presenter for frontend in self._frontends],
             poll_interval_s=self._config.storage.poll_interval_s,
             delivery_lease_s=self._config.storage.delivery_lease_s,
+            give_up_after_s=settings.retry_for_s,
+            retry_backoff_s=settings.retry_backoff_s,
+            call_timeout_s=settings.post_timeout_s,
+            cleanup_timeout_s=settings.cleanup_timeout_s,
             metrics=self.metrics or NO_DELIVERY_METRICS,
         )
         self._spawn("delivery loop", delivery.run(self._inner_stop))
@@ -306,6 +321,22 @@ async def _load_then_claim(supervisor: WorkerSupervisor, claim_loop: ClaimLoop, 
     await claim_loop.run(stop)
 
 
+async def _fail_on_fatal_error(frontend: Frontend, stop: asyncio.Event) -> None:
+    """Raise once the platform has ended `frontend` for good (which ends the application); return
+    when `stop` is set first."""
+    fatal = asyncio.ensure_future(frontend.fatal_error())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({fatal, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (fatal, stopped):
+            waiter.cancel()
+    if fatal.done() and not fatal.cancelled():
+        reason = fatal.result()
+        logger.critical("%s: %s", frontend.name, reason)
+        raise ApplicationError(reason)
+
+
 async def _sample_queue_depth(
     queue: JobQueue, metrics: PrometheusMetrics, interval_s: float, stop: asyncio.Event
 ) -> None:
@@ -326,7 +357,7 @@ async def _finish_task(task: asyncio.Task[None], grace_s: float) -> None:
         logger.warning("the %s did not stop within %.0f s; cancelling it", task.get_name(), grace_s)
         task.cancel()
     (outcome,) = await asyncio.gather(task, return_exceptions=True)
-    if isinstance(outcome, Exception):
+    if isinstance(outcome, Exception) and not isinstance(outcome, ApplicationError):  # said already
         logger.error("the %s ended with an error: %r", task.get_name(), outcome)
 
 

@@ -191,9 +191,7 @@ def _generate(args: argparse.Namespace) -> int:
             load_bar.close()
             bar.update(progress.step - bar.n)
 
-        png = asyncio.run(
-            generate_one(config.engine, request, on_progress, on_load_progress=load_bar.report)
-        )
+        png = asyncio.run(generate_one(config.engine, request, on_progress, on_load_progress=load_bar.report))
     try:
         output.write_bytes(png)
     except OSError as error:

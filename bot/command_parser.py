@@ -43,6 +43,7 @@ from bot.settings import LimitsSettings
 
 ASPECT_RATIOS: tuple[str, ...] = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")
 MAX_SEED = 2**32 - 1
+MAX_JOB_ID = 2**53  # Discord's integer options stop here; far below the database's 64-bit ids
 SIDE_MULTIPLE = 16
 
 _ASPECT_SIZES: dict[str, tuple[int, int]] = {
@@ -239,6 +240,16 @@ def check_seed(seed: int) -> int:
             f"--seed {seed} is out of range: use a whole number from 0 to {MAX_SEED}, e.g. --seed 42."
         )
     return seed
+
+
+def check_job_id(job_id: int) -> int:
+    """A job number a user typed or a button carried, before it reaches the database."""
+    if not 1 <= job_id <= MAX_JOB_ID:
+        raise InvalidRequest(
+            f"Job #{job_id} is out of range: job numbers are whole numbers from 1 to {MAX_JOB_ID}, "
+            "e.g. 42 (/history lists yours)."
+        )
+    return job_id
 
 
 def _check_size(width: int, height: int, limits: LimitsSettings) -> None:

@@ -21,3 +21,7 @@ class NotAllowed(UserFacingError):
 
 class NothingToDo(UserFacingError):
     """E.g. /reroll with no earlier job, /cancel with nothing active."""
+
+
+class Unavailable(UserFacingError):
+    """The bot cannot take the request now (its disk is full, its database busy); nothing was queued."""

@@ -38,6 +38,16 @@ class Frontend(Protocol):
         """Stop receiving, finish in-flight replies (bounded), close connections."""
         ...
 
+    async def fatal_error(self) -> str:
+        """Wait until the platform ends this adapter for good (a token rejected while running, a
+        receiver that died) and return one line saying what happened and what to do.
+
+        Never returns while the adapter works: transient errors (timeouts, 5xx, a dropped connection)
+        are retried by the adapter. `bot.app` then ends the process with a non-zero exit, so a service
+        manager can restart it.
+        """
+        ...
+
     @property
     def is_running(self) -> bool:
         """Connected and receiving updates (for /healthz)."""

@@ -12,15 +12,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot import texts
-from bot.command_parser import ImagineArgs, check_args, check_seed
-from bot.errors import NotAllowed, NothingToDo, QuotaExceeded
+from bot.command_parser import ImagineArgs, check_args, check_job_id, check_seed
+from bot.errors import NotAllowed, NothingToDo, QuotaExceeded, Unavailable
 from bot.request_rules import random_seed, resolve_request
 from bot.settings import LimitsSettings
 from engine.eta import StepTimes, estimate
 from engine.settings import EngineSettings
+from storage.errors import StorageBusy, StorageFull
 from storage.images import ImageNotFound, ImageStore
 from storage.jobs import ImageRequest, Job, JobStatus, NewJob, Requester
-from storage.queue import JobNotFound, JobQueue
+from storage.queue import ActiveLimitReached, JobNotFound, JobQueue
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,9 @@ class BotService:
     async def imagine(self, requester: Requester, args: ImagineArgs, *, is_admin: bool = False) -> Queued:
         """Validate against limits and quota, fill defaults (random seed, steps, 1024x1024), enqueue."""
         request = resolve_request(args, self._limits, self._engine)
-        await self._check_quota(requester, is_admin=is_admin)
-        return await self._enqueue(NewJob(requester=requester, request=request))
+        return await self._enqueue(
+            NewJob(requester=requester, request=request, max_active=self._max_active(is_admin))
+        )
 
     async def reroll(
         self,
@@ -80,13 +82,9 @@ class BotService:
         if seed is not None:
             check_seed(seed)
         source = await self._reroll_source(requester, job_id, is_admin=is_admin)
+        # A second press finds the first press's job (even when that job fills the quota): the queue
+        # looks for the key before it counts the user's active jobs.
         dedupe_key = f"reroll:{source.id}:{requester.user_id}" if from_button else None
-        if dedupe_key is not None:
-            # A second press must find the first press's job even when that job fills the quota.
-            for active in await self._queue.active_jobs(requester.platform, requester.user_id):
-                if active.dedupe_key == dedupe_key:
-                    return await self._status(active, created=False)
-        await self._check_quota(requester, is_admin=is_admin)
         old = source.request
         # Limits may have tightened since the source job ran: check it as if it were typed now.
         args = check_args(
@@ -110,7 +108,13 @@ class BotService:
             guidance=old.guidance,
         )
         return await self._enqueue(
-            NewJob(requester=requester, request=request, parent_id=source.id, dedupe_key=dedupe_key)
+            NewJob(
+                requester=requester,
+                request=request,
+                parent_id=source.id,
+                dedupe_key=dedupe_key,
+                max_active=self._max_active(is_admin),
+            )
         )
 
     async def history(self, requester: Requester, limit: int = 10) -> Sequence[Job]:
@@ -147,7 +151,13 @@ class BotService:
                 raise NotAllowed(f"Job #{job_id} is not yours; only its owner or an admin can cancel it.")
             if target.is_final:
                 raise NothingToDo(f"Job #{job_id} has already {_finished_phrase(target)}; nothing to cancel.")
-        cancelled = await self._queue.cancel(target.id)
+        try:
+            cancelled = await self._queue.cancel(target.id)
+        except StorageFull:
+            logger.error("the database has no space left: a cancel was refused; free disk space")
+            raise Unavailable(texts.STORAGE_FULL_CANCEL) from None
+        except StorageBusy:
+            raise Unavailable(texts.STORAGE_BUSY) from None
         if cancelled.status is not JobStatus.CANCELLED:
             # It finished between reading and cancelling: cancel leaves final jobs as they are.
             raise NothingToDo(
@@ -165,13 +175,32 @@ class BotService:
 
     async def job(self, job_id: int) -> Job:
         """Any job by id (for Details, Original PNG); raises NothingToDo if there is none."""
+        check_job_id(job_id)
         try:
             return await self._queue.get(job_id)
         except JobNotFound:
             raise NothingToDo(f"There is no job #{job_id}.") from None
 
+    async def show(self, requester: Requester, job_id: int, *, is_admin: bool = False) -> Job:
+        """A done job whose picture the requester may see (theirs, or posted where they are), for /show."""
+        job = await self.job(job_id)
+        visible = _owns(requester, job) or _same_place(requester, job)
+        if not (visible or (is_admin and _same_platform(requester, job))):
+            raise NothingToDo(f"There is no job #{job_id} here.")
+        if job.status is JobStatus.DONE:
+            if job.result_path is None:
+                raise NothingToDo(texts.expired_text(job.id))
+            return job
+        if job.status.is_active:
+            raise NothingToDo(
+                f"Job #{job.id} is {job.status.value}; its picture is posted here when it is done."
+            )
+        raise NothingToDo(f"Job #{job.id} has no picture: it has {_finished_phrase(job)}.")
+
     async def image_bytes(self, job: Job) -> bytes:
         """The stored PNG of a done job."""
+        if job.status is JobStatus.DONE and job.result_path is None:
+            raise NothingToDo(texts.expired_text(job.id))
         if job.result_path is None:
             raise NothingToDo(f"Job #{job.id} has no picture: it is {job.status.value}.")
         try:
@@ -200,13 +229,10 @@ class BotService:
         await self._queue.set_status_message(job_id, message_id, token=token, token_issued_at=token_issued_at)
 
     # -- internals -----------------------------------------------------------------------------
-    async def _check_quota(self, requester: Requester, *, is_admin: bool) -> None:
+    def _max_active(self, is_admin: bool) -> int | None:
         if is_admin and self._limits.admins_exempt_from_quota:
-            return
-        active = await self._queue.active_jobs(requester.platform, requester.user_id)
-        limit = self._limits.max_active_jobs_per_user
-        if len(active) >= limit:
-            raise QuotaExceeded(texts.quota_text(limit, active))
+            return None
+        return self._limits.max_active_jobs_per_user
 
     async def _reroll_source(self, requester: Requester, job_id: int | None, *, is_admin: bool) -> Job:
         if job_id is None:
@@ -216,6 +242,7 @@ class BotService:
                     "Nothing to reroll here yet: draw something first, e.g. /imagine a lighthouse at dusk"
                 )
             return last
+        check_job_id(job_id)
         try:
             job = await self._queue.get(job_id)
         except JobNotFound:
@@ -232,7 +259,16 @@ class BotService:
         return job
 
     async def _enqueue(self, new_job: NewJob) -> Queued:
-        result = await self._queue.enqueue(new_job)
+        try:
+            result = await self._queue.enqueue(new_job)
+        except ActiveLimitReached as full:
+            raise QuotaExceeded(texts.quota_text(full.limit, full.active)) from None
+        except StorageFull:
+            logger.error("the database has no space left: a command was refused; free disk space")
+            raise Unavailable(texts.STORAGE_FULL) from None
+        except StorageBusy:
+            logger.warning("the database stayed locked past the busy timeout: a command was refused")
+            raise Unavailable(texts.STORAGE_BUSY) from None
         job = result.job
         if result.created:
             logger.info(

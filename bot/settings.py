@@ -33,6 +33,34 @@ class LimitsSettings(BaseModel):
         return self
 
 
+class DeliverySettings(BaseModel):
+    """Posting finished jobs (the `[delivery]` section)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retry_for_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="Keep trying to post a finished job this long while the platform is unreachable; "
+        "then tell the user to fetch it with /show.",
+    )
+    retry_backoff_s: tuple[float, float] = Field(
+        default=(2.0, 60.0), description="Pause after a failed post: MIN seconds, doubling up to MAX."
+    )
+    post_timeout_s: float = Field(default=120.0, gt=0, description="One post (an image upload) at most.")
+    cleanup_timeout_s: float = Field(
+        default=30.0, gt=0, description="Tidying up after a post (deleting the status message) at most."
+    )
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> DeliverySettings:
+        low, high = self.retry_backoff_s
+        if not 0 < low <= high:
+            shown = list(self.retry_backoff_s)
+            raise ValueError(f"retry_backoff_s {shown} must be [MIN, MAX] with 0 < MIN <= MAX")
+        return self
+
+
 class DiscordSettings(BaseModel):
     """The `[discord]` section. The adapter runs when a token is set (here or MAJICBOT_DISCORD_TOKEN)."""
 
@@ -70,6 +98,12 @@ class TelegramSettings(BaseModel):
     webhook_secret: SecretStr | None = None
     progress_interval_private_s: float = Field(default=1.0, ge=0.5)
     progress_interval_group_s: float = Field(default=3.0, ge=3.0)
+    group_reply_batch_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=5,
+        description="In groups, answers to commands arriving within this many seconds share one message.",
+    )
 
     @model_validator(mode="after")
     def _webhook_complete(self) -> TelegramSettings:

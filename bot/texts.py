@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bot.command_parser import KNOWN_FLAGS
+from storage.errors import StorageFull
 from storage.jobs import FailureKind, Job, JobStatus
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ HELP = f"""majicbot draws pictures from your words on a local GPU (majicflus, a 
 /history: your last 10 pictures, with their seeds
 /queue: what is running and where your pictures stand
 /cancel: stop your newest queued or running picture
+/show <job>: post a finished picture again
 /help: this text
 
 Flags (after the prompt): {KNOWN_FLAGS}
@@ -83,6 +85,11 @@ def queued_text(queued: Queued) -> str:
     return f"{lead} {_standing(queued)}."
 
 
+def queued_batch_text(batch: Sequence[Queued]) -> str:
+    """One reply to several commands in a busy group: a line per job, with whose it is."""
+    return "\n".join(f"{queued.job.requester.user_name}: {queued_text(queued)}" for queued in batch)
+
+
 def _standing(queued: Queued) -> str:
     if queued.position == 0:
         return f"is running{eta_phrase(queued.eta_s)}"
@@ -119,6 +126,22 @@ def failure_text(job: Job) -> str:
     """Why a job failed, in one line a user can act on (never the operator's error text)."""
     reason = FAILURE_REASONS[job.failure_kind or FailureKind.ERROR]
     return f"Job #{job.id} failed: {reason}"
+
+
+def ready_later_text(job: Job) -> str:
+    """Delivery gave up after a long outage of the chat platform: the picture waits on the server."""
+    return (
+        f"Job #{job.id} ({shorten(job.request.prompt, 60)}) is done, but I could not post the picture "
+        f"for a long time. Send /show {job.id} to get it."
+    )
+
+
+def expired_text(job_id: int) -> str:
+    """A job whose picture was deleted by the retention setting."""
+    return (
+        f"The picture of job #{job_id} has expired and was deleted from the server; "
+        "use Reroll or /reroll to draw it again."
+    )
 
 
 def cancelled_text(job: Job) -> str:
@@ -209,6 +232,24 @@ def queue_text(overview: QueueOverview) -> str:
     else:
         lines.append("You have nothing queued.")
     return "\n".join(lines)
+
+
+STORAGE_FULL = (
+    "I cannot take new pictures right now: the bot's server has run out of disk space, so nothing was "
+    "queued. The bot's operator needs to free some space; your finished pictures are safe."
+)
+STORAGE_FULL_CANCEL = (
+    "I cannot cancel anything right now: the bot's server has run out of disk space. "
+    "The bot's operator needs to free some space."
+)
+STORAGE_BUSY = "My database is busy right now, so nothing was queued. Send the command again in a minute."
+
+
+def unexpected_error_text(error: BaseException | None) -> str:
+    """The reply when a command failed in a way nobody foresaw; a full disk is still named as such."""
+    if isinstance(error, StorageFull):
+        return STORAGE_FULL
+    return "Sorry, something went wrong on my side. Try again in a moment."
 
 
 def not_allowed_text() -> str:

@@ -15,6 +15,13 @@ its lease is renewed with each progress write and at least every third of the le
 a write is refused (the lease ran out and another engine took the job over, or it was cancelled), the
 worker's run is stopped and its result discarded: the other engine's attempt is the one that counts.
 
+Outcomes are never dropped: writing the PNG and recording done (or failed, or back to the queue) is
+retried with a growing pause (`outcome_retry_s`) while the database is locked or unreachable or the disk
+is full, with the result kept in memory meanwhile, so a job is never left `running` while this process
+lives; once the write succeeds the chat side posts it once. What a stopping process could not record
+in `stop_timeout_s` stays `running` for `recover()` at the next start, or for another engine once its
+lease has run out (a result held past the lease is discarded: its write is refused).
+
 Stopping: a job running when `stop` is set is cancelled in the worker and put back in the queue at once
 with `release` (rows stay truthful, another host can take it). A deliberate stop is not the job's fault,
 so it costs no attempt; only a worker that died (or a crash, found by `recover()` at the next start)
@@ -26,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from engine.errors import EngineError, EngineStartError, EngineStopped, JobFailed, WorkerDied
@@ -108,8 +115,10 @@ class _ProgressWriter:
                     running = await self._queue.record_progress(
                         self._job_id, progress.step, progress.total, claim=self._claim
                     )
-            except Exception:
-                logger.exception("job=%d: could not store progress or renew the lease", self._job_id)
+            except Exception as exc:
+                # Progress is a courtesy (the next step writes it again); the outcome is what is retried.
+                # A lease not renewed for a while is renewed on the next turn, well before it runs out.
+                logger.warning("job=%d: could not store progress or renew the lease: %s", self._job_id, exc)
                 continue
             if not running and not self.cancelled:
                 self.cancelled = True
@@ -144,6 +153,7 @@ class ClaimLoop:
         claimer: str,
         poll_interval_s: float,
         stop_timeout_s: float = 30.0,
+        outcome_retry_s: tuple[float, float] = (0.5, 10.0),
         metrics: EngineMetrics = NO_ENGINE_METRICS,
     ) -> None:
         self._queue = queue
@@ -154,6 +164,9 @@ class ClaimLoop:
         self._claimer = claimer
         self._poll_interval_s = poll_interval_s
         self._stop_timeout_s = stop_timeout_s
+        self._outcome_retry_s = outcome_retry_s
+        self._stop: asyncio.Event | None = None
+        self._stopped_at: float | None = None  # loop.time() when `stop` was seen; bounds retries after
         self._finishing: set[asyncio.Task[None]] = set()
         self._previous_end: float | None = None
         self.last_gap_s: float | None = None
@@ -168,11 +181,14 @@ class ClaimLoop:
         stops it after this returns.
         """
         logger.info("claim loop %s started", self._claimer)
+        self._stop = stop
         try:
             while not stop.is_set():
                 if not await self._next(stop):
                     break
         finally:
+            if self._stopped_at is None:
+                self._stopped_at = asyncio.get_running_loop().time()
             await self._shutdown()
 
     async def _next(self, stop: asyncio.Event) -> bool:
@@ -239,13 +255,13 @@ class ClaimLoop:
         try:
             result = run.result()
         except asyncio.CancelledError:
-            await self._transition(job, self._queue.release(job.id, claim=job.claim_count))
+            await self._transition(job, lambda: self._queue.release(job.id, claim=job.claim_count))
         except JobFailed as exc:
             await self._record_failure(job, exc, cancelled_by_user=progress.cancelled, stopping=stopping)
         except (WorkerDied, EngineError) as exc:
             reason = exc.reason if isinstance(exc, WorkerDied) else str(exc)
             await self._transition(
-                job, self._queue.requeue_after_crash(job.id, reason, claim=job.claim_count)
+                job, lambda: self._queue.requeue_after_crash(job.id, reason, claim=job.claim_count)
             )
         else:
             if progress.cancelled:
@@ -276,40 +292,42 @@ class ClaimLoop:
             # Not asked for by the job's row: the engine is stopping. If the row was cancelled
             # meanwhile, the transition is refused and nothing changes.
             if stopping:
-                await self._transition(job, self._queue.release(job.id, claim=job.claim_count))
+                await self._transition(job, lambda: self._queue.release(job.id, claim=job.claim_count))
             else:
                 await self._transition(
-                    job, self._queue.requeue_after_crash(job.id, failure.message, claim=job.claim_count)
+                    job,
+                    lambda: self._queue.requeue_after_crash(job.id, failure.message, claim=job.claim_count),
                 )
             return
         kind = FAILURE_KINDS[failure.kind]
         await self._transition(
-            job, self._queue.mark_failed(job.id, kind, failure.message, claim=job.claim_count)
+            job, lambda: self._queue.mark_failed(job.id, kind, failure.message, claim=job.claim_count)
         )
 
     async def _store(self, job: Job, result: JobSucceeded) -> None:
-        """Write the PNG and mark the job done (overlapping the next job's run)."""
+        """Write the PNG and mark the job done (overlapping the next job's run), retrying both."""
         try:
             png = await asyncio.to_thread(encode_result, generation_request(job.request), result)
-            if not await self._queue.renew_lease(job.id, job.claim_count):
-                logger.info("job=%d was cancelled or taken over meanwhile; its image is not stored", job.id)
-                return
-            image = await self._images.save(job.id, job.request.seed, png, claim=job.claim_count)
         except Exception as exc:
-            logger.exception("job=%d: the image could not be stored", job.id)
+            # A bug, not a condition that passes: trying again would fail the same way.
+            logger.exception("job=%d: the image could not be encoded", job.id)
+            error = f"The image could not be encoded: {exc}."
             await self._transition(
-                job,
-                self._queue.mark_failed(
-                    job.id,
-                    FailureKind.ERROR,
-                    f"The image could not be stored: {exc}. Check the data directory.",
-                    claim=job.claim_count,
-                ),
+                job, lambda: self._queue.mark_failed(job.id, FailureKind.ERROR, error, claim=job.claim_count)
             )
+            return
+        # Saved under this claim's number, so an engine that lost the job meanwhile never overwrites
+        # its successor's image; mark_done below is then refused (LeaseLost) and nothing else changes.
+        image = await self._with_retries(
+            job,
+            "store its image",
+            lambda: self._images.save(job.id, job.request.seed, png, claim=job.claim_count),
+        )
+        if image is None:
             return
         await self._transition(
             job,
-            self._queue.mark_done(
+            lambda: self._queue.mark_done(
                 job.id,
                 image,
                 duration_s=result.seconds,
@@ -318,18 +336,54 @@ class ClaimLoop:
             ),
         )
 
-    async def _transition(self, job: Job, change: Awaitable[Job]) -> None:
-        """Apply one status change; a job cancelled or removed meanwhile keeps what it has."""
+    async def _transition(self, job: Job, change: Callable[[], Awaitable[Job]]) -> None:
+        """Apply one status change, retried while the database fails; a job cancelled or removed
+        meanwhile keeps what it has."""
         try:
-            after = await change
+            after = await self._with_retries(job, "record its outcome", change)
         except (InvalidTransition, JobNotFound) as exc:
             logger.info("job=%d changed meanwhile; leaving it as it is (%s)", job.id, exc)
             return
-        except Exception:
-            logger.exception("job=%d: could not record its outcome", job.id)
-            return
-        logger.info("job=%d is now %s", job.id, after.status.value)
-        self._metrics.job_outcome(after.status.value)
+        if after is not None:
+            logger.info("job=%d is now %s", job.id, after.status.value)
+            self._metrics.job_outcome(after.status.value)
+
+    async def _with_retries(self, job: Job, what: str, attempt: Callable[[], Awaitable[T]]) -> T | None:
+        """`attempt()`'s result, trying again after a growing pause while it raises (other than a
+        domain error, which is raised); None once the loop is stopping and its grace has passed."""
+        loop = asyncio.get_running_loop()
+        low, high = self._outcome_retry_s
+        failures = 0
+        while True:
+            try:
+                return await attempt()
+            except (InvalidTransition, JobNotFound):
+                raise
+            except Exception as exc:
+                failures += 1
+                if self._stopped_at is None and self._stop is not None and self._stop.is_set():
+                    self._stopped_at = loop.time()
+                pause = min(high, low * 2 ** min(failures - 1, 20))
+                if (
+                    self._stopped_at is not None
+                    and loop.time() + pause > self._stopped_at + self._stop_timeout_s
+                ):
+                    logger.error(
+                        "job=%d: could not %s before stopping (%s); it stays running for the next start",
+                        job.id,
+                        what,
+                        exc,
+                    )
+                    return None
+                logger.error(
+                    "job=%d: could not %s (attempt %d: %s); the result is kept, trying again in %.1f s",
+                    job.id,
+                    what,
+                    failures,
+                    exc,
+                    pause,
+                )
+            await asyncio.sleep(pause)
 
     async def _wait_for_work(self, stop: asyncio.Event) -> None:
         await self._until_stopped(self._signals.wait(Topic.QUEUED, self._poll_interval_s), stop)

@@ -39,7 +39,7 @@ import torch
 from engine.backend import LoadReporter, StepCallback
 from engine.errors import EngineStartError, RequestTooLarge
 from engine.fp8_linear import FP8, Fp8Linear, convert_linears, matmul_mode, scaled_fp8
-from engine.gpu_budget import CardMemory, measure_card, outside_allocator_bytes
+from engine.gpu_budget import LATE_KERNEL_BYTES, CardMemory, measure_card, outside_allocator_bytes
 from engine.host_memory import HostNeed, read_meminfo, shortfall
 from engine.layer_streaming import (
     PlacedTensor,
@@ -462,8 +462,6 @@ class DiffSynthBackend:
             outside / MIB,
             planned / MIB,
         )
-        from engine.gpu_budget import LATE_KERNEL_BYTES
-
         if outside > planned + LATE_KERNEL_BYTES:
             card = CardMemory(self._card.total, self._card.free_after_context, self._card.context, outside)
             plan = self._plan_for(card.allocator_budget(self._operator_budget))
@@ -549,17 +547,9 @@ class DiffSynthBackend:
     def _plan(self) -> EnginePlan:
         return self._plans.current
 
-    # -- for the benchmark ---------------------------------------------------------------------
-    @property
-    def plan(self) -> EnginePlan:
-        return self._plan
-
-    @property
-    def card(self) -> CardMemory:
-        return self._card
-
     @property
     def largest_square(self) -> int:
+        """The side of the largest square image the plan's room holds (for messages and the log)."""
         side = largest_square_side(self._plan.workspace_bytes)
         return min(side, int(self._settings.max_pixels**0.5) // 64 * 64)
 

@@ -83,14 +83,3 @@ def shortfall(need: HostNeed, machine: HostMemory) -> str | None:
         f"{machine.available / GIB:.1f} GiB available ({machine.total / GIB:.1f} GiB in all). "
         "Close other programs, add RAM, or use a card with more memory (more blocks stay on the GPU)."
     )
-
-
-def peak_rss_bytes(status: Path = Path("/proc/self/status")) -> int:
-    """This process's peak resident memory (VmHWM), page-locked memory included; 0 where unknown."""
-    try:
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0

@@ -16,6 +16,7 @@ Runs only inside the GPU worker process (imports torch).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -110,7 +111,13 @@ def double_block_forward(
     return out, b
 
 
-def _double(block: Any, original: Callable[..., Any], setting: ChunkSetting) -> Callable[..., Any]:
+LeanForward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], Any]
+
+
+def _routed(original: Callable[..., Any], lean: LeanForward, setting: ChunkSetting) -> Callable[..., Any]:
+    """A block's forward: DiffSynth's own, or the lean one while `setting.tokens` is set (never for the
+    masks and IP-adapter inputs that majicbot does not use)."""
+
     def forward(
         hidden_states_a: torch.Tensor,
         hidden_states_b: torch.Tensor,
@@ -123,28 +130,7 @@ def _double(block: Any, original: Callable[..., Any], setting: ChunkSetting) -> 
             return original(
                 hidden_states_a, hidden_states_b, temb, image_rotary_emb, attn_mask, ipadapter_kwargs_list
             )
-        return double_block_forward(
-            block, hidden_states_a, hidden_states_b, temb, image_rotary_emb, setting.tokens
-        )
-
-    return forward
-
-
-def _single(block: Any, original: Callable[..., Any], setting: ChunkSetting) -> Callable[..., Any]:
-    def forward(
-        hidden_states_a: torch.Tensor,
-        hidden_states_b: torch.Tensor,
-        temb: torch.Tensor,
-        image_rotary_emb: torch.Tensor,
-        attn_mask: Any = None,
-        ipadapter_kwargs_list: Any = None,
-    ) -> Any:
-        if setting.tokens is None or attn_mask is not None or ipadapter_kwargs_list is not None:
-            return original(
-                hidden_states_a, hidden_states_b, temb, image_rotary_emb, attn_mask, ipadapter_kwargs_list
-            )
-        out = single_block_forward(block, hidden_states_a, temb, image_rotary_emb, setting.tokens)
-        return out, hidden_states_b
+        return lean(hidden_states_a, hidden_states_b, temb, image_rotary_emb, setting.tokens)
 
     return forward
 
@@ -155,6 +141,17 @@ def install(dit: torch.nn.Module, setting: ChunkSetting) -> None:
     Hooks registered on the blocks (layer streaming) still run: `Module.__call__` calls the instance's
     `forward`."""
     for block in dit.blocks:  # type: ignore[union-attr]
-        block.forward = _double(block, block.forward, setting)
+        block.forward = _routed(block.forward, functools.partial(double_block_forward, block), setting)
     for block in dit.single_blocks:  # type: ignore[union-attr]
-        block.forward = _single(block, block.forward, setting)
+
+        def single(
+            a: torch.Tensor,
+            b: torch.Tensor,
+            temb: torch.Tensor,
+            rope: torch.Tensor,
+            chunk: int,
+            block: Any = block,
+        ) -> Any:
+            return single_block_forward(block, a, temb, rope, chunk), b
+
+        block.forward = _routed(block.forward, single, setting)

@@ -27,7 +27,10 @@ from typing import Any
 
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from storage.errors import storage_error
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -82,12 +85,20 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction, committed when the block ends and rolled back if it raises.
 
+        A full disk or a lock held past the busy timeout raise `StorageFull` / `StorageBusy`.
+
         The transaction starts (and on SQLite takes the write lock) before the block runs, so timestamps
         taken inside the block follow the order in which writers commit.
         """
-        async with self._write_sessions.begin() as session:
-            await session.connection()
-            yield session
+        try:
+            async with self._write_sessions.begin() as session:
+                await session.connection()
+                yield session
+        except OperationalError as error:
+            named = storage_error(error)
+            if named is None:
+                raise
+            raise named from error
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply Alembic migrations up to `revision` (head: at startup and by `majicbot db upgrade`).

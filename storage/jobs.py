@@ -100,6 +100,9 @@ class NewJob:
     # A second identical button press while the first one's job is still active returns that job
     # instead of queueing another; the chat side builds the key (e.g. "reroll:42:user 7").
     dedupe_key: str | None = None
+    # The most queued plus running jobs the requester may have, this one included; None: no limit.
+    # Checked in the transaction that inserts, so a burst of commands cannot get past it.
+    max_active: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

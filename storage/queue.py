@@ -16,6 +16,10 @@ engine that wakes up can never overwrite the work of the one that took its job o
 Fair order is kept in `user_turns` (one row per user: when their last job started, their oldest queued
 job), updated by every write that changes who has what queued, so a claim is a few index lookups
 whatever the length of the queue.
+
+An enqueue with a per-user limit counts the user's active jobs and inserts in one transaction under a
+per-user lock (SQLite's write lock; a transaction-scoped advisory lock on PostgreSQL), so bursts cannot
+get past it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -69,6 +73,15 @@ class LeaseLost(InvalidTransition):
     """The writer's claim on a job is no longer the latest: its lease ran out and it was taken over."""
 
 
+class ActiveLimitReached(Exception):
+    """The requester already has `NewJob.max_active` queued or running jobs; nothing was queued."""
+
+    def __init__(self, limit: int, active: Sequence[Job]) -> None:
+        super().__init__(f"{len(active)} active jobs; the limit is {limit}")
+        self.limit = limit
+        self.active = tuple(active)
+
+
 class JobQueue:
     """Enqueue, claim in fair order, record progress and outcomes, and answer questions about jobs.
 
@@ -94,7 +107,13 @@ class JobQueue:
 
     # -- writing -------------------------------------------------------------------------------
     async def enqueue(self, new_job: NewJob) -> EnqueueResult:
-        """Store a queued job. With a dedupe key that an active job already holds, return that job."""
+        """Store a queued job. With a dedupe key that an active job already holds, return that job.
+
+        With `max_active` set, raises ActiveLimitReached when the requester already has that many
+        queued or running jobs. The check and the insert are one transaction that holds a per-user
+        lock (SQLite: the write lock of BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory
+        lock on the user), so any number of concurrent commands accept exactly the limit.
+        """
         try:
             result = await self._enqueue_once(new_job)
         except IntegrityError:
@@ -115,6 +134,8 @@ class JobQueue:
 
     async def _enqueue_once(self, new_job: NewJob) -> EnqueueResult:
         async with self._db.write() as session:
+            requester, request = new_job.requester, new_job.request
+            await _lock_user(session, requester)
             if new_job.dedupe_key is not None:
                 existing = await session.scalar(
                     select(JobRow)
@@ -123,10 +144,13 @@ class JobQueue:
                 )
                 if existing is not None:
                     return EnqueueResult(job=_to_job(existing), created=False)
+            if new_job.max_active is not None:
+                active = (await session.scalars(_active_query(requester.platform, requester.user_id))).all()
+                if len(active) >= new_job.max_active:
+                    raise ActiveLimitReached(new_job.max_active, [_to_job(row) for row in active])
             if new_job.parent_id is not None:
                 await _load(session, new_job.parent_id)  # a reroll of a job that does not exist
             now = await _now(session)
-            requester, request = new_job.requester, new_job.request
             row = JobRow(
                 platform=requester.platform.value,
                 chat_id=requester.chat_id,
@@ -499,6 +523,33 @@ class JobQueue:
         await session.flush()
         return _to_job(row)
 
+    async def images_to_expire(self, finished_before: datetime, limit: int = 500) -> Sequence[Job]:
+        """Done and delivered jobs finished before `finished_before` that still have an image, oldest
+        first. Jobs not delivered yet are never listed: their picture still has to be posted."""
+        return await self._select(
+            select(JobRow)
+            .where(
+                JobRow.status == JobStatus.DONE.value,
+                JobRow.result_path.is_not(None),
+                JobRow.delivered_at.is_not(None),
+                JobRow.finished_at < finished_before,
+            )
+            .order_by(JobRow.finished_at, JobRow.id)
+            .limit(limit)
+        )
+
+    async def forget_images(self, job_ids: Sequence[int]) -> None:
+        """Clear the image data (path and sha256) of these jobs once their files are deleted; a job's
+        buttons then say its picture expired."""
+        if not job_ids:
+            return
+        async with self._db.write() as session:
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(list(job_ids)), JobRow.delivered_at.is_not(None))
+                .values(result_path=None, result_sha256=None)
+            )
+
     # -- reading -------------------------------------------------------------------------------
     async def get(self, job_id: int) -> Job:
         """The job with this id; raises JobNotFound."""
@@ -551,12 +602,8 @@ class JobQueue:
         return jobs[0] if jobs else None
 
     async def active_jobs(self, platform: Platform, user_id: str) -> Sequence[Job]:
-        """The user's queued and running jobs, oldest first (for quotas and /cancel)."""
-        return await self._select(
-            select(JobRow)
-            .where(JobRow.platform == platform.value, JobRow.user_id == user_id, JobRow.status.in_(_ACTIVE))
-            .order_by(JobRow.created_at, JobRow.id)
-        )
+        """The user's queued and running jobs, oldest first (for /cancel and /queue)."""
+        return await self._select(_active_query(platform, user_id))
 
     async def pending_delivery(self, platforms: Sequence[Platform]) -> Sequence[Job]:
         """Jobs of these platforms that are final but not delivered, oldest first."""
@@ -622,6 +669,29 @@ def _expired(now: datetime) -> Any:
         .where(JobRow.status == JobStatus.RUNNING.value, JobRow.lease_expires_at < now)
         .limit(1)
     )
+
+
+
+
+def _active_query(platform: Platform, user_id: str) -> Select[JobRow]:
+    return (
+        select(JobRow)
+        .where(JobRow.platform == platform.value, JobRow.user_id == user_id, JobRow.status.in_(_ACTIVE))
+        .order_by(JobRow.created_at, JobRow.id)
+    )
+
+
+async def _lock_user(session: AsyncSession, requester: Requester) -> None:
+    """Serialise this transaction with every other one that locks the same user, until it ends.
+
+    SQLite needs nothing more: a write transaction holds the database's write lock from BEGIN
+    IMMEDIATE. PostgreSQL's READ COMMITTED would let two transactions both count the same active jobs,
+    so they take a transaction-scoped advisory lock keyed on the user.
+    """
+    if _dialect(session) != "postgresql":
+        return
+    key = f"majicbot-user:{requester.platform.value}:{requester.user_id}"
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
 
 
 async def _load(session: AsyncSession, job_id: int, *, for_update: bool = False) -> JobRow:

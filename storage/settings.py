@@ -22,6 +22,15 @@ class StorageSettings(BaseModel):
         default=2, ge=1, le=10, description="A job whose worker died this many times is failed."
     )
     busy_timeout_ms: int = Field(default=5000, ge=0, description="SQLite: wait this long for a lock.")
+    keep_images_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Delete stored images (and their rows' image data) this many days after the job "
+        "finished; never one that was not delivered yet. None: keep them forever.",
+    )
+    image_cleanup_interval_s: float = Field(
+        default=3600.0, gt=0, description="How often old images are looked for (with keep_images_days)."
+    )
     poll_interval_s: float = Field(
         default=1.0,
         gt=0,

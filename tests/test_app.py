@@ -224,3 +224,16 @@ def test_the_chat_process_never_imports_torch(tmp_path: Path) -> None:
 def test_claimer_name_is_stable_per_host_and_device(tmp_path: Path) -> None:
     app = Application(make_config(tmp_path), frontends=lambda service: [])
     assert app.claimer == f"{socket.gethostname()}/cpu"
+
+
+async def test_a_fatal_platform_error_ends_the_application_with_its_reason(tmp_path: Path) -> None:
+    frontend = MemoryFrontend()
+    app = Application(make_config(tmp_path), with_engine=False, frontends=lambda service: [frontend])
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    async with asyncio.timeout(30):
+        await app.started()
+        frontend.fail("the token was revoked; set a new one and restart.")
+        with pytest.raises(ApplicationError, match="the token was revoked"):
+            await task
+    assert frontend.stopped

@@ -74,7 +74,7 @@ async def test_done_job_is_delivered_once(
     assert delivered.result_message_id == f"message-{done.id}"
     await loop.run_once()
     await loop.run_once()
-    assert [c.kind for c in presenter.calls] == ["deliver"]
+    assert [c.kind for c in presenter.calls] == ["deliver", "clean_up"]
 
 
 async def test_delivered_once_across_a_restart_of_the_loop(
@@ -104,7 +104,7 @@ async def test_failure_and_cancel_are_reported(
     cancelled = (await queue.enqueue(make_new_job(prompt="cancelled", user_id="2"))).job
     await queue.cancel(cancelled.id)
     await make_loop(queue, signals, presenter).run_once()
-    assert [(c.kind, c.job_id, c.status) for c in presenter.calls] == [
+    assert [(c.kind, c.job_id, c.status) for c in presenter.calls if c.kind != "clean_up"] == [
         ("failure", failing.id, JobStatus.FAILED),
         ("cancelled", cancelled.id, JobStatus.CANCELLED),
     ]
@@ -123,7 +123,7 @@ async def test_a_failing_presenter_is_retried_and_others_go_on(
     discord = RecordingPresenter(platform=Platform.DISCORD)
     flaky = await finished_job(queue, image_store, make_new_job)
     steady = await finished_job(queue, image_store, make_new_job, platform=Platform.DISCORD)
-    with caplog.at_level(logging.ERROR, logger="bot.delivery"):
+    with caplog.at_level(logging.WARNING, logger="bot.delivery"):
         async with running(make_loop(queue, signals, telegram, discord)):
             await wait_delivered(queue, signals, steady.id)
             await wait_delivered(queue, signals, flaky.id)
@@ -134,15 +134,49 @@ async def test_a_failing_presenter_is_retried_and_others_go_on(
     assert all(message.endswith(f"job={flaky.id}") for message in failures)
 
 
-async def test_gives_up_after_the_last_attempt(
+async def test_keeps_trying_until_the_deadline_then_points_to_show(
+    queue: JobQueue,
+    signals: LocalSignals,
+    image_store: ImageStore,
+    make_new_job: NewJobFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    presenter = RecordingPresenter(failures=10_000)
+    job = await finished_job(queue, image_store, make_new_job)
+    loop = make_loop(queue, signals, presenter, give_up_after_s=0.5)
+    with caplog.at_level(logging.WARNING, logger="bot.delivery"):
+        async with running(loop):
+            delivered = await wait_delivered(queue, signals, job.id)
+    # Tried many times (not a fixed small count), then the user was told to use /show, once.
+    assert len(presenter.of("deliver")) > 5
+    assert len(presenter.of("ready_later", job.id)) == 1
+    assert delivered.result_message_id is None
+    gave_up = [r for r in caplog.records if r.levelno == logging.ERROR and "gave up" in r.getMessage()]
+    assert len(gave_up) == 1 and gave_up[0].getMessage().endswith(f"job={job.id}")
+
+
+async def test_an_outage_shorter_than_the_deadline_loses_nothing(
     queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
 ) -> None:
-    presenter = RecordingPresenter(failures=100)
+    presenter = RecordingPresenter(failures=40)
     job = await finished_job(queue, image_store, make_new_job)
-    async with running(make_loop(queue, signals, presenter, max_delivery_attempts=3)):
+    async with running(make_loop(queue, signals, presenter, retry_backoff_s=(0.001, 0.01))):
         delivered = await wait_delivered(queue, signals, job.id)
-    assert len(presenter.of("deliver")) == 3
-    assert delivered.result_message_id is None
+    assert len(presenter.of("deliver")) == 41
+    assert presenter.of("ready_later") == []
+    assert delivered.result_message_id == f"message-{job.id}"
+
+
+async def test_a_failed_cleanup_never_posts_the_image_again(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    presenter = RecordingPresenter(cleanup_fails=True)
+    job = await finished_job(queue, image_store, make_new_job)
+    loop = make_loop(queue, signals, presenter)
+    await loop.run_once()
+    await loop.run_once()
+    assert (await queue.get(job.id)).delivered_at is not None
+    assert [c.kind for c in presenter.calls] == ["deliver", "clean_up"]
 
 
 async def test_a_hanging_presenter_times_out_and_is_retried(
@@ -154,6 +188,19 @@ async def test_a_hanging_presenter_times_out_and_is_retried(
         await presenter.wait_until(lambda: len(presenter.of("deliver")) >= 2)
         presenter.hang = False
         await wait_delivered(queue, signals, job.id)
+
+
+async def test_a_hanging_cleanup_holds_up_no_image(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    presenter = RecordingPresenter(cleanup_hangs=True)
+    first = await finished_job(queue, image_store, make_new_job)
+    second = await finished_job(queue, image_store, make_new_job)  # the same chat
+    loop = make_loop(queue, signals, presenter, cleanup_timeout_s=60.0, call_timeout_s=0.5)
+    async with running(loop):
+        await wait_delivered(queue, signals, first.id)
+        await wait_delivered(queue, signals, second.id)
+    assert len(presenter.of("deliver")) == 2
 
 
 async def test_progress_for_positions_and_steps(
@@ -256,7 +303,7 @@ async def test_an_update_written_during_a_pass_wakes_the_next_one(
     presenter = FinishesWhileShown()
     async with running(make_loop(queue, signals, presenter, poll_interval_s=60.0)):
         await wait_delivered(queue, signals, job.id)
-    assert [c.kind for c in presenter.calls] == ["progress", "deliver"]
+    assert [c.kind for c in presenter.calls] == ["progress", "deliver", "clean_up"]
 
 
 async def test_two_chat_processes_on_one_platform_post_each_result_once(
@@ -335,8 +382,15 @@ async def test_failures_retries_and_giving_up_reach_the_metrics(
             self.calls.append((platform, gave_up))
 
     metrics = Counted()
-    presenter = RecordingPresenter(failures=100)
+    presenter = RecordingPresenter(failures=2)
     job = await finished_job(queue, image_store, make_new_job)
-    async with running(make_loop(queue, signals, presenter, max_delivery_attempts=3, metrics=metrics)):
+    async with running(make_loop(queue, signals, presenter, metrics=metrics)):
         await wait_delivered(queue, signals, job.id)
-    assert metrics.calls == [("telegram", False), ("telegram", False), ("telegram", True)]
+    assert metrics.calls == [("telegram", False), ("telegram", False)]
+    # Past delivery.retry_for_s (here at once): given up, counted as such.
+    given_up = Counted()
+    stubborn = RecordingPresenter(failures=100)
+    later = await finished_job(queue, image_store, make_new_job)
+    async with running(make_loop(queue, signals, stubborn, give_up_after_s=0.0, metrics=given_up)):
+        await wait_delivered(queue, signals, later.id)
+    assert given_up.calls == [("telegram", True)]

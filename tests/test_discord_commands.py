@@ -83,6 +83,10 @@ async def test_other_commands_explain_what_is_missing(tmp_path: Path) -> None:
         assert "no job #987" in await ask(emulator, "reroll", {"job": 987})
         assert "no queued or running job" in await ask(emulator, "cancel")
         assert "no job #987" in await ask(emulator, "cancel", {"job": 987})
+        # Discord's client checks option ranges, but nothing stops a raw request: still the range message.
+        assert "out of range" in await ask(emulator, "cancel", {"job": 99999999999999999999})
+        assert "out of range" in await ask(emulator, "show", {"job": 99999999999999999999})
+        assert "out of range" in await ask(emulator, "reroll", {"job": 99999999999999999999})
         assert "no pictures yet" in await ask(emulator, "history")
         assert "Nothing is running" in await ask(emulator, "queue")
         assert await app.queue.queued_in_fair_order() == []
@@ -173,5 +177,6 @@ async def test_commands_sync_to_the_configured_guilds(tmp_path: Path) -> None:
                 "history",
                 "queue",
                 "cancel",
+                "show",
             }
             assert "position 1" in await ask(emulator, "imagine", {"prompt": "a cat"})

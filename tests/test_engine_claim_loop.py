@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import update
+from sqlalchemy import make_url, update
 
 from engine.claim_loop import ClaimLoop
 from engine.png_metadata import read_metadata
@@ -64,9 +69,16 @@ async def claiming(
     worker: WorkerSupervisor,
     *,
     poll_interval_s: float = 0.5,
+    outcome_retry_s: tuple[float, float] = (0.5, 10.0),
 ) -> AsyncIterator[ClaimLoop]:
     claim_loop = ClaimLoop(
-        queue, image_store, signals, worker, claimer="test-host:1", poll_interval_s=poll_interval_s
+        queue,
+        image_store,
+        signals,
+        worker,
+        claimer="test-host:1",
+        poll_interval_s=poll_interval_s,
+        outcome_retry_s=outcome_retry_s,
     )
     stop = asyncio.Event()
     task = asyncio.get_running_loop().create_task(claim_loop.run(stop))
@@ -227,6 +239,92 @@ async def test_stopping_puts_the_running_job_back_in_the_queue(
     # The worker is free again for whoever claims next.
     async with asyncio.timeout(BOUND_S):
         assert (await worker.start()).model == "tiny.safetensors"
+
+
+QUICK_RETRIES: dict[str, Any] = {"poll_interval_s": 0.2, "outcome_retry_s": (0.05, 0.2)}
+
+
+async def _log_count(caplog: pytest.LogCaptureFixture, text: str, at_least: int) -> None:
+    """Until `at_least` log records contain `text` (bounded)."""
+    async with asyncio.timeout(BOUND_S):
+        while sum(text in record.getMessage() for record in caplog.records) < at_least:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_an_outcome_the_database_refuses_is_kept_and_recorded_once_it_can_be(
+    db_url: str,
+    queue: JobQueue,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite":
+        pytest.skip("holds SQLite's write lock from another connection")
+    job = (await queue.enqueue(make_new_job(prompt="[slow]", steps=4))).job
+    # The claim loop's own connections give up on a lock after 50 ms, like a busy timeout passed.
+    impatient = Database(db_url, busy_timeout_ms=50)
+    # Used from threads: taking the lock may wait for a write that needs this event loop to finish.
+    locker = sqlite3.connect(str(url.database), isolation_level=None, check_same_thread=False, timeout=20)
+    impatient_queue = JobQueue(impatient, signals, max_attempts=2)
+    try:
+        async with claiming(impatient_queue, image_store, signals, worker, **QUICK_RETRIES):
+            try:
+
+                async def running() -> bool:
+                    return (await queue.get(job.id)).status is JobStatus.RUNNING
+
+                await wait_until(signals, running)
+                # Another process holds the database while the job ends.
+                await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
+                with caplog.at_level(logging.ERROR, logger="engine.claim_loop"):
+                    await _log_count(caplog, f"job={job.id}: could not record its outcome", 3)
+                assert (await queue.get(job.id)).status is JobStatus.RUNNING
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    locker.execute("ROLLBACK")
+
+            async def done() -> bool:
+                return (await queue.get(job.id)).status is JobStatus.DONE
+
+            await wait_until(signals, done)
+    finally:
+        locker.close()
+        await impatient.close()
+    finished = await queue.get(job.id)
+    assert finished.result_path is not None and finished.attempts == 0
+    png = await image_store.read(finished.result_path)
+    assert hashlib.sha256(png).hexdigest() == finished.result_sha256
+
+
+async def test_an_image_the_disk_refuses_is_kept_and_stored_once_it_can_be(
+    tmp_path: Path,
+    queue: JobQueue,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = ImageStore(tmp_path / "full")
+    blocker = store.root  # a file where the images folder should be: every write fails
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"")
+    job = (await queue.enqueue(make_new_job())).job
+    async with claiming(queue, store, signals, worker, **QUICK_RETRIES):
+        with caplog.at_level(logging.ERROR, logger="engine.claim_loop"):
+            await _log_count(caplog, f"job={job.id}: could not store its image", 3)
+        assert (await queue.get(job.id)).status is JobStatus.RUNNING
+        blocker.unlink()  # the operator frees the disk
+
+        async def done() -> bool:
+            return (await queue.get(job.id)).status is JobStatus.DONE
+
+        await wait_until(signals, done)
+    finished = await queue.get(job.id)
+    assert finished.result_path is not None
+    assert hashlib.sha256(await store.read(finished.result_path)).hexdigest() == finished.result_sha256
 
 
 async def test_a_loop_whose_job_was_taken_over_stops_it_and_writes_nothing_more(

@@ -86,12 +86,12 @@ def test_streamed_equals_resident(wrap: bool, convert_weights: bool) -> None:
     root2, blocks2, _ = _net(convert_weights)
     place_outside_blocks(root2, blocks2, device, rule, lambda name, old, new: new.copy_(old))
     streamer2 = StreamedBlocks(blocks2, device, "toy2", rule, wrap=wrap)
-    streamer2.load(
-        plan,
-        lambda i, p, t: t.copy_(
-            storage_view(streamer._gpu[i] if streamer._gpu[i] is not None else streamer._host[i], p)
-        ),
-    )  # type: ignore[attr-defined]
+
+    def copy_from_first(index: int, placed: list[object], buffer: object) -> None:
+        home = streamer._gpu[index] if streamer._gpu[index] is not None else streamer._host[index]
+        buffer.copy_(home)  # type: ignore[attr-defined]
+
+    streamer2.load(plan, copy_from_first)
     with torch.no_grad():
         assert torch.equal(root2(x), want)
 

@@ -131,6 +131,11 @@ async def test_unlisted_chat_is_refused(emulator: TelegramEmulator, tmp_path: Pa
         ("/reroll", "Nothing to reroll"),
         ("/cancel", "no queued or running job"),
         ("/cancel soon", "/cancel <job id>"),
+        ("/cancel 99999999999999999999", "out of range"),
+        ("/cancel -3", "out of range"),
+        ("/show 99999999999999999999", "out of range"),
+        ("/show", "/show <job id>"),
+        ("/show 42", "no job #42"),
         ("/frobnicate", "I don't know /frobnicate"),
     ],
 )

@@ -16,18 +16,16 @@ import discord
 from discord import app_commands
 
 from bot import texts
-from bot.command_parser import ASPECT_RATIOS, MAX_SEED, parse_imagine, with_options
+from bot.command_parser import ASPECT_RATIOS, MAX_JOB_ID, MAX_SEED, parse_imagine, with_options
 from bot.discord.access import Access
 from bot.discord.presenter import NO_MENTIONS, DiscordPresenter
 from bot.errors import UserFacingError
-from bot.service import BotService
+from bot.service import BotService, Queued
 from bot.settings import LimitsSettings
 
 log = logging.getLogger(__name__)
 
-SOMETHING_WENT_WRONG = "Something went wrong on my side. Please try again in a minute."
 EXAMPLE = "/imagine prompt: a red fox in the snow --ar 16:9"
-MAX_JOB_ID = 2**53  # Discord's integer options stop here
 
 
 class DiscordHandlers:
@@ -67,7 +65,7 @@ class DiscordHandlers:
                 self._access.requester(interaction), args, is_admin=self._is_admin(interaction)
             )
             log.info("job=%s queued from Discord by user %s", queued.job.id, interaction.user.id)
-            await self._presenter.open(interaction, queued)
+            await self._show_queued(interaction, queued)
 
         await self._answer(interaction, work)
 
@@ -82,7 +80,7 @@ class DiscordHandlers:
                 job_id=job,
                 is_admin=self._is_admin(interaction),
             )
-            await self._presenter.open(interaction, queued)
+            await self._show_queued(interaction, queued)
 
         await self._answer(interaction, work)
 
@@ -113,6 +111,16 @@ class DiscordHandlers:
 
         await self._answer(interaction, work)
 
+    async def show(self, interaction: discord.Interaction, *, job: int) -> None:
+        async def work() -> None:
+            self._access.check(interaction)
+            found = await self._service.show(
+                self._access.requester(interaction), job, is_admin=self._is_admin(interaction)
+            )
+            await self._presenter.show_result(interaction, found)
+
+        await self._answer(interaction, work)
+
     # -- buttons ------------------------------------------------------------------------------
     async def reroll(self, interaction: discord.Interaction, job_id: int) -> None:
         async def work() -> None:
@@ -123,7 +131,7 @@ class DiscordHandlers:
                 from_button=True,
                 is_admin=self._is_admin(interaction),
             )
-            await self._presenter.open(interaction, queued)
+            await self._show_queued(interaction, queued)
 
         await self._answer(interaction, work)
 
@@ -138,7 +146,7 @@ class DiscordHandlers:
                 from_button=True,
                 is_admin=self._is_admin(interaction),
             )
-            await self._presenter.open(interaction, queued)
+            await self._show_queued(interaction, queued)
 
         await self._answer(interaction, work)
 
@@ -172,6 +180,14 @@ class DiscordHandlers:
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=within_s)
 
+    async def _show_queued(self, interaction: discord.Interaction, queued: Queued) -> None:
+        """The job is queued whatever happens here: a failure to say so must never end in the generic
+        "try again" (that would queue a second job); the picture is posted when done either way."""
+        try:
+            await self._presenter.open(interaction, queued)
+        except Exception:
+            log.exception("job=%s is queued, but its status line could not be shown", queued.job.id)
+
     def _is_admin(self, interaction: discord.Interaction) -> bool:
         return self._access.is_admin(interaction.user.id)
 
@@ -190,9 +206,9 @@ class DiscordHandlers:
             await work()
         except UserFacingError as error:
             await _reply(interaction, str(error))
-        except Exception:
+        except Exception as error:
             log.exception("interaction %s failed", interaction.id)
-            await _reply(interaction, SOMETHING_WENT_WRONG)
+            await _reply(interaction, texts.unexpected_error_text(error))
         finally:
             if task is not None:
                 self._in_flight.discard(task)
@@ -214,7 +230,7 @@ ASPECT_CHOICES = [app_commands.Choice(name=ratio, value=ratio) for ratio in ASPE
 
 
 def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, Any, None]]:
-    """/imagine, /reroll, /history, /queue and /cancel, calling `handlers`."""
+    """/imagine, /reroll, /history, /queue, /cancel and /show, calling `handlers`."""
 
     @app_commands.command(name="imagine", description="Draw a picture from your words.")
     @app_commands.describe(
@@ -266,7 +282,12 @@ def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, 
     ) -> None:
         await handlers.cancel(interaction, job=job)
 
-    return [imagine, reroll, history, queue, cancel]
+    @app_commands.command(name="show", description="Post a finished picture again.")
+    @app_commands.describe(job="The job id (see /history)")
+    async def show(interaction: discord.Interaction, job: app_commands.Range[int, 1, MAX_JOB_ID]) -> None:
+        await handlers.show(interaction, job=job)
+
+    return [imagine, reroll, history, queue, cancel, show]
 
 
 async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
@@ -277,7 +298,7 @@ async def on_tree_error(interaction: discord.Interaction, error: app_commands.Ap
         text = "I don't know that command (any more). Type / to see the commands I have."
     else:
         log.error("interaction %s failed", interaction.id, exc_info=error)
-        text = SOMETHING_WENT_WRONG
+        text = texts.unexpected_error_text(error.__cause__ or error)
     try:
         if interaction.response.is_done():
             await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)

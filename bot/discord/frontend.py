@@ -9,6 +9,7 @@ import logging
 import aiohttp
 import discord
 import yarl
+from discord.errors import ConnectionClosed
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
@@ -19,6 +20,7 @@ from bot.discord.client import MajicClient
 from bot.discord.commands import DiscordHandlers, build_commands, on_tree_error
 from bot.discord.presenter import DiscordPresenter
 from bot.frontend import FrontendStartError
+from bot.log_setup import SecretRedactor, guard_loggers
 from bot.service import BotService
 from bot.settings import DiscordSettings, LimitsSettings
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 DISCORD_API_BASE = Route.BASE
 DISCORD_GATEWAY = DiscordWebSocket.DEFAULT_GATEWAY
 READY_TIMEOUT_S = 60.0
+_TOKEN_LEAKING_LOGGERS = ("discord", "aiohttp", "bot.discord")
 STOP_TIMEOUT_S = 10.0
 BOT_SCOPES = ("bot", "applications.commands")
 # What posting an image with buttons and a progress message needs, in channels and threads.
@@ -52,11 +55,21 @@ class DiscordFrontend:
         self._settings = settings
         self._client = MajicClient(on_setup=self._setup)
         self._presenter = DiscordPresenter(
-            self._client, service, edit_interval_s=settings.progress_edit_interval_s
+            self._client,
+            service,
+            edit_interval_s=settings.progress_edit_interval_s,
+            on_token_refused=self._token_refused,
         )
         self._handlers = DiscordHandlers(service, Access(settings), self._presenter, limits)
         self._client.actions = self._handlers
         self._gateway: asyncio.Task[None] | None = None
+        # discord.py logs request URLs and gateway payloads (interaction tokens in both) at DEBUG:
+        # scrub them where the records are made, so no handler of anyone's ever sees them.
+        self._redactor = SecretRedactor([settings.token.get_secret_value()])
+        self._guarded_loggers = guard_loggers(self._redactor, _TOKEN_LEAKING_LOGGERS)
+        self._stopping = False
+        self._fatal = asyncio.Event()
+        self._fatal_reason = ""
 
     @property
     def presenter(self) -> Presenter:
@@ -84,7 +97,7 @@ class DiscordFrontend:
                 "Check the network, or discord.api_base_url if you use a proxy."
             ) from None
         self._gateway = asyncio.create_task(self._client.connect(), name="discord-gateway")
-        self._gateway.add_done_callback(_log_gateway_end)
+        self._gateway.add_done_callback(self._gateway_ended)
         ready = asyncio.create_task(self._client.wait_until_ready())
         done, _ = await asyncio.wait(
             {self._gateway, ready}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
@@ -93,6 +106,8 @@ class DiscordFrontend:
             ready.cancel()
             problem = "the connection closed" if self._gateway in done else "no answer"
             await self.stop()
+            if self._fatal.is_set():  # e.g. the gateway refused the token (4004): say that
+                raise FrontendStartError(self._fatal_reason)
             raise FrontendStartError(
                 f"Discord's gateway did not become ready ({problem}). "
                 "Check the network, or discord.gateway_url if you use a proxy."
@@ -103,15 +118,58 @@ class DiscordFrontend:
         if application_id is not None:
             log.info("discord: invite the bot to a server with %s", invite_url(application_id))
 
+    async def fatal_error(self) -> str:
+        await self._fatal.wait()
+        return self._fatal_reason
+
     async def stop(self) -> None:
         """Let answers in progress finish (bounded), then close the gateway and HTTP session."""
+        self._stopping = True
         await self._handlers.drain(STOP_TIMEOUT_S)
         await self._presenter.close()
         await self._client.close()
+        for guarded in self._guarded_loggers:
+            guarded.removeFilter(self._redactor)
         if self._gateway is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._gateway, STOP_TIMEOUT_S)
             self._gateway = None
+
+    def _token_refused(self) -> None:
+        self._fail(
+            "Discord refused the bot token (401 Unauthorized) when posting: it was revoked or reset. "
+            "Set the new token in discord.token or MAJICBOT_DISCORD_TOKEN, then restart."
+        )
+
+    def _fail(self, reason: str) -> None:
+        if not self._fatal.is_set():
+            self._fatal_reason = reason
+            self._fatal.set()
+
+    def _gateway_ended(self, task: asyncio.Task[None]) -> None:
+        # discord.py reconnects by itself after network trouble; the gateway task ends only on errors
+        # that need a person (a token revoked while running, intents refused), and then nothing else
+        # would notice: the process would stay up, deaf.
+        if self._stopping or self._fatal.is_set():
+            return
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, ConnectionClosed) and error.code == 4004:
+            reason = (
+                "Discord closed the gateway: authentication failed (4004), the bot token was revoked or "
+                "reset. Set the new token in discord.token or MAJICBOT_DISCORD_TOKEN, then restart."
+            )
+        elif isinstance(error, discord.LoginFailure):
+            reason = (
+                "Discord rejected the bot token. Check discord.token or MAJICBOT_DISCORD_TOKEN, then restart."
+            )
+        elif error is None:
+            reason = "the Discord gateway connection ended; restart majicbot."
+        else:
+            reason = (
+                f"the Discord gateway connection ended ({type(error).__name__}: {error}); "
+                "check the token and network, then restart majicbot."
+            )
+        self._fail(reason)
 
     @property
     def is_running(self) -> bool:
@@ -139,14 +197,3 @@ class DiscordFrontend:
 def invite_url(application_id: int) -> str:
     """The OAuth2 URL that adds the bot to a server with the scopes and permissions it needs."""
     return discord.utils.oauth_url(application_id, permissions=BOT_PERMISSIONS, scopes=BOT_SCOPES)
-
-
-def _log_gateway_end(task: asyncio.Task[None]) -> None:
-    # discord.py reconnects by itself; it gives up only on errors that need a person (e.g. a token
-    # revoked while running), and nothing else would notice.
-    if not task.cancelled() and task.exception() is not None:
-        log.error(
-            "discord: the gateway connection ended (%s); commands are no longer received. "
-            "Check the token and network, then restart majicbot.",
-            task.exception(),
-        )

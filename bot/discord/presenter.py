@@ -16,8 +16,10 @@ import io
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import discord
 
@@ -72,14 +74,24 @@ class DiscordPresenter:
 
     platform = Platform.DISCORD
 
-    def __init__(self, client: discord.Client, service: BotService, *, edit_interval_s: float) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        service: BotService,
+        *,
+        edit_interval_s: float,
+        on_token_refused: Callable[[], None] = lambda: None,
+    ) -> None:
         self._client = client
+        self._on_token_refused = on_token_refused
         self._service = service
         self._interval = edit_interval_s
         self._lines: dict[int, _StatusLine] = {}
         self._upload_limits: dict[str, int] = {}  # channel id -> bytes, as the last interaction said
         # Jobs that ended before their handler opened a status line (fast jobs): the final text to show.
         self._finals: OrderedDict[int, str] = OrderedDict()
+        # Posted images whose status line still has to say so (see clean_up).
+        self._to_clean: dict[int, str] = {}
 
     # -- from the command handlers --------------------------------------------------------------
     async def open(self, interaction: discord.Interaction, queued: Queued) -> None:
@@ -96,6 +108,18 @@ class DiscordPresenter:
         if final is not None:
             self._close(job_id)
 
+    async def show_result(self, interaction: discord.Interaction, job: Job) -> None:
+        """Answer /show: the finished picture in the (deferred, ephemeral) response."""
+        self._upload_limits[str(interaction.channel_id)] = interaction.filesize_limit
+        upload = await self._upload(job)
+        file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
+        await interaction.edit_original_response(
+            embed=result_embed(job, upload),
+            attachments=[file],
+            view=result_view(job.id),
+            allowed_mentions=NO_MENTIONS,
+        )
+
     # -- Presenter ------------------------------------------------------------------------------
     async def show_progress(self, job: Job, eta_s: float | None) -> None:
         line = self._line(job)
@@ -108,19 +132,27 @@ class DiscordPresenter:
         upload = await self._upload(job)
         embed = result_embed(job, upload)
         file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
-        channel = self._client.get_partial_messageable(int(job.requester.chat_id))
         try:
-            message = await channel.send(
-                embed=embed, file=file, view=result_view(job.id), allowed_mentions=NO_MENTIONS
-            )
+            message = await self._post(job, embed=embed, file=file, view=result_view(job.id))
         except (discord.Forbidden, discord.NotFound) as error:
             # Retrying cannot help (the channel is gone or the bot may not post there): give up on it.
             log.warning("job=%s could not be posted to channel %s: %s", job.id, job.requester.chat_id, error)
             await self._finish(job.id, f"Job #{job.id} is done, but I may not post in this channel.")
             return None
         log.info("job=%s delivered as message %s", job.id, message.id)
-        await self._finish(job.id, f"{texts.final_status_text(job)} It is posted in this channel.")
+        final = f"{texts.final_status_text(job)} It is posted in this channel."
+        self._remember_final(job.id, final)
+        self._to_clean[job.id] = final
         return str(message.id)
+
+    async def clean_up(self, job: Job) -> None:
+        """Point the status line at the posted image (a separate step: the image is out already)."""
+        final = self._to_clean.pop(job.id, None)
+        if final is not None:
+            await self._finish(job.id, final)
+
+    async def report_ready_later(self, job: Job) -> None:
+        await self._post(job, content=f"{job.requester.user_name}: {texts.ready_later_text(job)}")
 
     async def report_failure(self, job: Job) -> None:
         text = texts.failure_text(job)
@@ -128,15 +160,20 @@ class DiscordPresenter:
         if await self._finish(job.id, text, view=retry_view(job.id)):
             return
         # No status line can show it (a restart, or the token died): say it in the channel instead.
-        channel = self._client.get_partial_messageable(int(job.requester.chat_id))
         try:
-            await channel.send(
-                content=f"{job.requester.user_name}: {text}",
-                view=retry_view(job.id),
-                allowed_mentions=NO_MENTIONS,
-            )
+            await self._post(job, content=f"{job.requester.user_name}: {text}", view=retry_view(job.id))
         except (discord.Forbidden, discord.NotFound) as error:
             log.warning("job=%s failure notice could not be posted: %s", job.id, error)
+
+    async def _post(self, job: Job, **content: Any) -> discord.Message:
+        """A message in the job's channel, with the bot token; a 401 means the token was revoked."""
+        channel = self._client.get_partial_messageable(int(job.requester.chat_id))
+        try:
+            return await channel.send(allowed_mentions=NO_MENTIONS, **content)
+        except discord.HTTPException as error:
+            if error.status == 401:
+                self._on_token_refused()
+            raise
 
     async def report_cancelled(self, job: Job) -> None:
         self._line(job)

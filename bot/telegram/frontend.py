@@ -7,27 +7,30 @@ would (initialize, the post-init setup, start, start polling or the webhook) and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from urllib.parse import urlsplit
 
 from telegram import Update
 from telegram.error import InvalidToken, TelegramError
-from telegram.ext import AIORateLimiter, ApplicationBuilder
+from telegram.ext import ApplicationBuilder
 
 from bot.delivery import Presenter
 from bot.frontend import FrontendStartError
-from bot.log_setup import SecretRedactor
+from bot.log_setup import SecretRedactor, guard_loggers
 from bot.service import BotService
 from bot.settings import LimitsSettings, TelegramSettings
 from bot.telegram.access import AccessPolicy
+from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.handlers import COMMANDS, TelegramApp, TelegramHandlers
 from bot.telegram.presenter import TelegramPresenter
+from bot.telegram.rate_limiter import PriorityRateLimiter
 
 logger = logging.getLogger(__name__)
 
-# A RetryAfter (429) is waited out and the call repeated, so flood control delays but loses nothing.
-RATE_LIMIT_RETRIES = 5
 ALLOWED_UPDATES = (Update.MESSAGE, Update.CALLBACK_QUERY)
+# PTB names its polling task; it ends only when told to, or on an error PTB will not retry (InvalidToken).
+_POLLING_TASK_NAME = "Updater:start_polling:polling_task"
 # PTB and httpx log request URLs, and the Bot API puts the token in the URL path; our own handlers
 # log PTB's errors.
 _TOKEN_LEAKING_LOGGERS = ("telegram", "httpx", "httpcore", "bot.telegram")
@@ -45,20 +48,25 @@ class TelegramFrontend:
         if settings.webhook_secret is not None:
             secrets.append(settings.webhook_secret.get_secret_value())
         self._redactor = SecretRedactor(secrets)
-        self._guarded_loggers = _install_redactor(self._redactor)  # before PTB logs its URLs
+        # Before PTB logs its URLs.
+        self._guarded_loggers = guard_loggers(self._redactor, _TOKEN_LEAKING_LOGGERS)
         self._app: TelegramApp = (
             ApplicationBuilder()
             .token(token)
             .base_url(settings.base_url)
             .base_file_url(settings.base_file_url)
-            .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+            .rate_limiter(PriorityRateLimiter())
             .concurrent_updates(True)
             .build()
         )
         self._presenter = TelegramPresenter(self._app.bot, service, settings)
-        TelegramHandlers(service, limits, AccessPolicy.from_settings(settings), self._presenter).register(
-            self._app
-        )
+        self._stopping = False
+        self._fatal = asyncio.Event()
+        self._fatal_reason = ""
+        self._acks = Acknowledger(self._app.bot, self._presenter, batch_s=settings.group_reply_batch_s)
+        TelegramHandlers(
+            service, limits, AccessPolicy.from_settings(settings), self._presenter, self._acks
+        ).register(self._app)
 
     @property
     def presenter(self) -> Presenter:
@@ -91,8 +99,14 @@ class TelegramFrontend:
         self._presenter.mark_started()
         logger.info("Telegram bot @%s is running (%s)", self._app.bot.username, self._settings.mode)
 
+    async def fatal_error(self) -> str:
+        await self._fatal.wait()
+        return self._fatal_reason
+
     async def stop(self) -> None:
         """Stop receiving updates, let in-flight handlers finish, close connections."""
+        self._stopping = True
+        await self._acks.close()
         await self._presenter.close()
         await self._shutdown()
         for guarded in self._guarded_loggers:
@@ -102,13 +116,17 @@ class TelegramFrontend:
     @property
     def is_running(self) -> bool:
         updater = self._app.updater
-        return bool(self._app.running and updater is not None and updater.running)
+        receiving = self._app.running and updater is not None and updater.running
+        return bool(receiving and not self._fatal.is_set())
 
     async def _start_receiving(self) -> None:
         updater = self._app.updater
         assert updater is not None
         if self._settings.mode == "polling":
-            await updater.start_polling(allowed_updates=list(ALLOWED_UPDATES))
+            await updater.start_polling(
+                allowed_updates=list(ALLOWED_UPDATES), error_callback=self._polling_error
+            )
+            self._watch_polling()
             return
         assert self._settings.webhook_url is not None and self._settings.webhook_secret is not None
         await updater.start_webhook(
@@ -120,28 +138,55 @@ class TelegramFrontend:
             allowed_updates=list(ALLOWED_UPDATES),
         )
 
+    def _polling_error(self, error: TelegramError) -> None:
+        # PTB retries these (timeouts, 5xx, a dropped connection) with a growing pause; one line each.
+        logger.warning(
+            "receiving Telegram updates failed, retrying: %s: %s",
+            type(error).__name__,
+            self._redactor.redact(str(error)),
+        )
+
+    def _watch_polling(self) -> None:
+        """Notice the polling task ending while we did not stop it: PTB then leaves the process up
+        but deaf (it retries timeouts and 5xx itself, but gives up on a rejected token)."""
+        polling = next((t for t in asyncio.all_tasks() if t.get_name() == _POLLING_TASK_NAME), None)
+        if polling is None:
+            logger.warning("cannot watch Telegram polling: PTB's polling task was not found")
+            return
+        polling.add_done_callback(self._polling_ended)
+
+    def _polling_ended(self, task: asyncio.Task[object]) -> None:
+        if self._stopping:
+            return
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, InvalidToken):
+            self._fail(
+                "Telegram rejected the bot token while polling (401 Unauthorized): it was revoked or "
+                "changed. Set the new token in telegram.token or MAJICBOT_TELEGRAM_TOKEN, then restart."
+            )
+        else:
+            cause = (
+                "it was cancelled"
+                if error is None
+                else self._redactor.redact(f"{type(error).__name__}: {error}")
+            )
+            self._fail(f"receiving Telegram updates stopped ({cause}); restart majicbot.")
+
+    def _fail(self, reason: str) -> None:
+        if not self._fatal.is_set():
+            self._fatal_reason = reason
+            self._fatal.set()
+
     async def _shutdown(self) -> None:
         updater = self._app.updater
         if updater is not None and updater.running:
-            await updater.stop()
+            try:
+                await updater.stop()
+            except TelegramError as error:  # the polling task's own end (e.g. the token was revoked)
+                logger.info("Telegram polling had ended: %s", self._redactor.redact(str(error)))
         if self._app.running:
             await self._app.stop()
         await self._app.shutdown()
-
-
-def _install_redactor(redactor: SecretRedactor) -> list[logging.Logger]:
-    """Put `redactor` on every logger that may write the token (a parent's filter does not see a
-    child's records, so each existing logger under those names gets it)."""
-    names = {
-        name
-        for name in logging.root.manager.loggerDict
-        if any(name == prefix or name.startswith(prefix + ".") for prefix in _TOKEN_LEAKING_LOGGERS)
-    }
-    names.update(_TOKEN_LEAKING_LOGGERS)
-    guarded = [logging.getLogger(name) for name in sorted(names)]
-    for guarded_logger in guarded:
-        guarded_logger.addFilter(redactor)
-    return guarded
 
 
 def _origin(url: str) -> str:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegram import BotCommand, CallbackQuery, Message, ReplyParameters, Update
-from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     Application,
@@ -21,12 +20,13 @@ from telegram.ext import (
 )
 
 from bot import texts
-from bot.command_parser import MAX_SEED, check_seed, parse_imagine
+from bot.command_parser import MAX_SEED, check_job_id, check_seed, parse_imagine
 from bot.errors import InvalidRequest, NothingToDo, UserFacingError
 from bot.service import BotService, Queued
 from bot.settings import LimitsSettings
 from bot.telegram import keyboards
 from bot.telegram.access import AccessPolicy
+from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.keyboards import Action, ButtonPress
 from bot.telegram.presenter import TelegramPresenter
 from storage.jobs import JobStatus, Platform, Requester
@@ -42,6 +42,7 @@ COMMANDS: tuple[BotCommand, ...] = (
     BotCommand("history", "Your last 10 images"),
     BotCommand("queue", "What is being drawn and where your jobs stand"),
     BotCommand("cancel", "Stop your newest queued or running job"),
+    BotCommand("show", "Post a finished picture again: /show <job id>"),
     BotCommand("help", "How to write prompts and flags"),
 )
 
@@ -70,11 +71,13 @@ class TelegramHandlers:
         limits: LimitsSettings,
         access: AccessPolicy,
         presenter: TelegramPresenter,
+        acks: Acknowledger,
     ) -> None:
         self._service = service
         self._limits = limits
         self._access = access
         self._presenter = presenter
+        self._acks = acks
 
     def register(self, app: TelegramApp) -> None:
         app.add_handler(CommandHandler("imagine", self.imagine, filters=_NEW_MESSAGES))
@@ -82,6 +85,7 @@ class TelegramHandlers:
         app.add_handler(CommandHandler("history", self.history, filters=_NEW_MESSAGES))
         app.add_handler(CommandHandler("queue", self.queue, filters=_NEW_MESSAGES))
         app.add_handler(CommandHandler("cancel", self.cancel, filters=_NEW_MESSAGES))
+        app.add_handler(CommandHandler("show", self.show, filters=_NEW_MESSAGES))
         app.add_handler(CommandHandler(["help", "start"], self.help, filters=_NEW_MESSAGES))
         private = _NEW_MESSAGES & filters.ChatType.PRIVATE
         app.add_handler(MessageHandler(private & filters.TEXT & ~filters.COMMAND, self.private_text))
@@ -139,6 +143,19 @@ class TelegramHandlers:
             return
         await _reply(message, texts.cancelled_text(job))
 
+    async def show(self, update: Update, context: Context) -> None:
+        message, caller = await self._admit_message(update)
+        if message is None or caller is None:
+            return
+        try:
+            job_id = _parse_job_id(context.args or [], command="show")
+            if job_id is None:
+                raise InvalidRequest("Write /show <job id>, e.g. /show 42 (/history lists yours).")
+            job = await self._service.show(caller.requester, job_id, is_admin=caller.is_admin)
+            await self._presenter.post_image(job, reply_to=message.message_id)
+        except UserFacingError as error:
+            await _reply(message, str(error))
+
     async def help(self, update: Update, context: Context) -> None:
         message, caller = await self._admit_message(update)
         if message is not None and caller is not None:
@@ -187,10 +204,15 @@ class TelegramHandlers:
         queued = await self._service.reroll(
             caller.requester, seed=seed, job_id=press.job_id, from_button=True, is_admin=caller.is_admin
         )
-        if not queued.created:
-            await query.answer(f"Already queued as job #{queued.job.id}.")
-            return
-        await query.answer(f"Queued as job #{queued.job.id}.")
+        try:  # queued either way: a failed answer must not reach the "try again" error reply
+            if not queued.created:
+                await query.answer(f"Already queued as job #{queued.job.id}.")
+                return
+            await query.answer(f"Queued as job #{queued.job.id}.")
+        except TelegramError as error:
+            logger.warning("job=%s queued, but the button press was not answered: %s", queued.job.id, error)
+            if not queued.created:
+                return
         if isinstance(query.message, Message):
             await self._post_status(query.message, queued)
         else:
@@ -211,8 +233,8 @@ class TelegramHandlers:
         if job.status is not JobStatus.DONE:
             await query.answer(f"Job #{job.id} has no image.", show_alert=True)
             return
+        png = await self._service.image_bytes(job)  # says so if the picture expired
         await query.answer("Sending the original PNG…")
-        png = await self._service.image_bytes(job)
         await chat.send_document(
             document=io.BytesIO(png),
             filename=f"majicbot-{job.id}-{job.request.seed}.png",
@@ -252,20 +274,19 @@ class TelegramHandlers:
         await self._post_status(message, queued)
 
     async def _post_status(self, reply_to: Message, queued: Queued) -> None:
-        """Answer at once with the queue position and ETA; this message then shows progress."""
-        text = texts.queued_text(queued)
-        status = await reply_to.get_bot().send_message(
-            reply_to.chat_id, text, reply_parameters=_reply_parameters(reply_to)
-        )
+        """Answer at once with the queue position and ETA (see bot/telegram/acknowledgements.py)."""
         logger.info("job=%s queued from telegram chat %s", queued.job.id, reply_to.chat_id)
-        await self._presenter.attach_status(queued.job, status.message_id, text)
-        await reply_to.get_bot().send_chat_action(reply_to.chat_id, ChatAction.UPLOAD_PHOTO)
+        await self._acks.acknowledge(reply_to, queued)
 
     async def _post_status_in(self, update: Update, queued: Queued) -> None:
         chat = update.effective_chat
         assert chat is not None
         text = texts.queued_text(queued)
-        status = await chat.send_message(text)
+        try:
+            status = await chat.send_message(text)
+        except TelegramError as error:  # queued all the same: never invite a second press
+            logger.warning("job=%s queued, but the answer was not sent: %s", queued.job.id, error)
+            return
         await self._presenter.attach_status(queued.job, status.message_id, text)
 
     async def _admit_message(self, update: Update) -> tuple[Message | None, Caller | None]:
@@ -285,7 +306,7 @@ class TelegramHandlers:
         logger.error("a Telegram update failed: %s", context.error, exc_info=context.error)
         if not isinstance(update, Update):
             return
-        sorry = "Sorry, something went wrong on my side. Try again in a moment."
+        sorry = texts.unexpected_error_text(context.error)
         try:
             if update.callback_query is not None:
                 await update.callback_query.answer(sorry, show_alert=True)
@@ -340,12 +361,16 @@ def _parse_seed(args: list[str]) -> int | None:
     return check_seed(int(args[0]))
 
 
-def _parse_job_id(args: list[str]) -> int | None:
+def _parse_job_id(args: list[str], command: str = "cancel") -> int | None:
     if not args:
         return None
     if len(args) > 1 or not _INTEGER.fullmatch(args[0].lstrip("#")):
-        raise InvalidRequest("Write /cancel to stop your newest job, or /cancel <job id>, e.g. /cancel 42.")
-    return int(args[0].lstrip("#"))
+        if command == "cancel":
+            raise InvalidRequest(
+                "Write /cancel to stop your newest job, or /cancel <job id>, e.g. /cancel 42."
+            )
+        raise InvalidRequest(f"Write /{command} <job id>, e.g. /{command} 42 (/history lists yours).")
+    return check_job_id(int(args[0].lstrip("#")))
 
 
 def _reply_parameters(message: object) -> ReplyParameters | None:

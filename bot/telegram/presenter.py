@@ -8,10 +8,12 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from typing import Any
 
-from telegram import Bot, Message
+from telegram import Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.ext import ExtBot
 
 from bot import texts
 from bot.errors import UserFacingError
@@ -19,6 +21,7 @@ from bot.image_fallback import jpeg_under
 from bot.service import BotService
 from bot.settings import TelegramSettings
 from bot.telegram import keyboards
+from bot.telegram.rate_limiter import Priority, ProgressDropped
 from storage.jobs import Job, JobStatus, Platform
 
 logger = logging.getLogger(__name__)
@@ -29,6 +32,9 @@ MAX_PHOTO_SIDES = 10_000
 CHAT_ACTION_EVERY_S = 4.0  # an action shows for about 5 s
 CHAT_ACTION_MAX_S = 30 * 60.0  # a job whose outcome never reaches us must not spin forever
 _REMEMBERED_FINISHED = 1000
+# An upload answered late is still an upload: waiting longer for the answer than PTB's 5 s default keeps
+# a slow Bot API from making us send the same picture twice (within delivery.post_timeout_s).
+UPLOAD_TIMEOUT_S = 60.0
 
 
 class TelegramPresenter:
@@ -36,7 +42,7 @@ class TelegramPresenter:
 
     platform = Platform.TELEGRAM
 
-    def __init__(self, bot: Bot, service: BotService, settings: TelegramSettings) -> None:
+    def __init__(self, bot: ExtBot[Any], service: BotService, settings: TelegramSettings) -> None:
         self._bot = bot
         self._service = service
         self._settings = settings
@@ -50,6 +56,8 @@ class TelegramPresenter:
         # Jobs finished before their status message was attached (a very fast job): the handler's
         # late status message is removed when it arrives.
         self._finished: OrderedDict[int, None] = OrderedDict()
+        # Outcomes posted whose status message still has to go (see clean_up).
+        self._to_clean: set[int] = set()
 
     def mark_started(self) -> None:
         self._started = True
@@ -105,13 +113,28 @@ class TelegramPresenter:
             try:
                 sent = await self._send_image(job, await self._service.image_bytes(job))
             except UserFacingError as error:  # the file is gone: say so rather than retry forever
-                sent = await self._bot.send_message(_chat_id(job), str(error))
+                sent = await self._bot.send_message(
+                    _chat_id(job), str(error), rate_limit_args=Priority.RESULT
+                )
         except Forbidden as error:
             self._unreachable(job, error)
             return None
-        await self._finalise_status(job, delete=True)
+        self._to_clean.add(job.id)
         logger.info("job=%s delivered to telegram chat %s", job.id, job.requester.chat_id)
         return str(sent.message_id)
+
+    async def clean_up(self, job: Job) -> None:
+        """Delete the status message of a posted image or failure notice (a separate, later step)."""
+        if job.id in self._to_clean:
+            self._to_clean.discard(job.id)
+            await self._finalise_status(job, delete=True)
+
+    async def report_ready_later(self, job: Job) -> None:
+        self._require_started()
+        self._forget(job)
+        await self._bot.send_message(
+            _chat_id(job), texts.ready_later_text(job), rate_limit_args=Priority.RESULT
+        )
 
     async def report_failure(self, job: Job) -> None:
         self._require_started()
@@ -123,17 +146,23 @@ class TelegramPresenter:
             if message_id is not None:
                 try:
                     await self._bot.edit_message_text(
-                        text, chat_id=_chat_id(job), message_id=message_id, reply_markup=markup
+                        text,
+                        chat_id=_chat_id(job),
+                        message_id=message_id,
+                        reply_markup=markup,
+                        rate_limit_args=Priority.RESULT,
                     )
                     self._forget(job)
                     return
                 except BadRequest as error:  # e.g. the user deleted the status message
                     logger.info("job=%s could not edit its status message: %s", job.id, error)
-            await self._bot.send_message(_chat_id(job), text, reply_markup=markup)
+            await self._bot.send_message(
+                _chat_id(job), text, reply_markup=markup, rate_limit_args=Priority.RESULT
+            )
         except Forbidden as error:
             self._unreachable(job, error)
             return
-        await self._finalise_status(job, delete=True)
+        self._to_clean.add(job.id)
 
     async def report_cancelled(self, job: Job) -> None:
         self._require_started()
@@ -142,14 +171,24 @@ class TelegramPresenter:
         if message_id is not None:
             try:
                 await self._bot.edit_message_text(
-                    texts.cancelled_text(job), chat_id=_chat_id(job), message_id=message_id
+                    texts.cancelled_text(job),
+                    chat_id=_chat_id(job),
+                    message_id=message_id,
+                    rate_limit_args=Priority.RESULT,
                 )
             except TelegramError as error:  # deleted, or the bot was blocked: nothing left to tidy
                 logger.info("job=%s could not edit its status message: %s", job.id, error)
         self._forget(job)
 
+    async def post_image(self, job: Job, *, reply_to: int | None = None) -> Message:
+        """Post a done job's picture with its caption and buttons (for /show: a reply)."""
+        png = await self._service.image_bytes(job)
+        return await self._send_image(job, png, reply_to=reply_to, priority=Priority.REPLY)
+
     # -- internals ------------------------------------------------------------------------------
-    async def _send_image(self, job: Job, png: bytes) -> Message:
+    async def _send_image(
+        self, job: Job, png: bytes, *, reply_to: int | None = None, priority: Priority = Priority.RESULT
+    ) -> Message:
         chat_id = _chat_id(job)
         caption = texts.caption(job, MAX_CAPTION)
         markup = keyboards.result_keyboard(job)
@@ -168,6 +207,10 @@ class TelegramPresenter:
                     filename=f"majicbot-{job.id}.{name}",
                     caption=caption,
                     reply_markup=markup,
+                    reply_parameters=_reply_parameters(reply_to),
+                    rate_limit_args=priority,
+                    write_timeout=UPLOAD_TIMEOUT_S,
+                    read_timeout=UPLOAD_TIMEOUT_S,
                 )
             except BadRequest as error:
                 logger.warning("job=%s Telegram refused the photo (%s); sending a document", job.id, error)
@@ -177,6 +220,10 @@ class TelegramPresenter:
             filename=f"majicbot-{job.id}-{request.seed}.png",
             caption=caption,
             reply_markup=markup,
+            reply_parameters=_reply_parameters(reply_to),
+            rate_limit_args=priority,
+            write_timeout=UPLOAD_TIMEOUT_S,
+            read_timeout=UPLOAD_TIMEOUT_S,
         )
 
     async def _finalise_status(self, job: Job, *, delete: bool) -> None:
@@ -246,7 +293,11 @@ class TelegramPresenter:
         self._last_text[job.id] = text
         self._last_edit[job.id] = time.monotonic()
         try:
-            await self._bot.edit_message_text(text, chat_id=_chat_id(job), message_id=message_id)
+            await self._bot.edit_message_text(
+                text, chat_id=_chat_id(job), message_id=message_id, rate_limit_args=Priority.PROGRESS
+            )
+        except ProgressDropped:
+            self._last_text.pop(job.id, None)  # not shown: the next change is worth sending
         except TelegramError as error:
             # A user may delete the status message; progress is a courtesy, the photo still comes.
             logger.info("job=%s could not edit its status message: %s", job.id, error)
@@ -265,6 +316,12 @@ class TelegramPresenter:
     def _require_started(self) -> None:
         if not self._started:
             raise RuntimeError("The Telegram frontend is not running; start it before delivering jobs.")
+
+
+def _reply_parameters(message_id: int | None) -> ReplyParameters | None:
+    if message_id is None:
+        return None
+    return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
 def _chat_id(job: Job) -> int:

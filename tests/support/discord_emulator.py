@@ -176,6 +176,12 @@ class DiscordEmulator:
         """Answer the next `count` calls of `route` (e.g. "POST /channels/{channel}/messages") with 429."""
         self._rate_limits.append(_RateLimit(route, count, retry_after))
 
+    async def revoke_token(self) -> None:
+        """The bot token was reset: REST answers 401 and the gateway session ends with 4004."""
+        self.token = "revoked." + self.token
+        if self._gateway is not None and not self._gateway.socket.closed:
+            await self._gateway.socket.close(code=4004, message=b"Authentication failed.")
+
     async def wait_connected(self, within: float = 10.0) -> None:
         """Until a client has identified and received READY."""
         await self._wait_until(lambda: self._gateway is not None and self._gateway.ready.is_set(), within)

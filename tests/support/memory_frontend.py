@@ -17,7 +17,7 @@ WAIT_S = 20.0
 
 @dataclass(frozen=True)
 class Call:
-    kind: str  # "progress", "deliver", "failure" or "cancelled"
+    kind: str  # "progress", "deliver", "failure", "cancelled", "clean_up" or "ready_later"
     job_id: int
     status: JobStatus
     step: int = 0
@@ -31,6 +31,8 @@ class RecordingPresenter:
     platform: Platform = Platform.TELEGRAM
     failures: int = 0
     hang: bool = False
+    cleanup_fails: bool = False
+    cleanup_hangs: bool = False
     calls: list[Call] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -49,6 +51,16 @@ class RecordingPresenter:
     async def report_cancelled(self, job: Job) -> None:
         await self._record(Call("cancelled", job.id, job.status))
         await self._maybe_fail()
+
+    async def clean_up(self, job: Job) -> None:
+        await self._record(Call("clean_up", job.id, job.status))
+        if self.cleanup_hangs:
+            await asyncio.Event().wait()
+        if self.cleanup_fails:
+            raise ConnectionError("deleting the status message failed")
+
+    async def report_ready_later(self, job: Job) -> None:
+        await self._record(Call("ready_later", job.id, job.status))
 
     def of(self, kind: str, job_id: int | None = None) -> list[Call]:
         return [c for c in self.calls if c.kind == kind and (job_id is None or c.job_id == job_id)]
@@ -79,6 +91,8 @@ class MemoryFrontend:
         self._presenter = RecordingPresenter(platform=platform)
         self.started = False
         self.stopped = False
+        self._fatal = asyncio.Event()
+        self._fatal_reason = ""
 
     @property
     def presenter(self) -> RecordingPresenter:
@@ -89,6 +103,15 @@ class MemoryFrontend:
 
     async def stop(self) -> None:
         self.stopped = True
+
+    def fail(self, reason: str) -> None:
+        """The platform ends this adapter for good (as a revoked token would)."""
+        self._fatal_reason = reason
+        self._fatal.set()
+
+    async def fatal_error(self) -> str:
+        await self._fatal.wait()
+        return self._fatal_reason
 
     @property
     def is_running(self) -> bool:

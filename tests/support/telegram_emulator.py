@@ -12,6 +12,7 @@ import asyncio
 import io
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,6 +107,12 @@ class TelegramEmulator:
         self._callback_ids = itertools.count(1)
         self._changed = asyncio.Condition()
         self._failures: dict[str, list[int]] = {}
+        self._server_errors: dict[str, list[int]] = {}
+        self._outage_status: int | None = None
+        self._poll_generation = 0
+        self._group_limit: tuple[int, float] | None = None
+        self._group_sends: dict[int, list[float]] = {}
+        self._polls_waiting = 0
         self._closing = False
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -142,6 +149,38 @@ class TelegramEmulator:
     def fail_next(self, method: str, count: int, retry_after: int = 1) -> None:
         """Answer the next `count` calls of `method` with 429 Too Many Requests and retry_after."""
         self._failures.setdefault(method, []).extend([retry_after] * count)
+
+    def break_next(self, method: str, count: int, status: int = 502) -> None:
+        """Answer the next `count` calls of `method` with a server error (Telegram having a bad time)."""
+        self._server_errors.setdefault(method, []).extend([status] * count)
+
+    def set_outage(self, down: bool, status: int = 502) -> None:
+        """While down, every call except getUpdates is answered with `status` (the API is failing)."""
+        self._outage_status = status if down else None
+
+    async def wait_polling(self, within_s: float = 15.0) -> None:
+        """Until a getUpdates call is waiting here (the bot is receiving)."""
+
+        async def wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self._polls_waiting > 0)
+
+        await asyncio.wait_for(wait(), within_s)
+
+    async def end_long_polls(self) -> None:
+        """Answer every getUpdates that is waiting now with no updates, as a poll timeout would."""
+        async with self._changed:
+            self._poll_generation += 1
+            self._changed.notify_all()
+
+    def limit_groups(self, messages: int = 20, period_s: float = 60.0) -> None:
+        """Enforce Telegram's group flood limit: more than `messages` posts or edits in a group within
+        `period_s` get 429 with retry_after (deletes, chat actions and callback answers do not count)."""
+        self._group_limit = (messages, period_s)
+
+    def revoke_token(self) -> None:
+        """The bot's token was revoked: from now on every call is 401 Unauthorized."""
+        self.token = "revoked:" + self.token
 
     async def send_text(self, user: TgUser, chat: TgChat, text: str) -> int:
         """A user writes `text` in `chat` (delivered through getUpdates); returns its message id."""
@@ -242,9 +281,15 @@ class TelegramEmulator:
             return await self._record(
                 call, 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
             )
+        broken = self._server_errors.get(method)
+        if broken or (self._outage_status is not None and method != "getUpdates"):
+            status = broken.pop(0) if broken else self._outage_status
+            assert status is not None
+            body = {"ok": False, "error_code": status, "description": "Bad Gateway"}
+            return await self._record(call, status, body)
         pending = self._failures.get(method)
-        if pending:
-            retry_after = pending.pop(0)
+        retry_after = pending.pop(0) if pending else self._flood_wait(method, params)
+        if retry_after is not None:
             body = {
                 "ok": False,
                 "error_code": 429,
@@ -262,6 +307,22 @@ class TelegramEmulator:
             body = {"ok": False, "error_code": 400, "description": f"Bad Request: {error}"}
             return await self._record(call, 400, body)
         return await self._record(call, 200, {"ok": True, "result": result})
+
+    def _flood_wait(self, method: str, params: dict[str, str]) -> int | None:
+        """Seconds to wait if this call would go over the group limit; else None (and it counts)."""
+        if self._group_limit is None or method not in _FLOOD_COUNTED or "chat_id" not in params:
+            return None
+        chat_id = int(params["chat_id"])
+        if chat_id >= 0:
+            return None
+        limit, period_s = self._group_limit
+        now = time.monotonic()
+        sent = [at for at in self._group_sends.get(chat_id, []) if at > now - period_s]
+        if len(sent) >= limit:
+            self._group_sends[chat_id] = sent
+            return max(1, math.ceil(sent[0] + period_s - now))
+        self._group_sends[chat_id] = [*sent, now]
+        return None
 
     async def _record(self, call: Call, status: int, body: JsonObject) -> web.Response:
         call.status = status
@@ -329,18 +390,26 @@ class TelegramEmulator:
         timeout = float(call.params.get("timeout", "0") or 0)
         deadline = asyncio.get_running_loop().time() + timeout
         async with self._changed:
-            while True:
-                if offset:
-                    self._updates = [update for update in self._updates if update["update_id"] >= offset]
-                if self._updates or self._closing:
-                    return self._updates[:limit]
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    return []
-                try:
-                    await asyncio.wait_for(self._changed.wait(), remaining)
-                except TimeoutError:
-                    return []
+            generation = self._poll_generation
+            self._polls_waiting += 1
+            self._changed.notify_all()
+            try:
+                while True:
+                    if generation != self._poll_generation:
+                        return []
+                    if offset:
+                        self._updates = [u for u in self._updates if u["update_id"] >= offset]
+                    if self._updates or self._closing:
+                        return self._updates[:limit]
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    if remaining <= 0:
+                        return []
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), remaining)
+                    except TimeoutError:
+                        return []
+            finally:
+                self._polls_waiting -= 1
 
     async def _api_sendMessage(self, call: Call) -> JsonObject:
         return self._bot_message(call, text=call.params["text"])
@@ -397,6 +466,9 @@ class TelegramEmulator:
         if "caption" in call.params:
             content["caption"] = call.params["caption"]
         return self._bot_message(call, **content)
+
+
+_FLOOD_COUNTED = frozenset({"sendMessage", "sendPhoto", "sendDocument", "editMessageText"})
 
 
 class _ApiError(Exception):
