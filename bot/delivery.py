@@ -27,6 +27,7 @@ they survive a restart and every process respects them. (A process killed betwee
 accepting a post and recording it would have the result posted again by its successor: the one window
 left, as wide as one answer from the platform plus one database write.)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -139,9 +140,7 @@ class DeliveryLoop:
         if not self._presenters:
             logger.warning("delivery loop has no presenters; nothing to deliver")
             return
-        logger.info(
-            "delivery loop %s started for %s", self.deliverer, ", ".join(sorted(self._presenters))
-        )
+        logger.info("delivery loop %s started for %s", self.deliverer, ", ".join(sorted(self._presenters)))
         renewer = asyncio.create_task(self._renew_claims(stop))
         try:
             while not stop.is_set():

@@ -145,7 +145,8 @@ class Job:
     delivery_retry_at: datetime | None = None
     delivery_failing_since: datetime | None = None  # the first failed attempt of this run of failures
     delivery_error: str | None = None
-    # Discord: the interaction token that edits the job's status line, and when it was issued.
+    # Discord: the interaction token that edits the job's status line (sealed by the chat side), and when
+    # it was issued.
     status_token: str | None = field(default=None, repr=False)
     status_token_at: datetime | None = None
 

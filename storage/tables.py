@@ -105,8 +105,9 @@ class JobRow(Base):
     # the platform messages that show this job (to edit progress, to find the job from a button)
     status_message_id: Mapped[str | None] = mapped_column(String(64))
     result_message_id: Mapped[str | None] = mapped_column(String(64))
-    # Discord: the interaction token that edits the status line (valid 15 minutes from status_token_at);
-    # stored so that any chat process, or this one after a restart, keeps the status line moving.
+    # Discord: the interaction token that edits the status line (valid 15 minutes from status_token_at),
+    # sealed by the chat side (storage keeps it opaque); stored so that any chat process, or this one
+    # after a restart, keeps the status line moving.
     status_token: Mapped[str | None] = mapped_column(Text)
     status_token_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # the engine's lease on a running job: claim_count fences writes (a holder whose claim is not the

@@ -58,6 +58,7 @@ class DiscordFrontend:
             self._client,
             service,
             edit_interval_s=settings.progress_edit_interval_s,
+            token_key=settings.token.get_secret_value(),
             on_token_refused=self._token_refused,
         )
         self._handlers = DiscordHandlers(service, Access(settings), self._presenter, limits)

@@ -25,6 +25,7 @@ import discord
 
 from bot import texts
 from bot.discord.buttons import result_view, retry_view
+from bot.discord.sealed_token import seal, unseal
 from bot.image_fallback import jpeg_under
 from bot.service import BotService, Queued
 from storage.jobs import Job, Platform
@@ -80,9 +81,11 @@ class DiscordPresenter:
         service: BotService,
         *,
         edit_interval_s: float,
+        token_key: str,
         on_token_refused: Callable[[], None] = lambda: None,
     ) -> None:
         self._client = client
+        self._token_key = token_key  # seals interaction tokens in job rows (bot/discord/sealed_token.py)
         self._on_token_refused = on_token_refused
         self._service = service
         self._interval = edit_interval_s
@@ -194,11 +197,12 @@ class DiscordPresenter:
         if not (job.status_message_id or "").isdigit():
             return None
         age_s = (datetime.now(UTC) - job.status_token_at).total_seconds()
-        if age_s >= TOKEN_LIFETIME_S:
+        token = unseal(job.status_token, self._token_key)
+        if age_s >= TOKEN_LIFETIME_S or token is None:
             return None
         line = _StatusLine(
             interaction=None,
-            token=job.status_token,
+            token=token,
             opened=time.monotonic() - age_s,
             message_id=int(job.status_message_id or 0),
             stored=True,
@@ -266,7 +270,7 @@ class DiscordPresenter:
             issued = datetime.now(UTC) - timedelta(seconds=time.monotonic() - line.opened)
             try:
                 await self._service.set_status_message(
-                    job_id, str(message.id), token=line.token, token_issued_at=issued
+                    job_id, str(message.id), token=seal(line.token, self._token_key), token_issued_at=issued
                 )
             except Exception:
                 log.exception("job=%s: could not store its status line for other chat processes", job_id)
