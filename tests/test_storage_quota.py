@@ -15,6 +15,8 @@ from storage.queue import ActiveLimitReached, JobQueue
 from storage.signals import LocalSignals
 from tests.support.new_jobs import NewJobFactory
 
+pytestmark = pytest.mark.all_databases
+
 USERS = 6
 COMMANDS_PER_USER = 8
 LIMIT = 3
