@@ -230,7 +230,7 @@ class WorkerSupervisor:
     ) -> None:
         self._settings = settings
         self._grace = answer_grace_s
-        self._on_load_progress = on_load_progress or default_load_report()
+        self._on_load_progress: LoadProgressCallback = on_load_progress or default_load_report()
         self._worker: _WorkerProcess | None = None
         self._starting: asyncio.Task[_WorkerProcess] | None = None
         self._job: _RunningJob | None = None
@@ -437,11 +437,10 @@ class WorkerSupervisor:
 
     def _on_message(self, worker: _WorkerProcess, message: FromWorker) -> None:
         if isinstance(message, LoadProgress):
-            if self._on_load_progress is not None:
-                try:
-                    self._on_load_progress(message)
-                except Exception:
-                    logger.exception("the load progress callback failed")
+            try:
+                self._on_load_progress(message)
+            except Exception:
+                logger.exception("the load progress callback failed")
             return
         if isinstance(message, WorkerReady):
             if not worker.ready.done():

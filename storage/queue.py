@@ -671,8 +671,6 @@ def _expired(now: datetime) -> Any:
     )
 
 
-
-
 def _active_query(platform: Platform, user_id: str) -> Select[JobRow]:
     return (
         select(JobRow)
