@@ -147,12 +147,16 @@ base_file_url = "{emulator.base_file_url}"
         holders: list[MajicbotProcess] = []
 
         async def a_chat_process_mid_flight() -> bool:
-            delivered = [row for row in [await queue.get(job.id) for job in jobs] if row.delivered_at]
+            rows = [await queue.get(job.id) for job in jobs]
+            delivered = [row for row in rows if row.delivered_at]
+            # A finished job not yet recorded as delivered may be on its way to the platform right now:
+            # killing its poster then is the documented window (the successor posts it again).
+            about_to_post = [row for row in rows if row.is_final and row.delivered_at is None]
             active = [*await queue.running(), *await queue.queued_in_fair_order()]
             holders[:] = [
                 by_name[job.delivery_claimed_by] for job in active if job.delivery_claimed_by in by_name
             ]
-            return len(delivered) >= 2 and bool(holders)
+            return len(delivered) >= 2 and bool(holders) and not about_to_post
 
         await until(a_chat_process_mid_flight, within_s=BOUND_S, what="a chat process holds unfinished jobs")
         holders[0].kill()
