@@ -7,14 +7,11 @@ Discord's markdown. Adapters add their own layout (embeds, buttons) around these
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from bot.command_parser import KNOWN_FLAGS
+from bot.standing import Queued, QueueOverview
 from storage.errors import StorageFull
 from storage.jobs import FailureKind, Job, JobStatus
-
-if TYPE_CHECKING:
-    from bot.service import Queued, QueueOverview
 
 ELLIPSIS = "…"
 
@@ -26,9 +23,6 @@ FAILURE_REASONS: dict[FailureKind, str] = {
     FailureKind.WORKER_DIED: (
         "the image worker crashed while drawing it. Try again; if it keeps happening, "
         "tell the bot's operator."
-    ),
-    FailureKind.MODEL_MISSING: (
-        "the model files are missing on the server. The bot's operator needs to run: majicbot download"
     ),
     FailureKind.ERROR: "something went wrong while drawing it. Try again in a moment.",
 }

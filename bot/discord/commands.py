@@ -20,8 +20,9 @@ from bot.command_parser import ASPECT_RATIOS, MAX_JOB_ID, MAX_SEED, parse_imagin
 from bot.discord.access import Access
 from bot.discord.presenter import NO_MENTIONS, DiscordPresenter
 from bot.errors import UserFacingError
-from bot.service import BotService, Queued
+from bot.service import BotService
 from bot.settings import LimitsSettings
+from bot.standing import Queued
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ from telegram.ext import (
 from bot import texts
 from bot.command_parser import MAX_SEED, check_job_id, check_seed, parse_imagine
 from bot.errors import InvalidRequest, NothingToDo, UserFacingError
-from bot.service import BotService, Queued
+from bot.service import BotService
 from bot.settings import LimitsSettings
+from bot.standing import Queued
 from bot.telegram import keyboards
 from bot.telegram.access import AccessPolicy
 from bot.telegram.acknowledgements import Acknowledger
