@@ -190,8 +190,8 @@ class BotService:
         except ImageNotFound:
             logger.warning("image missing path=%s job=%d", job.result_path, job.id)
             raise NothingToDo(
-                f"The picture of job #{job.id} is no longer on the server; /reroll {job.request.seed} "
-                "draws it again."
+                f"The picture of job #{job.id} is no longer on the server; its Reroll button draws it "
+                "again with a new seed."
             ) from None
 
     async def standing(self, job: Job) -> Queued:
