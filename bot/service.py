@@ -173,7 +173,7 @@ class BotService:
             if job.result_path is None:
                 raise NothingToDo(texts.expired_text(job.id))
             return job
-        if job.status.is_active:
+        if not job.status.is_final:
             raise NothingToDo(
                 f"Job #{job.id} is {job.status.value}; its picture is posted here when it is done."
             )

@@ -32,10 +32,6 @@ class JobStatus(enum.StrEnum):
     def is_final(self) -> bool:
         return self in FINAL_STATUSES
 
-    @property
-    def is_active(self) -> bool:
-        return self in (JobStatus.QUEUED, JobStatus.RUNNING)
-
 
 FINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
 
