@@ -128,10 +128,6 @@ class Application:
     def images(self) -> ImageStore:
         return _started(self._images)
 
-    @property
-    def frontends(self) -> tuple[Frontend, ...]:
-        return self._frontends
-
     # -- start, serve, shut down ---------------------------------------------------------------
     async def _start(self) -> None:
         config = self._config

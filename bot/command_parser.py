@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.errors import InvalidRequest
@@ -56,13 +57,59 @@ _ASPECT_SIZES: dict[str, tuple[int, int]] = {
     "2:3": (832, 1248),
 }
 
-FLAG_USAGE: dict[str, str] = {
-    "seed": "--seed N",
-    "steps": "--steps N",
-    "ar": "--ar W:H",
-    "size": "--size WxH",
-    "no": "--no <things to leave out>",
-}
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One `/imagine` flag: the parser accepts exactly these names, and /help is written from them."""
+
+    name: str
+    usage: str
+    example: str
+    explain: Callable[[LimitsSettings], str]  # one line for /help, with the operator's limits
+
+    def help_line(self, limits: LimitsSettings) -> str:
+        return f"{self.usage}: {self.explain(limits)}"
+
+
+FLAGS: tuple[Flag, ...] = (
+    Flag(
+        "seed",
+        "--seed N",
+        "--seed 42",
+        lambda limits: f"0 to {MAX_SEED}; the same seed and prompt give the same picture",
+    ),
+    Flag(
+        "steps",
+        "--steps N",
+        "--steps 28",
+        lambda limits: f"{limits.min_steps} to {limits.max_steps}; more steps, more detail, more time",
+    ),
+    Flag(
+        "ar",
+        "--ar W:H",
+        "--ar 16:9",
+        lambda limits: f"{', '.join(ASPECT_RATIOS[:-1])} or {ASPECT_RATIOS[-1]} (about one megapixel)",
+    ),
+    Flag(
+        "size",
+        "--size WxH",
+        "--size 1024x768",
+        lambda limits: (
+            f"exact size in pixels, multiples of {SIDE_MULTIPLE}, sides {limits.min_side} to "
+            f"{limits.max_side}, at most {limits.max_pixels / 1e6:.1f} megapixels"
+        ),
+    ),
+    Flag(
+        "no",
+        "--no <things to leave out>",
+        "--no text, watermark",
+        lambda limits: (
+            f"what to leave out of the picture (up to {limits.max_negative_prompt_length} characters; "
+            "it takes every word up to the next flag)"
+        ),
+    ),
+)
+FLAG_USAGE: dict[str, str] = {flag.name: flag.usage for flag in FLAGS}
 KNOWN_FLAGS = ", ".join(FLAG_USAGE.values())
 EXAMPLE = "/imagine a red fox in the snow --ar 16:9 --seed 42"
 
@@ -326,10 +373,4 @@ def _unknown_flag_message(name: str) -> str:
 
 
 def _example(name: str) -> str:
-    return {
-        "seed": "--seed 42",
-        "steps": "--steps 28",
-        "ar": "--ar 16:9",
-        "size": "--size 1024x768",
-        "no": "--no text, watermark",
-    }[name]
+    return next(flag.example for flag in FLAGS if flag.name == name)

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from bot.eta import StepTimes, estimate
 from bot.metrics import NO_DELIVERY_METRICS, DeliveryMetrics
-from engine.eta import StepTimes, estimate
 from storage.jobs import Job, JobStatus, Platform
 from storage.queue import JobQueue
 from storage.signals import JobSignals, Topic

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot import texts
 from bot.command_parser import ImagineArgs, check_args, check_job_id, check_seed
 from bot.errors import NotAllowed, NothingToDo, QuotaExceeded, Unavailable
+from bot.eta import StepTimes, estimate
 from bot.request_rules import random_seed, resolve_request
 from bot.settings import LimitsSettings
-from engine.eta import StepTimes, estimate
+from bot.standing import Queued, QueueOverview
 from engine.settings import EngineSettings
 from storage.errors import StorageBusy, StorageFull
 from storage.images import ImageNotFound, ImageStore
@@ -24,24 +24,6 @@ from storage.jobs import ImageRequest, Job, JobStatus, NewJob, Requester
 from storage.queue import ActiveLimitReached, JobNotFound, JobQueue
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Queued:
-    """A job that was just queued (or found already queued for the same button press)."""
-
-    job: Job
-    position: int  # 1 = runs next; 0 = already running
-    jobs_ahead: int
-    eta_s: float | None  # seconds until it should be done; None until timings are known
-    created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class QueueOverview:
-    running: Sequence[Job]
-    queued_total: int
-    mine: Sequence[Queued]  # the asking user's active jobs with positions and ETAs
 
 
 class BotService:
@@ -191,7 +173,7 @@ class BotService:
             if job.result_path is None:
                 raise NothingToDo(texts.expired_text(job.id))
             return job
-        if job.status.is_active:
+        if not job.status.is_final:
             raise NothingToDo(
                 f"Job #{job.id} is {job.status.value}; its picture is posted here when it is done."
             )
@@ -208,8 +190,8 @@ class BotService:
         except ImageNotFound:
             logger.warning("image missing path=%s job=%d", job.result_path, job.id)
             raise NothingToDo(
-                f"The picture of job #{job.id} is no longer on the server; /reroll {job.request.seed} "
-                "draws it again."
+                f"The picture of job #{job.id} is no longer on the server; its Reroll button draws it "
+                "again with a new seed."
             ) from None
 
     async def standing(self, job: Job) -> Queued:

@@ -7,14 +7,12 @@ Discord's markdown. Adapters add their own layout (embeds, buttons) around these
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from bot.command_parser import KNOWN_FLAGS
+from bot.command_parser import EXAMPLE, FLAGS
+from bot.settings import LimitsSettings
+from bot.standing import Queued, QueueOverview
 from storage.errors import StorageFull
 from storage.jobs import FailureKind, Job, JobStatus
-
-if TYPE_CHECKING:
-    from bot.service import Queued, QueueOverview
 
 ELLIPSIS = "…"
 
@@ -27,30 +25,35 @@ FAILURE_REASONS: dict[FailureKind, str] = {
         "the image worker crashed while drawing it. Try again; if it keeps happening, "
         "tell the bot's operator."
     ),
-    FailureKind.MODEL_MISSING: (
-        "the model files are missing on the server. The bot's operator needs to run: majicbot download"
-    ),
     FailureKind.ERROR: "something went wrong while drawing it. Try again in a moment.",
 }
 
-HELP = f"""majicbot draws pictures from your words on a local GPU (majicflus, a FLUX.1 model).
+HELP_EXAMPLES: tuple[str, ...] = (
+    EXAMPLE,
+    "/imagine a lighthouse at dusk, oil painting --ar 3:2 --no text, watermark",
+)
+"""Shown by /help; a test checks that each one parses under the default limits."""
 
-/imagine <prompt> [flags]: draw a picture, e.g.
-  /imagine a red fox in the snow, golden hour --ar 16:9
-/reroll [seed]: draw your last prompt here again, with a new random seed or the one you give
-/history: your last 10 pictures, with their seeds
-/queue: what is running and where your pictures stand
-/cancel: stop your newest queued or running picture
-/show <job>: post a finished picture again
-/help: this text
 
-Flags (after the prompt): {KNOWN_FLAGS}
-  --seed N: 0 to 4294967295; the same seed and prompt give the same picture
-  --steps N: more steps, more detail, more time
-  --ar W:H: 1:1, 16:9, 9:16, 4:3, 3:4, 3:2 or 2:3 (about one megapixel)
-  --size WxH: exact size in pixels, multiples of 16
-  --no <text>: what to leave out of the picture
-"""
+def help_text(commands: Sequence[tuple[str, str]], limits: LimitsSettings) -> str:
+    """/help: the platform's commands as (usage, what it does), then every flag the parser accepts
+    (from `bot.command_parser.FLAGS`, so help and parser cannot drift), the limits and examples."""
+    lines = [
+        "majicbot draws pictures from your words on a local GPU (majicflus, a FLUX.1 model).",
+        "",
+        "Commands:",
+        *(f"{usage}: {what}" for usage, what in commands),
+        "",
+        "Flags (write them after the prompt; --flag=value works too):",
+        *(f"  {flag.help_line(limits)}" for flag in FLAGS),
+        "",
+        f"Limits: prompts up to {limits.max_prompt_length} characters; "
+        f"{_count(limits.max_active_jobs_per_user, 'picture')} waiting or running per person.",
+        "",
+        "Examples:",
+        *(f"  {example}" for example in HELP_EXAMPLES),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def shorten(text: str, limit: int) -> str:
@@ -140,7 +143,7 @@ def expired_text(job_id: int) -> str:
     """A job whose picture was deleted by the retention setting."""
     return (
         f"The picture of job #{job_id} has expired and was deleted from the server; "
-        "use Reroll or /reroll to draw it again."
+        "its Reroll button draws it again with a new seed."
     )
 
 
@@ -188,8 +191,20 @@ def details_text(job: Job) -> str:
     ]
     if job.duration_s is not None:
         lines.append(f"Took: {job.duration_s:.1f} s")
-    lines.append(f"Again: /reroll {request.seed}")
+    lines.append(f"The same picture again: {rerun_command(job)}")
     return "\n".join(lines)
+
+
+def rerun_command(job: Job) -> str:
+    """The /imagine line that draws exactly this job's picture again, on either platform and by anyone
+    (/reroll without a job id would re-run the user's last job instead)."""
+    request = job.request
+    line = (
+        f"/imagine {request.prompt} --seed {request.seed} --steps {request.steps} "
+        f"--size {request.width}x{request.height}"
+    )
+    # --no last: it takes every word up to the next flag.
+    return f"{line} --no {request.negative_prompt}" if request.negative_prompt else line
 
 
 def history_line(job: Job, prompt_limit: int = 60) -> str:

@@ -37,12 +37,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from engine.errors import EngineError, EngineStartError, EngineStopped, JobFailed, WorkerDied
-from engine.messages import GenerationRequest, JobErrorKind, JobSucceeded, StepProgress
+from engine.messages import JobErrorKind, JobSucceeded, StepProgress
 from engine.metrics import NO_ENGINE_METRICS, EngineMetrics
 from engine.png_metadata import encode_result
+from engine.stored_request import generation_request
 from engine.supervisor import WorkerSupervisor
 from storage.images import ImageStore
-from storage.jobs import FailureKind, ImageRequest, Job
+from storage.jobs import FailureKind, Job
 from storage.queue import InvalidTransition, JobNotFound, JobQueue
 from storage.signals import JobSignals, Topic
 
@@ -61,19 +62,6 @@ FAILURE_KINDS: dict[JobErrorKind, FailureKind] = {
 
 def _succeeded(run: asyncio.Task[JobSucceeded]) -> bool:
     return not run.cancelled() and run.exception() is None
-
-
-def generation_request(r: ImageRequest) -> GenerationRequest:
-    """What the worker is asked to draw for a stored request."""
-    return GenerationRequest(
-        prompt=r.prompt,
-        negative_prompt=r.negative_prompt,
-        seed=r.seed,
-        steps=r.steps,
-        width=r.width,
-        height=r.height,
-        guidance=r.guidance,
-    )
 
 
 class _ProgressWriter:

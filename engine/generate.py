@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from engine.claim_loop import generation_request
 from engine.messages import WorkerReady
 from engine.png_metadata import encode_result
 from engine.settings import EngineSettings
+from engine.stored_request import generation_request
 from engine.supervisor import LoadProgressCallback, ProgressCallback, WorkerSupervisor
 from storage.jobs import ImageRequest
 

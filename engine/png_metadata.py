@@ -101,7 +101,7 @@ def encode_result(request: GenerationRequest, result: JobSucceeded) -> bytes:
 
 
 def read_metadata(png: bytes) -> PngMetadata:
-    """The metadata `encode_png` wrote (for tests, `/details` and tools)."""
+    """The metadata `encode_png` wrote (for tests and tools reading a saved PNG)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(png)) as image:

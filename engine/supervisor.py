@@ -274,7 +274,8 @@ class WorkerSupervisor:
         *,
         timeout_s: float | None = None,
     ) -> JobSucceeded:
-        """Run one job in the worker (waiting for a restarting worker first) and return its PNG.
+        """Run one job in the worker (waiting for a restarting worker first) and return its raw pixels
+        (the caller encodes the PNG, off the event loop: `engine.png_metadata.encode_result`).
 
         Raises JobFailed (out of memory, timeout, cancelled, error), WorkerDied, EngineStartError when a
         restart fails, EngineStopped after stop(). timeout_s defaults to engine.job_timeout_s.

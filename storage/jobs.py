@@ -32,10 +32,6 @@ class JobStatus(enum.StrEnum):
     def is_final(self) -> bool:
         return self in FINAL_STATUSES
 
-    @property
-    def is_active(self) -> bool:
-        return self in (JobStatus.QUEUED, JobStatus.RUNNING)
-
 
 FINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -53,7 +49,6 @@ class Platform(enum.StrEnum):
 
     DISCORD = "discord"
     TELEGRAM = "telegram"
-    CLI = "cli"
 
 
 class FailureKind(enum.StrEnum):
@@ -62,7 +57,6 @@ class FailureKind(enum.StrEnum):
     OUT_OF_MEMORY = "out_of_memory"
     TIMEOUT = "timeout"
     WORKER_DIED = "worker_died"
-    MODEL_MISSING = "model_missing"
     ERROR = "error"
 
 
@@ -131,8 +125,8 @@ class Job:
     status_message_id: str | None
     result_message_id: str | None
     dedupe_key: str | None
-    # When the row last changed: pass the largest one seen to `JobQueue.changed_since`. Always set on
-    # jobs read from storage; the defaults below only keep hand-built jobs (in tests) short.
+    # When the row last changed. Always set on jobs read from storage; the defaults below only keep
+    # hand-built jobs (in tests) short.
     updated_at: datetime | None = None
     # The engine's lease: claim_count is the number of the current claim, which every write of its
     # holder carries (a write with an older number is refused: the job was taken over).

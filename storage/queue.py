@@ -617,22 +617,6 @@ class JobQueue:
             .order_by(JobRow.id)
         )
 
-    async def changed_since(self, platforms: Sequence[Platform], since: datetime) -> Sequence[Job]:
-        """Jobs of these platforms whose row changed after `since` (for progress delivery).
-
-        Oldest change first, so the last job's `updated_at` is the next call's `since`. On SQLite rows
-        commit in `updated_at` order; with PostgreSQL and several hosts a caller should re-read a
-        second or so of overlap, since a slower transaction may commit an older timestamp later.
-        """
-        return await self._select(
-            select(JobRow)
-            .where(
-                JobRow.updated_at > since,
-                JobRow.platform.in_([platform.value for platform in platforms]),
-            )
-            .order_by(JobRow.updated_at, JobRow.id)
-        )
-
     async def recent_step_times(self, limit: int = 50) -> Sequence[Job]:
         """The most recent done jobs with step timings, newest first (for ETAs)."""
         return await self._select(

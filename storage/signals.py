@@ -36,11 +36,9 @@ class LocalSignals:
     one machine). Several processes on PostgreSQL use `PostgresSignals`."""
 
     def __init__(self) -> None:
-        self._generation: dict[Topic, int] = dict.fromkeys(Topic, 0)
         self._events: dict[Topic, asyncio.Event] = {}
 
     def notify(self, topic: Topic) -> None:
-        self._generation[topic] += 1
         event = self._events.pop(topic, None)
         if event is not None:
             event.set()

@@ -126,6 +126,8 @@ class JobRow(Base):
         CheckConstraint(
             "status IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="status_known"
         ),
+        # 'cli' is left over from the first migration: no code writes it (`majicbot generate` bypasses
+        # the queue); narrowing the constraint would need a migration for nothing.
         CheckConstraint("platform IN ('discord', 'telegram', 'cli')", name="platform_known"),
         # the queue (claim, positions, running, recovery)
         Index("ix_jobs_status_id", "status", "id"),

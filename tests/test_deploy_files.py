@@ -188,6 +188,7 @@ def test_readme_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
     assert run.endswith("majicbot run")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
     assert ci == test
+    assert ".venv/bin/mypy &&" in test, "CI type-checks (mypy strict, pyproject's [tool.mypy])"
 
 
 @pytest.mark.parametrize("heading", ["Requirements", "Discord", "Telegram"])

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.app import Application
+from bot.command_parser import FLAGS
 from bot.frontend import FrontendStartError
 from tests.support.app_harness import running
 from tests.support.discord_emulator import DiscordEmulator, Injected
@@ -178,5 +179,21 @@ async def test_commands_sync_to_the_configured_guilds(tmp_path: Path) -> None:
                 "queue",
                 "cancel",
                 "show",
+                "help",
             }
             assert "position 1" in await ask(emulator, "imagine", {"prompt": "a cat"})
+
+
+async def test_help_lists_every_command_and_every_flag_the_parser_takes(tmp_path: Path) -> None:
+    async with emulated() as emulator, running(make_config(tmp_path, emulator), with_engine=False):
+        synced = next(c for c in emulator.calls if c.route.endswith("/commands"))
+        assert isinstance(synced.payload, list)
+        text = await ask(emulator, "help")
+    for command in synced.payload:
+        assert f"/{command['name']}" in text, command["name"]
+        for option in command.get("options", []):
+            assert option["name"] in text, (command["name"], option["name"])
+    for flag in FLAGS:
+        assert f"--{flag.name}" in text, flag.name
+    assert "/reroll [seed] [job]" in text and "/show <job>" in text
+    assert "Limits: prompts up to 200 characters" in text  # the test config's limit, not the default

@@ -132,7 +132,23 @@ async def test_buttons_work_after_a_restart(tmp_path: Path) -> None:
             )
             shown = await emulator.wait_for_call(answer_to(details))
             assert isinstance(shown.payload, dict)
-            assert "Prompt: a quiet harbour" in shown.payload["embeds"][0]["description"]
+            description = shown.payload["embeds"][0]["description"]
+            assert "Prompt: a quiet harbour" in description
+            # The hint names the command that draws this very job again (not /reroll, which re-runs the
+            # clicker's own last job): typed by the stranger, it queues the same request.
+            (again,) = [
+                line for line in description.splitlines() if line.startswith("The same picture again: ")
+            ]
+            typed = await emulator.inject_slash(
+                "imagine",
+                {"prompt": again.removeprefix("The same picture again: ").removeprefix("/imagine ")},
+                user_id=STRANGER,
+            )
+            assert "Job #" in content(await emulator.wait_for_call(answer_to(typed)))
+            copy = max(await app.queue.queued_in_fair_order(), key=lambda job: job.id)
+            assert copy.requester.user_id == str(STRANGER) and copy.parent_id is None
+            assert copy.request == (await app.queue.get(source_id)).request
+            await app.queue.cancel(copy.id)
 
             refused = await emulator.inject_click(
                 message_id, f"majicbot:delete:{source_id}", user_id=STRANGER

@@ -1,53 +1,223 @@
-"""The dependency arrows of the brief, checked on the source: bot -> engine, storage; engine -> models,
-storage (claim loop only); storage and models import none of the others; nobody imports bot."""
+"""The dependency rule of docs/architecture.md, checked file by file on the source (every import, also
+those inside functions and under TYPE_CHECKING):
+
+- bot -> engine, storage, models (models only for the CLI's download, check and doctor);
+- engine -> models, storage, where only the claim loop's side imports storage: `engine/claim_loop.py`
+  (the queue, images, signals) and, for `storage.jobs`' plain types only, `engine/stored_request.py`
+  and `engine/generate.py`;
+- the GPU worker process (`engine/worker.py` and everything it imports) imports neither storage nor bot;
+- storage and models import none of the others; nobody imports bot;
+- no import cycles between modules.
+"""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "engine", "storage", "models")
-ALLOWED: dict[str, set[str]] = {
-    "bot": {"bot", "engine", "storage", "models"},
-    "engine": {"engine", "models", "storage"},
-    "storage": {"storage"},
-    "models": {"models"},
+ALLOWED: dict[str, frozenset[str]] = {
+    "bot": frozenset({"bot", "engine", "storage", "models"}),
+    "engine": frozenset({"engine", "models", "storage"}),
+    "storage": frozenset({"storage"}),
+    "models": frozenset({"models"}),
 }
+STORAGE_IN_ENGINE: dict[str, tuple[str, ...]] = {
+    # file -> the storage modules it may import ("storage" = any)
+    "engine/claim_loop.py": ("storage",),
+    "engine/stored_request.py": ("storage.jobs",),
+    "engine/generate.py": ("storage.jobs",),
+}
+WORKER_ENTRY = "engine.worker"
 
 
-def _imported_packages(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found: set[str] = set()
-    for node in ast.walk(tree):
+@dataclass(frozen=True)
+class Import:
+    file: str  # relative to the repository root
+    line: int
+    module: str  # the first-party module (or package) it names, dotted
+
+    @property
+    def package(self) -> str:
+        return self.module.split(".")[0]
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line} imports {self.module}"
+
+
+def _source_files() -> list[Path]:
+    return sorted(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES: dict[str, Path] = {_module_name(path): path for path in _source_files()}
+
+
+def _resolve(name: str) -> str:
+    """The longest first-party module that `name` (a module or module.attribute) names."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name
+
+
+def _imports(path: Path) -> list[Import]:
+    """Every first-party import in one file (relative imports resolved), as modules."""
+    relative = str(path.relative_to(ROOT))
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    found: list[Import] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=relative)):
+        names: list[str] = []
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-    return found & set(PACKAGES)
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            # `from bot import texts` names the module bot.texts; `from bot.texts import X` names bot.texts
+            names = [f"{base}.{alias.name}" for alias in node.names]
+        for name in names:
+            if name.split(".")[0] in PACKAGES and (module := _resolve(name)):
+                found.append(Import(relative, node.lineno, module))
+    return found
+
+
+def _broken_rules(path: Path) -> list[str]:
+    relative = str(path.relative_to(ROOT))
+    own = relative.split("/")[0]
+    wrong: list[str] = []
+    for imp in _imports(path):
+        if imp.package not in ALLOWED[own]:
+            wrong.append(f"{imp}: {own} may import only {', '.join(sorted(ALLOWED[own]))}")
+        elif own == "engine" and imp.package == "storage":
+            allowed = STORAGE_IN_ENGINE.get(relative)
+            if allowed is None:
+                wrong.append(f"{imp}: in engine only the claim loop's side may import storage")
+            elif not any(imp.module == a or imp.module.startswith(a + ".") for a in allowed):
+                wrong.append(f"{imp}: this file may import only {', '.join(allowed)} from storage")
+    return wrong
 
 
 @pytest.mark.parametrize("package", PACKAGES)
-def test_imports_follow_the_arrows(package: str) -> None:
-    wrong = {
-        str(path.relative_to(ROOT)): sorted(_imported_packages(path) - ALLOWED[package])
-        for path in (ROOT / package).rglob("*.py")
-        if _imported_packages(path) - ALLOWED[package]
+def test_every_file_follows_the_arrows(package: str) -> None:
+    wrong = [line for path in sorted((ROOT / package).rglob("*.py")) for line in _broken_rules(path)]
+    assert wrong == [], "\n".join(wrong)
+
+
+def test_the_rule_catches_a_wrong_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checker itself: a storage import in a worker-side engine file is named with file and line."""
+    fake_root = tmp_path
+    (fake_root / "engine").mkdir()
+    bad = fake_root / "engine" / "worker.py"
+    bad.write_text("import os\n\n\ndef f():\n    from storage.queue import JobQueue\n", encoding="utf-8")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", fake_root)
+    monkeypatch.setitem(MODULES, "storage.queue", fake_root / "storage" / "queue.py")
+    assert _broken_rules(bad) == [
+        "engine/worker.py:5 imports storage.queue: in engine only the claim loop's side may import storage"
+    ]
+
+
+def _graph() -> dict[str, set[str]]:
+    return {
+        module: {imp.module for imp in _imports(path) if imp.module != module}
+        for module, path in MODULES.items()
     }
-    assert wrong == {}
 
 
-def test_only_the_claim_loop_side_of_engine_needs_storage() -> None:
-    """The GPU worker process must not pull in storage, SQLAlchemy or the chat side."""
+def test_the_worker_process_imports_neither_storage_nor_bot() -> None:
+    graph = _graph()
+    seen: dict[str, str] = {WORKER_ENTRY: WORKER_ENTRY}  # module -> the module that imports it
+    todo = [WORKER_ENTRY]
+    while todo:
+        module = todo.pop()
+        for target in sorted(graph.get(module, ())):
+            if target not in seen:
+                seen[target] = module
+                todo.append(target)
+    wrong = sorted(
+        f"{MODULES[seen[module]].relative_to(ROOT)} imports {module} (reached from {WORKER_ENTRY})"
+        for module in seen
+        if module.split(".")[0] in ("storage", "bot")
+    )
+    assert wrong == [], "\n".join(wrong)
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in sorted(graph.get(module, ())):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component: list[str] = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    cycles = _cycles(_graph())
+    assert cycles == [], "modules that import each other: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_the_worker_process_loads_no_storage_or_chat_module() -> None:
+    """What the worker process really loads at run time, beside the static check above."""
     code = (
         "import sys, engine.worker, engine.supervisor, engine.messages, engine.backend;"
         "names = ('storage', 'sqlalchemy', 'bot', 'discord', 'telegram');"
         "bad = sorted(m for m in names if m in sys.modules);"
         "print(','.join(bad))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == ""
+
+
+def test_a_one_off_image_does_not_load_the_queue() -> None:
+    """`majicbot generate` runs the worker without the queue: engine.generate must not pull in SQLAlchemy."""
+    code = (
+        "import sys, engine.generate;"
+        "print(','.join(m for m in ('sqlalchemy', 'storage.queue', 'bot') if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True

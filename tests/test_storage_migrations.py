@@ -52,7 +52,7 @@ async def test_upgrade_twice_is_a_no_op(database: Database) -> None:
             text(
                 "INSERT INTO jobs (platform, chat_id, user_id, user_name, prompt, negative_prompt, seed,"
                 " steps, width, height, guidance, status, attempts, progress_step, progress_total,"
-                " created_at, updated_at) VALUES ('cli', 'c', 'u', 'n', 'p', '', 1, 4, 64, 64, 3.5,"
+                " created_at, updated_at) VALUES ('telegram', 'c', 'u', 'n', 'p', '', 1, 4, 64, 64, 3.5,"
                 " 'queued', 0, 0, 4, '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')"
             )
         )

@@ -16,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from bot import texts
+from bot.command_parser import FLAGS
 from bot.frontend import FrontendStartError
 from bot.service import BotService
 from bot.settings import LimitsSettings
@@ -306,3 +307,17 @@ async def test_webhook_mode_needs_the_secret_token(emulator: TelegramEmulator, t
         reply = await emulator.wait_for("sendMessage", reply_to(chat.id, message_id))
         assert "Job #1" in reply.params["text"]
         assert [job.request.prompt for job in await app.queue.queued_in_fair_order()] == ["a hooked fish"]
+
+
+async def test_help_lists_every_command_and_every_flag_the_parser_takes(
+    emulator: TelegramEmulator, tmp_path: Path
+) -> None:
+    chat = TgChat.private(ANN)
+    async with running(make_config(tmp_path, emulator), with_engine=False):
+        commands = (await emulator.wait_for("setMyCommands")).json("commands")
+        text = await say(emulator, ANN, chat, "/help")
+    for command in commands:
+        assert f"/{command['command']}" in text, command
+    for flag in FLAGS:
+        assert f"--{flag.name}" in text, flag.name
+    assert "any message that is not a command is a prompt" in text

@@ -8,7 +8,10 @@ from datetime import UTC, datetime
 import pytest
 
 from bot import texts
-from bot.service import Queued, QueueOverview
+from bot.command_parser import FLAGS, parse_imagine
+from bot.errors import InvalidRequest
+from bot.settings import LimitsSettings
+from bot.standing import Queued, QueueOverview
 from storage.jobs import FailureKind, ImageRequest, Job, JobStatus, Platform, Requester
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -116,3 +119,63 @@ def test_details_show_everything_needed_to_reproduce() -> None:
     details = texts.details_text(job)
     for line in ("Prompt: a fox", "Leave out (--no): blur", "Seed: 42", "Size: 1024x768", "(reroll of #3)"):
         assert line in details
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ImageRequest("a fox", 42, 20, 1024, 768, 3.5, "blur, text"),
+        ImageRequest("a quote —Einstein, on a wall", 0, 1, 256, 256, 3.5),
+    ],
+)
+def test_details_name_the_command_that_draws_that_very_job_again(request_: ImageRequest) -> None:
+    job = make_job(id=77, request=request_)
+    command = texts.rerun_command(job)
+    assert f"The same picture again: {command}" in texts.details_text(job)
+    assert command.startswith("/imagine ")
+    args = parse_imagine(command.removeprefix("/imagine "), LimitsSettings())
+    again = (args.prompt, args.seed, args.steps, args.width, args.height, args.negative_prompt)
+    assert again == (
+        request_.prompt,
+        request_.seed,
+        request_.steps,
+        request_.width,
+        request_.height,
+        request_.negative_prompt,
+    )
+
+
+# Flag names someone might add to the parser; the probe below finds which ones it takes.
+CANDIDATE_FLAGS = (
+    *(flag.name for flag in FLAGS),
+    *("aspect", "negative", "width", "height", "guidance", "cfg", "n", "count", "style", "quality"),
+    *("sampler", "scheduler", "model", "batch", "private", "spoiler", "hd", "q", "s", "w", "h"),
+)
+
+
+def _parser_takes(name: str) -> bool:
+    try:
+        parse_imagine(f"a cat --{name} 1", LimitsSettings())
+    except InvalidRequest as error:
+        return "not a flag I know" not in str(error)
+    return True
+
+
+def test_help_names_every_flag_the_parser_takes_and_its_limits() -> None:
+    limits = LimitsSettings(max_steps=30, max_prompt_length=300, max_active_jobs_per_user=2)
+    text = texts.help_text([("/imagine <prompt>", "draw"), ("/help", "this text")], limits)
+    taken = {name for name in CANDIDATE_FLAGS if _parser_takes(name)}
+    assert taken == {flag.name for flag in FLAGS}
+    for name in taken:
+        assert f"--{name} " in text, name
+    assert "/imagine <prompt>: draw" in text and "/help: this text" in text
+    assert "--steps N: 1 to 30;" in text
+    assert "prompts up to 300 characters; 2 pictures waiting or running" in text
+
+
+def test_help_examples_are_valid_commands() -> None:
+    for example in texts.HELP_EXAMPLES:
+        assert example.startswith("/imagine ")
+        parse_imagine(example.removeprefix("/imagine "), LimitsSettings())
+    for flag in FLAGS:
+        parse_imagine(f"a cat {flag.example}", LimitsSettings())

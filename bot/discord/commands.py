@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import discord
@@ -20,8 +20,9 @@ from bot.command_parser import ASPECT_RATIOS, MAX_JOB_ID, MAX_SEED, parse_imagin
 from bot.discord.access import Access
 from bot.discord.presenter import NO_MENTIONS, DiscordPresenter
 from bot.errors import UserFacingError
-from bot.service import BotService, Queued
+from bot.service import BotService
 from bot.settings import LimitsSettings
+from bot.standing import Queued
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,13 @@ class DiscordHandlers:
                 self._access.requester(interaction), job, is_admin=self._is_admin(interaction)
             )
             await self._presenter.show_result(interaction, found)
+
+        await self._answer(interaction, work)
+
+    async def help(self, interaction: discord.Interaction, commands: Sequence[tuple[str, str]]) -> None:
+        async def work() -> None:
+            self._access.check(interaction)
+            await _reply(interaction, _fit(texts.help_text(commands, self._limits), 2000))
 
         await self._answer(interaction, work)
 
@@ -230,7 +238,7 @@ ASPECT_CHOICES = [app_commands.Choice(name=ratio, value=ratio) for ratio in ASPE
 
 
 def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, Any, None]]:
-    """/imagine, /reroll, /history, /queue, /cancel and /show, calling `handlers`."""
+    """/imagine, /reroll, /history, /queue, /cancel, /show and /help, calling `handlers`."""
 
     @app_commands.command(name="imagine", description="Draw a picture from your words.")
     @app_commands.describe(
@@ -287,7 +295,28 @@ def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, 
     async def show(interaction: discord.Interaction, job: app_commands.Range[int, 1, MAX_JOB_ID]) -> None:
         await handlers.show(interaction, job=job)
 
-    return [imagine, reroll, history, queue, cancel, show]
+    @app_commands.command(name="help", description="The commands, the flags, the limits and examples.")
+    async def help_command(interaction: discord.Interaction) -> None:
+        await handlers.help(interaction, usage)
+
+    commands: list[app_commands.Command[Any, Any, None]] = [
+        imagine,
+        reroll,
+        history,
+        queue,
+        cancel,
+        show,
+        help_command,
+    ]
+    # /help lists the commands as registered, so it cannot name an option a command does not have.
+    usage = [(command_usage(command), command.description) for command in commands]
+    return commands
+
+
+def command_usage(command: app_commands.Command[Any, Any, None]) -> str:
+    """ "/reroll [seed] [job]": the command with its options, required ones in angle brackets."""
+    options = (f"<{p.name}>" if p.required else f"[{p.name}]" for p in command.parameters)
+    return " ".join((f"/{command.name}", *options))
 
 
 async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

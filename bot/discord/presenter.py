@@ -27,7 +27,8 @@ from bot import texts
 from bot.discord.buttons import result_view, retry_view
 from bot.discord.sealed_token import seal, unseal
 from bot.image_fallback import jpeg_under
-from bot.service import BotService, Queued
+from bot.service import BotService
+from bot.standing import Queued
 from storage.jobs import Job, Platform
 
 log = logging.getLogger(__name__)

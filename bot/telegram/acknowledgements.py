@@ -22,7 +22,7 @@ from telegram.error import Forbidden, NetworkError, TelegramError, TimedOut
 from telegram.ext import ExtBot
 
 from bot import texts
-from bot.service import Queued
+from bot.standing import Queued
 from bot.telegram.presenter import TelegramPresenter
 from bot.telegram.rate_limiter import Priority
 

@@ -22,8 +22,9 @@ from telegram.ext import (
 from bot import texts
 from bot.command_parser import MAX_SEED, check_job_id, check_seed, parse_imagine
 from bot.errors import InvalidRequest, NothingToDo, UserFacingError
-from bot.service import BotService, Queued
+from bot.service import BotService
 from bot.settings import LimitsSettings
+from bot.standing import Queued
 from bot.telegram import keyboards
 from bot.telegram.access import AccessPolicy
 from bot.telegram.acknowledgements import Acknowledger
@@ -48,7 +49,7 @@ COMMANDS: tuple[BotCommand, ...] = (
 
 MAX_MESSAGE = 4096
 UNKNOWN_BUTTON = "This button is from an older version of the bot and no longer works."
-HELP = texts.HELP + "\nIn a private chat with me, any message that is not a command is a prompt too.\n"
+PRIVATE_CHAT_NOTE = "In a private chat with me, any message that is not a command is a prompt too.\n"
 
 _INTEGER = re.compile(r"-?[0-9]+")
 
@@ -75,6 +76,11 @@ class TelegramHandlers:
     ) -> None:
         self._service = service
         self._limits = limits
+        self._help = (
+            texts.help_text([(f"/{c.command}", c.description) for c in COMMANDS], limits)
+            + "\n"
+            + PRIVATE_CHAT_NOTE
+        )
         self._access = access
         self._presenter = presenter
         self._acks = acks
@@ -159,7 +165,7 @@ class TelegramHandlers:
     async def help(self, update: Update, context: Context) -> None:
         message, caller = await self._admit_message(update)
         if message is not None and caller is not None:
-            await _reply(message, HELP)
+            await _reply(message, self._help)
 
     async def unknown_command(self, update: Update, context: Context) -> None:
         message, caller = await self._admit_message(update)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.eta import StepTimes, estimate
+from bot.eta import StepTimes, estimate
 from storage.jobs import ImageRequest, Job, JobStatus, Platform, Requester
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
