@@ -63,7 +63,7 @@ from engine.messages import GenerationRequest
 from engine.prompt_cache import PromptCache
 from engine.settings import EngineSettings
 from engine.vae_tiling import decode_tiled
-from engine.vram_plan import BudgetTooSmall, EnginePlan, PlanHolder, plan_engine
+from engine.vram_plan import BudgetTooSmall, EnginePlan, PlanHolder, StreamPlan, plan_engine
 from engine.weight_files import CheckpointReader, StoredTensor, index_checkpoint, model_to_file_names
 from models.check import require_complete
 from models.registry import ModelPaths, model_paths
@@ -248,21 +248,18 @@ class DiffSynthBackend:
         self._dit_names = model_to_file_names(self._dit_index, FluxDiTStateDictConverter)
         self._t5_names = model_to_file_names(self._t5_index, FluxTextEncoderT5StateDictConverter)
         t5_storage = FP8 if self._settings.text_encoder_storage == "fp8" else COMPUTE_DTYPE
-        self._dit_rule = _dit_dtypes
-        self._t5_rule = _t5_dtypes(t5_storage)
         self._dit_blocks = StreamedBlocks(
             list(dit.blocks) + list(dit.single_blocks), self._device, "dit", _dit_dtypes, wrap=True
         )
         self._t5_blocks = StreamedBlocks(
-            list(t5.encoder.block), self._device, "t5", self._t5_rule, wrap=False
+            list(t5.encoder.block), self._device, "t5", _t5_dtypes(t5_storage), wrap=False
         )
         small_files = [self._paths.text_encoder_clip, self._paths.vae]
+        # CLIP and the VAE are held in bf16: no more than their files' sizes.
         self._fixed_bytes = (
-            _outside_bytes(dit, self._dit_blocks, _dit_dtypes)
-            + _outside_bytes(t5, self._t5_blocks, self._t5_rule)
-            + sum(
-                p.stat().st_size for p in small_files
-            )  # CLIP and VAE: bf16/fp16/fp32 files as bf16, at most
+            _outside_bytes(dit, self._dit_blocks)
+            + _outside_bytes(t5, self._t5_blocks)
+            + sum(p.stat().st_size for p in small_files)
         )
 
     def _plan_for(self, allocator_budget: int) -> EnginePlan:
@@ -324,8 +321,9 @@ class DiffSynthBackend:
         log.info("CLIP and VAE loaded by DiffSynth in %.1f s", time.perf_counter() - loading)
         started = time.perf_counter()
         with CheckpointReader(self._device, progress.add, page_locked, release_page_locked) as reader:
-            self._fill(reader, self._dit, self._dit_blocks, self._dit_index, self._dit_names, self._dit_rule)
-            self._fill(reader, self._t5, self._t5_blocks, self._t5_index, self._t5_names, self._t5_rule)
+            plan = self._plan
+            self._fill(reader, self._dit, self._dit_blocks, plan.dit, self._dit_index, self._dit_names)
+            self._fill(reader, self._t5, self._t5_blocks, plan.t5, self._t5_index, self._t5_names)
         log.info("read %.1f GB of weights in %.1f s", reader.bytes_read / 1e9, time.perf_counter() - started)
         self._t5_blocks.release_slots()
         pipe.dit = self._dit
@@ -346,12 +344,12 @@ class DiffSynthBackend:
         reader: CheckpointReader,
         model: torch.nn.Module,
         blocks: StreamedBlocks,
+        plan: StreamPlan,
         index: dict[str, StoredTensor],
         names: dict[str, str],
-        rule: Callable[[torch.nn.Module, str, torch.Tensor], tuple[torch.dtype, torch.dtype]],
     ) -> None:
         """Read a model's tensors from its checkpoint straight into place: the parts outside the blocks
-        onto the GPU, each block where the plan puts it."""
+        onto the GPU, each block where `plan` puts it."""
 
         def source(name: str) -> StoredTensor | None:
             file_name = names.get(name)
@@ -366,14 +364,14 @@ class DiffSynthBackend:
         def fill_outside(name: str, original: torch.Tensor, target: torch.Tensor) -> None:
             stored = source(name)
             if stored is not None:
-                reader.read_into(stored, target, name)
+                reader.read_block([(stored, target)])
             elif not original.is_meta:
                 target.copy_(original)  # a buffer the model computes itself (not in checkpoints)
             else:
                 raise missing(name)
 
         qualified = {id(m): n for n, m in model.named_modules()}
-        place_outside_blocks(model, blocks.modules, self._device, rule, fill_outside)
+        place_outside_blocks(model, blocks.modules, self._device, blocks.dtype_of, fill_outside)
 
         def fill(block: int, placed: Sequence[PlacedTensor], buffer: torch.Tensor) -> None:
             pairs = []
@@ -393,7 +391,6 @@ class DiffSynthBackend:
 
             reader.read_block(pairs, convert)
 
-        plan = self._plan.dit if blocks is self._dit_blocks else self._plan.t5
         blocks.load(plan, fill)
 
     def _install_prompt_cache(self) -> None:
@@ -554,11 +551,7 @@ class DiffSynthBackend:
         return min(side, int(self._settings.max_pixels**0.5) // 64 * 64)
 
 
-def _outside_bytes(
-    model: torch.nn.Module,
-    blocks: StreamedBlocks,
-    rule: Callable[[torch.nn.Module, str, torch.Tensor], tuple[torch.dtype, torch.dtype]],
-) -> int:
+def _outside_bytes(model: torch.nn.Module, blocks: StreamedBlocks) -> int:
     """Bytes of a model's tensors outside its blocks, as they will be stored (from the empty shells)."""
     inside = {id(m) for b in blocks.modules for m in b.modules()}
     seen: set[int] = set()
@@ -570,7 +563,7 @@ def _outside_bytes(
             if tensor is None or id(tensor) in seen:
                 continue
             seen.add(id(tensor))
-            total += tensor.numel() * rule(module, name, tensor)[0].itemsize
+            total += tensor.numel() * blocks.dtype_of(module, name, tensor)[0].itemsize
     return total
 
 

@@ -134,6 +134,7 @@ class StreamedBlocks:
         wrap: bool = True,
     ):
         self.name = name
+        self.dtype_of = dtype_of
         self._blocks = list(blocks)
         self._device = device
         self._wrap = wrap  # prefetch the next pass's first blocks at the end of a pass

@@ -98,7 +98,6 @@ class CheckpointReader:
         self._host_buffer = host_buffer
         self._release = release
         self._files: dict[Path, int] = {}
-        self._staging: torch.Tensor | None = None
         self._block_staging: torch.Tensor | None = None
         self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="checkpoint-read")
         self.bytes_read = 0
@@ -114,7 +113,6 @@ class CheckpointReader:
         for fd in self._files.values():
             os.close(fd)
         self._files.clear()
-        self._staging = None
         self._drop_block_staging()
 
     def _drop_block_staging(self) -> None:
@@ -178,37 +176,6 @@ class CheckpointReader:
         self.bytes_read += nbytes
         if self._on_bytes is not None:
             self._on_bytes(nbytes)
-
-    def read_into(self, source: StoredTensor, destination: torch.Tensor, name: str = "") -> None:
-        """Copy `source` into `destination` (same number of elements; any device and type)."""
-        if tuple(destination.shape) != source.shape and destination.numel() != _numel(source.shape):
-            raise CheckpointError(
-                f"{source.path.name}: tensor {name!r} has shape {list(source.shape)}, "
-                f"the model expects {list(destination.shape)}."
-            )
-        direct = (
-            destination.device.type == "cpu"
-            and destination.dtype == source.dtype
-            and destination.is_contiguous()
-        )
-        if direct:
-            self._pread(source, destination.data_ptr())
-        else:
-            staged = self._stage(source)
-            on_gpu = staged.to(self._device, non_blocking=True)
-            destination.copy_(on_gpu.to(destination.dtype).view(destination.shape))
-            if self._device.type == "cuda":
-                # The staging buffer is reused for the next tensor: wait until this copy has left it.
-                torch.cuda.current_stream(self._device).synchronize()
-        self.bytes_read += source.nbytes
-        if self._on_bytes is not None:
-            self._on_bytes(source.nbytes)
-
-    def _stage(self, source: StoredTensor) -> torch.Tensor:
-        if self._staging is None or self._staging.numel() < source.nbytes:
-            self._staging = torch.empty(max(source.nbytes, 64 * 1024**2), dtype=torch.uint8)
-        self._pread(source, self._staging.data_ptr())
-        return self._staging[: source.nbytes].view(source.dtype).view(source.shape)
 
     def _fd(self, path: Path) -> int:
         fd = self._files.get(path)

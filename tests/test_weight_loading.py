@@ -62,7 +62,7 @@ def test_every_shard_is_indexed_from_its_header(
     assert index["model.w"].nbytes == 8 * 16
 
 
-def test_tensors_are_read_into_place_and_converted(
+def test_tensors_are_read_into_place_one_at_a_time_and_converted(
     checkpoint: tuple[list[Path], dict[str, torch.Tensor]],
 ) -> None:
     paths, tensors = checkpoint
@@ -70,13 +70,13 @@ def test_tensors_are_read_into_place_and_converted(
     read: list[int] = []
     with CheckpointReader(torch.device("cpu"), read.append) as reader:
         same = torch.empty(8, 16, dtype=torch.float8_e4m3fn)
-        reader.read_into(index["model.w"], same)  # straight into the destination
+        reader.read_block([(index["model.w"], same)])  # straight into the destination
         widened = torch.empty(8, dtype=torch.float32)
-        reader.read_into(index["model.b"], widened)  # through the staging buffer, converted
+        reader.read_block([(index["model.b"], widened)])  # through the staging buffer, converted
         norm = torch.empty(16, dtype=torch.bfloat16)
-        reader.read_into(index["model.norm"], norm)
+        reader.read_block([(index["model.norm"], norm)])
         ids = torch.empty(5, dtype=torch.int64)
-        reader.read_into(index["model.ids"], ids)
+        reader.read_block([(index["model.ids"], ids)])
     assert torch.equal(same.view(torch.uint8), tensors["model.w"].view(torch.uint8))
     assert torch.equal(widened, tensors["model.b"].float())
     assert torch.equal(norm, tensors["model.norm"].to(torch.bfloat16))
@@ -90,11 +90,11 @@ def test_a_cut_off_file_and_a_wrong_shape_say_so(
     paths, _ = checkpoint
     index = index_checkpoint(paths)
     with CheckpointReader(torch.device("cpu")) as reader, pytest.raises(CheckpointError, match="shape"):
-        reader.read_into(index["model.w"], torch.empty(3, 3, dtype=torch.float8_e4m3fn), "model.w")
+        reader.read_block([(index["model.w"], torch.empty(3, 3, dtype=torch.float8_e4m3fn))])
     data = paths[1].read_bytes()
     paths[1].write_bytes(data[:-8])
     with CheckpointReader(torch.device("cpu")) as reader, pytest.raises(CheckpointError, match="cut-off"):
-        reader.read_into(index["model.norm"], torch.empty(16))
+        reader.read_block([(index["model.norm"], torch.empty(16))])
 
 
 def test_a_state_dict_converter_runs_on_names_alone() -> None:
