@@ -194,15 +194,22 @@ class StreamedBlocks:
     # -- placement ---------------------------------------------------------------------------
     def load(self, plan: StreamPlan, fill: BlockFill) -> None:
         """Place every block for the first time: its tensors are written by `fill` straight into the
-        GPU buffer (resident) or the host buffer (streamed) that the plan gives it. A host buffer is
-        page-locked once filled: the reading threads fault its pages in side by side, where locking
-        an empty buffer would fault and zero them one by one in the driver, at a third of the speed."""
+        GPU buffer (resident) or the host buffer (streamed) that the plan gives it.
+
+        A host buffer that the reading threads fill directly is page-locked once filled: they fault
+        its pages in side by side, where locking it empty has the driver fault and zero them one by
+        one (measured: 4.9 s of a 6.5 s load, against 1.3 s). A block whose types are converted is
+        written by the GPU, which writes page-locked memory several times faster: locked first."""
         self._check(plan)
         for index in range(len(self._blocks)):
             if index in plan.resident:
                 buffer = torch.empty(self.block_bytes[index], dtype=torch.uint8, device=self._device)
                 fill(index, self._placed[index], buffer)
                 self._gpu[index] = buffer
+            elif self._converts[index]:
+                buffer = page_locked(self.block_bytes[index])
+                fill(index, self._placed[index], buffer)
+                self._host[index] = buffer
             else:
                 buffer = torch.empty(self.block_bytes[index], dtype=torch.uint8)
                 fill(index, self._placed[index], buffer)
