@@ -114,6 +114,11 @@ class JobQueue:
         self._lease = timedelta(seconds=lease_s)
 
     @property
+    def database(self) -> Database:
+        """The database the queue is on (the other stores of the chat side share it)."""
+        return self._db
+
+    @property
     def lease_s(self) -> float:
         """How long a claim stays valid without renewal."""
         return self._lease.total_seconds()
