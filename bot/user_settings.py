@@ -193,14 +193,7 @@ class UserSettings:
         )
 
     def to_stored(self) -> StoredSettings:
-        return StoredSettings(
-            aspect_ratio=self.aspect_ratio,
-            steps=self.steps,
-            images=self.images,
-            negative_prompt=self.negative_prompt,
-            style_suffix=self.style_suffix,
-            show_progress=self.show_progress,
-        )
+        return StoredSettings(**dataclasses.asdict(self))
 
 
 def max_style_length(limits: LimitsSettings) -> int:

@@ -7,6 +7,7 @@ at once (two menu choices) never undo each other.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,12 +64,8 @@ class UserSettingsStore:
             )
             assert row is not None
             changed = change(_to_settings(row))
-            row.aspect_ratio = changed.aspect_ratio
-            row.steps = changed.steps
-            row.images = changed.images
-            row.negative_prompt = changed.negative_prompt
-            row.style_suffix = changed.style_suffix
-            row.show_progress = changed.show_progress
+            for column in _COLUMNS:
+                setattr(row, column, getattr(changed, column))
             row.updated_at = await database_now(session)
             return changed
 
@@ -84,11 +81,8 @@ class UserSettingsStore:
 
 
 def _to_settings(row: UserSettingsRow) -> StoredSettings:
-    return StoredSettings(
-        aspect_ratio=row.aspect_ratio,
-        steps=row.steps,
-        images=row.images,
-        negative_prompt=row.negative_prompt,
-        style_suffix=row.style_suffix,
-        show_progress=row.show_progress,
-    )
+    return StoredSettings(**{column: getattr(row, column) for column in _COLUMNS})
+
+
+# StoredSettings' fields are the row's columns of the same names.
+_COLUMNS = tuple(field.name for field in dataclasses.fields(StoredSettings))

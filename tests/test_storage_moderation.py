@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -14,9 +13,8 @@ from sqlalchemy import update
 
 from storage.bans import BanList, UserBanned
 from storage.database import Database
-from storage.jobs import NewJob, Platform
+from storage.jobs import Platform
 from storage.queue import ActiveLimitReached, HourlyLimitReached, JobQueue
-from storage.signals import LocalSignals
 from storage.tables import JobRow
 from storage.user_settings import StoredSettings, UserSettingsStore
 from tests.support.new_jobs import NewJobFactory
@@ -147,50 +145,6 @@ async def test_a_duplicate_press_returns_its_job_even_at_the_hourly_limit(
     first = await queue.enqueue(pressed)
     second = await queue.enqueue(pressed)
     assert first.created and not second.created and second.job.id == first.job.id
-
-
-USERS = 5
-COMMANDS_PER_USER = 8
-PER_HOUR = 3
-CONNECTIONS = 4
-
-
-async def test_a_burst_accepts_exactly_the_hourly_limit_per_user(
-    db_url: str, make_new_job: NewJobFactory
-) -> None:
-    databases = [Database(db_url, busy_timeout_ms=30_000) for _ in range(CONNECTIONS)]
-    await databases[0].upgrade()
-    queues = [JobQueue(db, LocalSignals(), max_attempts=2) for db in databases]
-    try:
-        # A generous concurrent quota, so only the hourly limit refuses.
-        commands = [
-            NewJob(
-                requester=make_new_job(user_id=f"user-{user}").requester,
-                request=make_new_job().request,
-                max_active=COMMANDS_PER_USER,
-                max_per_hour=PER_HOUR,
-            )
-            for _ in range(COMMANDS_PER_USER)
-            for user in range(USERS)
-        ]
-        outcomes = await asyncio.gather(
-            *(queues[index % CONNECTIONS].enqueue(command) for index, command in enumerate(commands)),
-            return_exceptions=True,
-        )
-        refused = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        assert all(isinstance(outcome, HourlyLimitReached) for outcome in refused), refused
-        accepted = Counter(
-            outcome.job.requester.user_id for outcome in outcomes if not isinstance(outcome, BaseException)
-        )
-        assert accepted == {f"user-{user}": PER_HOUR for user in range(USERS)}
-        # Finishing jobs frees quota slots but not the hour's.
-        for job in await queues[0].active_jobs(TG, "user-0"):
-            await queues[0].cancel(job.id)
-        with pytest.raises(HourlyLimitReached):
-            await queues[0].enqueue(commands[0])
-    finally:
-        for db in databases:
-            await db.close()
 
 
 async def test_the_quota_is_checked_before_the_hour(queue: JobQueue, make_new_job: NewJobFactory) -> None:
