@@ -266,9 +266,7 @@ class BotService:
             current = UserSettings.from_stored(stored, self._limits)
             return current.with_value(setting, value, self._limits).to_stored()
 
-        stored = await self._write_settings(
-            self._user_settings.update(requester.platform, requester.user_id, change)
-        )
+        stored = await self._write(self._user_settings.update(requester.platform, requester.user_id, change))
         logger.info(
             "settings changed platform=%s user=%s setting=%s", requester.platform, requester.user_id, setting
         )
@@ -277,7 +275,7 @@ class BotService:
     async def reset_settings(self, requester: Requester) -> SettingsView:
         """Every setting back to the operator's default."""
         await self.check_not_banned(requester)
-        await self._write_settings(self._user_settings.reset(requester.platform, requester.user_id))
+        await self._write(self._user_settings.reset(requester.platform, requester.user_id))
         logger.info("settings reset platform=%s user=%s", requester.platform, requester.user_id)
         return self._settings_view(UserSettings())
 
@@ -304,7 +302,7 @@ class BotService:
             raise NotAllowed(
                 f"User {target} is an operator (admin_user_ids in the config); remove them there first."
             )
-        ban = await self._write_settings(
+        ban = await self._write(
             self._bans.ban(operator.platform, target, banned_by=operator.user_id, reason=reason)
         )
         logger.info("banned platform=%s user=%s by=%s", operator.platform, target, operator.user_id)
@@ -313,7 +311,7 @@ class BotService:
     async def unban(self, operator: Requester, user_id: str) -> Ban:
         """Lift a ban; NothingToDo if the user was not banned."""
         target = self._check_ban_target(operator, user_id)
-        ban = await self._write_settings(self._bans.unban(operator.platform, target))
+        ban = await self._write(self._bans.unban(operator.platform, target))
         if ban is None:
             raise NothingToDo(f"User {target} is not banned.")
         logger.info("unbanned platform=%s user=%s by=%s", operator.platform, target, operator.user_id)
@@ -343,7 +341,7 @@ class BotService:
     def _settings_view(self, settings: UserSettings) -> SettingsView:
         return settings_view(settings, self._limits, self._engine.default_steps)
 
-    async def _write_settings(self, write: Awaitable[T]) -> T:
+    async def _write(self, write: Awaitable[T]) -> T:
         try:
             return await write
         except StorageFull:
