@@ -155,7 +155,7 @@ class Application:
             database=database,
             in_database=config.storage.images_in_database(database.dialect),
         )
-        self._service = BotService(self._queue, self._images, config.limits, config.engine)
+        self._service = BotService(self._queue, self._images, config.limits, config.engine, config.variations)
         if config.storage.keep_images_days is not None:
             retention = ImageRetention(
                 self._queue,

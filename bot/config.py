@@ -16,7 +16,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from bot.metrics import MetricsSettings
-from bot.settings import DeliverySettings, DiscordSettings, LimitsSettings, TelegramSettings
+from bot.settings import (
+    DeliverySettings,
+    DiscordSettings,
+    LimitsSettings,
+    TelegramSettings,
+    VariationsSettings,
+)
 from engine.settings import EngineSettings
 from storage.settings import StorageSettings
 
@@ -47,6 +53,7 @@ class Config(BaseModel):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    variations: VariationsSettings = Field(default_factory=VariationsSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)

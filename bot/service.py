@@ -6,28 +6,32 @@ result. Every method raises only `bot.errors.UserFacingError` subclasses for thi
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from bot import texts
+from bot import derived_jobs, texts
 from bot.command_parser import ImagineArgs, check_args, check_job_id, check_seed
-from bot.errors import NotAllowed, NothingToDo, QuotaExceeded, Unavailable
+from bot.errors import InvalidRequest, NotAllowed, NothingToDo, QuotaExceeded, Unavailable
 from bot.eta import StepTimes, estimate
+from bot.input_images import check_input_image
 from bot.request_rules import random_seed, resolve_request
-from bot.settings import LimitsSettings
+from bot.settings import LimitsSettings, VariationsSettings
 from bot.standing import Queued, QueueOverview
 from engine.settings import EngineSettings
 from storage.errors import StorageBusy, StorageFull
 from storage.images import ImageNotFound, ImageStore
-from storage.jobs import ImageRequest, Job, JobStatus, NewJob, Requester
+from storage.jobs import ImageRequest, Job, JobOrigin, JobStatus, NewJob, Requester
 from storage.queue import ActiveLimitReached, JobNotFound, JobQueue
 
 logger = logging.getLogger(__name__)
 
 
 class BotService:
-    """Platform-neutral commands: /imagine, /reroll, /history, /queue, /cancel, delete, details."""
+    """Platform-neutral commands: /imagine, /reroll, vary, upscale, /history, /queue, /cancel, delete,
+    details."""
 
     def __init__(
         self,
@@ -35,18 +39,100 @@ class BotService:
         images: ImageStore,
         limits: LimitsSettings,
         engine: EngineSettings,
+        variations: VariationsSettings | None = None,
     ) -> None:
         self._queue = queue
         self._images = images
         self._limits = limits
         self._engine = engine
+        self._variations = variations or VariationsSettings()
 
-    async def imagine(self, requester: Requester, args: ImagineArgs, *, is_admin: bool = False) -> Queued:
-        """Validate against limits and quota, fill defaults (random seed, steps, 1024x1024), enqueue."""
+    async def imagine(
+        self,
+        requester: Requester,
+        args: ImagineArgs,
+        *,
+        is_admin: bool = False,
+        count: int | None = None,
+        image: bytes | None = None,
+        strength: float | None = None,
+    ) -> Queued:
+        """Validate against limits and quota, fill defaults (random seed, steps, 1024x1024, the
+        configured number of images), enqueue one job of `count` images (--n).
+
+        With `image` (the file a user sent) it is an image prompt: the file is checked (type, pixel
+        count, size), stored with the job and drawn at its aspect ratio unless `args` asks for a size,
+        at `strength` (--strength, default `variations.image_prompt_strength`).
+        """
+        images = derived_jobs.check_count(count, self._limits)
+        if strength is not None:
+            if image is None:
+                raise InvalidRequest("--strength goes with an image: send a picture with your /imagine.")
+            derived_jobs.check_strength(strength)
+        if image is None:
+            request = resolve_request(args, self._limits, self._engine)
+            new_job = NewJob(
+                requester=requester,
+                request=dataclasses.replace(request, count=images),
+                max_active=self._max_active(is_admin),
+            )
+            return await self._enqueue(new_job)
+        checked = await asyncio.to_thread(check_input_image, image, self._limits)
+        args = derived_jobs.image_prompt_args(args, checked, self._limits)
         request = resolve_request(args, self._limits, self._engine)
-        return await self._enqueue(
-            NewJob(requester=requester, request=request, max_active=self._max_active(is_admin))
+        request = dataclasses.replace(
+            request,
+            count=images,
+            strength=strength if strength is not None else self._variations.image_prompt_strength,
         )
+        return await self._enqueue(
+            NewJob(
+                requester=requester,
+                request=request,
+                origin=JobOrigin.IMAGE_PROMPT,
+                input_png=checked.png,
+                max_active=self._max_active(is_admin),
+            )
+        )
+
+    async def vary(
+        self, requester: Requester, job_id: int, image_index: int, *, strong: bool, is_admin: bool = False
+    ) -> Queued:
+        """Vary (Subtle or Strong) image `image_index` (0-based) of one of the user's finished jobs: the
+        same prompt on that picture with a new seed. A second press while queued returns the same job."""
+        source = await self._derive_from(requester, job_id, is_admin=is_admin)
+        stored = derived_jobs.source_image(source, image_index, "vary")
+        png = await self._source_png(source, stored.path)
+        new_job = derived_jobs.vary_job(
+            requester,
+            source,
+            image_index,
+            png,
+            strong=strong,
+            variations=self._variations,
+            limits=self._limits,
+        )
+        return await self._enqueue(dataclasses.replace(new_job, max_active=self._max_active(is_admin)))
+
+    async def upscale(
+        self, requester: Requester, job_id: int, image_index: int, *, is_admin: bool = False
+    ) -> Queued:
+        """Upscale 2x image `image_index` (0-based) of one of the user's finished jobs (capped by the size
+        limits; refused when it cannot grow), refined with its own seed. A second press while queued
+        returns the same job."""
+        source = await self._derive_from(requester, job_id, is_admin=is_admin)
+        stored = derived_jobs.source_image(source, image_index, "upscale")
+        png = await self._source_png(source, stored.path)
+        new_job = derived_jobs.upscale_job(
+            requester,
+            source,
+            image_index,
+            png,
+            variations=self._variations,
+            limits=self._limits,
+            engine_max_pixels=self._engine.max_pixels,
+        )
+        return await self._enqueue(dataclasses.replace(new_job, max_active=self._max_active(is_admin)))
 
     async def reroll(
         self,
@@ -88,12 +174,14 @@ class BotService:
             width=old.width,
             height=old.height,
             guidance=old.guidance,
+            count=old.count,
         )
         return await self._enqueue(
             NewJob(
                 requester=requester,
                 request=request,
                 parent_id=source.id,
+                origin=JobOrigin.REROLL,
                 dedupe_key=dedupe_key,
                 max_active=self._max_active(is_admin),
             )
@@ -179,16 +267,19 @@ class BotService:
             )
         raise NothingToDo(f"Job #{job.id} has no picture: it has {_finished_phrase(job)}.")
 
-    async def image_bytes(self, job: Job) -> bytes:
-        """The stored PNG of a done job."""
-        if job.status is JobStatus.DONE and job.result_path is None:
+    async def image_bytes(self, job: Job, index: int = 0) -> bytes:
+        """The stored PNG of image `index` (0-based) of a done job."""
+        if job.status is JobStatus.DONE and not job.images:
             raise NothingToDo(texts.expired_text(job.id))
-        if job.result_path is None:
+        if not job.images:
             raise NothingToDo(f"Job #{job.id} has no picture: it is {job.status.value}.")
+        if not 0 <= index < len(job.images):
+            raise NothingToDo(f"Job #{job.id} has {len(job.images)} image(s); there is no image {index + 1}.")
+        path = job.images[index].path
         try:
-            return await self._images.read(job.result_path)
+            return await self._images.read(path)
         except ImageNotFound:
-            logger.warning("image missing path=%s job=%d", job.result_path, job.id)
+            logger.warning("image missing path=%s job=%d", path, job.id)
             raise NothingToDo(
                 f"The picture of job #{job.id} is no longer on the server; its Reroll button draws it "
                 "again with a new seed."
@@ -239,6 +330,31 @@ class BotService:
         if job is None or not visible:
             raise NothingToDo(f"There is no job #{job_id} here to reroll.")
         return job
+
+    async def _derive_from(self, requester: Requester, job_id: int, *, is_admin: bool) -> Job:
+        """The job a Vary or Upscale starts from: one of the requester's (or, for an admin, any on this
+        platform); a job that no longer exists was deleted."""
+        check_job_id(job_id)
+        try:
+            job = await self._queue.get(job_id)
+        except JobNotFound:
+            raise NothingToDo(f"Job #{job_id} was deleted; draw something new with /imagine.") from None
+        if not (_owns(requester, job) or (is_admin and _same_platform(requester, job))):
+            raise NotAllowed(
+                f"Job #{job_id} is not yours: Vary and Upscale work on your own pictures. "
+                "Its Reroll button draws the prompt for you."
+            )
+        return job
+
+    async def _source_png(self, source: Job, path: str) -> bytes:
+        try:
+            return await self._images.read(path)
+        except ImageNotFound:
+            logger.warning("image missing path=%s job=%d", path, source.id)
+            raise NothingToDo(
+                f"The picture of job #{source.id} is no longer on the server, so it cannot be varied or "
+                "upscaled; its Reroll button draws it again with a new seed."
+            ) from None
 
     async def _enqueue(self, new_job: NewJob) -> Queued:
         try:

@@ -121,6 +121,15 @@ class JobRow(Base):
     delivery_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     delivery_failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
     delivery_error: Mapped[str | None] = mapped_column(Text)
+    # lineage: what made the job and from which of its parent's images; how many images it makes, the
+    # denoising strength of its input image (job_inputs), and every result image (JSON list of
+    # [path, sha256, size]; image 0 is also result_path / result_sha256)
+    origin: Mapped[str] = mapped_column(String(16), server_default=text("'new'"))
+    parent_image_index: Mapped[int | None] = mapped_column(Integer)
+    image_count: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    strength: Mapped[float | None] = mapped_column(Float)
+    input_sha256: Mapped[str | None] = mapped_column(String(64))
+    result_images: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint(
@@ -129,6 +138,11 @@ class JobRow(Base):
         # 'cli' is left over from the first migration: no code writes it (`majicbot generate` bypasses
         # the queue); narrowing the constraint would need a migration for nothing.
         CheckConstraint("platform IN ('discord', 'telegram', 'cli')", name="platform_known"),
+        CheckConstraint(
+            "origin IN ('new', 'reroll', 'vary_subtle', 'vary_strong', 'upscale', 'image_prompt')",
+            name="origin_known",
+        ),
+        CheckConstraint("image_count BETWEEN 1 AND 4", name="image_count_range"),
         # the queue (claim, positions, running, recovery)
         Index("ix_jobs_status_id", "status", "id"),
         # fair order: when each user last started a job; a user's oldest queued job
@@ -194,6 +208,26 @@ class ImageRow(Base):
     )
     # the claim that made it: an engine that lost its lease never overwrites its successor's image
     claim: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # which of the job's images (0..count-1)
+    image_index: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, server_default=text("0")
+    )
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class JobInputRow(Base):
+    """The image a job starts from (an image prompt, or the parent's picture for vary and upscale), kept
+    in the database whatever `storage.images_in_database` says: it is small, every engine host must read
+    it, and it must outlive the parent's picture."""
+
+    __tablename__ = "job_inputs"
+
+    job_id: Mapped[int] = mapped_column(
+        JOB_ID_TYPE, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
     png: Mapped[bytes] = mapped_column(LargeBinary)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(Integer)
