@@ -86,7 +86,8 @@ async def _ours(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         done = await supervisor.run(job, request)
         seconds = time.perf_counter() - t0
-        image = Image.frombytes(done.image.mode, (done.image.width, done.image.height), done.image.pixels)
+        raw = done.images[0]
+        image = Image.frombytes(raw.mode, (raw.width, raw.height), raw.pixels)
         return seconds, image, done.step_seconds
 
     try:

@@ -135,8 +135,8 @@ async def test_progress_is_reported_for_every_step_in_order(supervisor: WorkerSu
     result = await run(supervisor, 1, request(steps=6), progress)
     assert [(p.job_id, p.step, p.total) for p in progress] == [(1, n, 6) for n in range(1, 7)]
     assert result.job_id == 1
-    assert (result.image.mode, result.image.width, result.image.height) == ("RGB", 64, 64)
-    assert encode_result(request(steps=6), result).startswith(b"\x89PNG\r\n\x1a\n")
+    assert (result.images[0].mode, result.images[0].width, result.images[0].height) == ("RGB", 64, 64)
+    assert encode_result(request(steps=6), result)[0].startswith(b"\x89PNG\r\n\x1a\n")
     assert result.generate_started < result.generate_finished
     assert result.seconds > 0
     assert 0 < result.step_seconds <= result.seconds
@@ -146,8 +146,8 @@ async def test_same_request_and_seed_give_identical_png_bytes(supervisor: Worker
     first = await run(supervisor, 2, request("a red fox", seed=42, size=128))
     second = await run(supervisor, 3, request("a red fox", seed=42, size=128))
     other_seed = await run(supervisor, 4, request("a red fox", seed=43, size=128))
-    assert first.image == second.image
-    assert first.image != other_seed.image
+    assert first.images == second.images
+    assert first.images != other_seed.images
     same = request("a red fox", seed=42, size=128)
     assert encode_result(same, first) == encode_result(same, second)
 
@@ -158,7 +158,7 @@ async def test_png_carries_the_metadata_that_reproduces_it(supervisor: WorkerSup
         guidance=4.5,
     )  # fmt: skip
     result = await run(supervisor, 5, req)
-    meta = read_metadata(encode_result(req, result))
+    meta = read_metadata(encode_result(req, result)[0])
     assert meta.request == req
     assert meta.model == "tiny.safetensors"
     assert meta.strategy == result.strategy
@@ -213,7 +213,7 @@ async def test_out_of_memory_retries_once_with_a_lower_memory_strategy(superviso
     progress: list[StepProgress] = []
     result = await run(supervisor, 12, request("tight [oom]", steps=3), progress)
     assert result.strategy != "resident"
-    assert read_metadata(encode_result(request("tight [oom]", steps=3), result)).strategy == result.strategy
+    assert read_metadata(encode_result(request("tight [oom]", steps=3), result)[0]).strategy == result.strategy
     # Progress restarts with the retry: step 1 of the failed attempt, then 1..3 of the second.
     assert [p.step for p in progress] == [1, 1, 2, 3]
 
@@ -268,6 +268,6 @@ async def test_the_event_loop_is_never_blocked_while_the_worker_runs(supervisor:
             await asyncio.sleep(interval)
             worst = max(worst, loop.time() - before - interval)
     result = job.result()
-    assert len(result.image.pixels) == 1024 * 1024 * 3  # a large message crossed the pipe meanwhile
+    assert len(result.images[0].pixels) == 1024 * 1024 * 3  # a large message crossed the pipe meanwhile
     print(f"worst event loop lag while the worker ran: {worst * 1000:.1f} ms")
     assert worst < 0.05, f"the event loop was blocked for {worst * 1000:.0f} ms"
