@@ -121,7 +121,9 @@ class JobRow(Base):
     delivery_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     delivery_failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
     delivery_error: Mapped[str | None] = mapped_column(Text)
-    # lineage: what made the job and from which of its parent's images; how many images it makes, the
+    # lineage: what made the job (a `JobOrigin`; no CHECK constraint, whose addition would make SQLite
+    # rebuild the table, and a rebuild of a self-referencing table with foreign keys on clears
+    # parent_id) and from which of its parent's images; how many images it makes, the
     # denoising strength of its input image (job_inputs), and every result image (JSON list of
     # [path, sha256, size]; image 0 is also result_path / result_sha256)
     origin: Mapped[str] = mapped_column(String(16), server_default=text("'new'"))
@@ -138,11 +140,6 @@ class JobRow(Base):
         # 'cli' is left over from the first migration: no code writes it (`majicbot generate` bypasses
         # the queue); narrowing the constraint would need a migration for nothing.
         CheckConstraint("platform IN ('discord', 'telegram', 'cli')", name="platform_known"),
-        CheckConstraint(
-            "origin IN ('new', 'reroll', 'vary_subtle', 'vary_strong', 'upscale', 'image_prompt')",
-            name="origin_known",
-        ),
-        CheckConstraint("image_count BETWEEN 1 AND 4", name="image_count_range"),
         # the queue (claim, positions, running, recovery)
         Index("ix_jobs_status_id", "status", "id"),
         # fair order: when each user last started a job; a user's oldest queued job

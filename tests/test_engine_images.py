@@ -58,7 +58,10 @@ def mean_colour(raw: RawImage) -> tuple[float, float, float]:
 
 
 async def run(
-    supervisor: WorkerSupervisor, job_id: int, req: GenerationRequest, progress: list[StepProgress] | None = None
+    supervisor: WorkerSupervisor,
+    job_id: int,
+    req: GenerationRequest,
+    progress: list[StepProgress] | None = None,
 ) -> JobSucceeded:
     async with asyncio.timeout(BOUND_S):
         return await supervisor.run(job_id, req, None if progress is None else progress.append)

@@ -20,19 +20,17 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 JOB_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-ORIGINS = "origin IN ('new', 'reroll', 'vary_subtle', 'vary_strong', 'upscale', 'image_prompt')"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("origin", sa.String(16), nullable=False, server_default=sa.text("'new'")))
-        batch.add_column(sa.Column("parent_image_index", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("image_count", sa.Integer(), nullable=False, server_default=sa.text("1")))
-        batch.add_column(sa.Column("strength", sa.Float(), nullable=True))
-        batch.add_column(sa.Column("input_sha256", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("result_images", sa.Text(), nullable=True))
-        batch.create_check_constraint("origin_known", ORIGINS)
-        batch.create_check_constraint("image_count_range", "image_count BETWEEN 1 AND 4")
+    # Plain ADD COLUMNs, never a batch rebuild of `jobs`: on SQLite (foreign keys on) dropping the old
+    # table would run its ON DELETE actions, clearing every parent_id and deleting every stored image.
+    op.add_column("jobs", sa.Column("origin", sa.String(16), nullable=False, server_default=sa.text("'new'")))
+    op.add_column("jobs", sa.Column("parent_image_index", sa.Integer(), nullable=True))
+    op.add_column("jobs", sa.Column("image_count", sa.Integer(), nullable=False, server_default=sa.text("1")))
+    op.add_column("jobs", sa.Column("strength", sa.Float(), nullable=True))
+    op.add_column("jobs", sa.Column("input_sha256", sa.String(64), nullable=True))
+    op.add_column("jobs", sa.Column("result_images", sa.Text(), nullable=True))
 
     # Jobs made before lineage was recorded: one with a parent was a reroll (nothing else had one).
     jobs = sa.table("jobs", sa.column("parent_id", JOB_ID), sa.column("origin", sa.String))
@@ -70,15 +68,7 @@ def downgrade() -> None:
         batch.drop_constraint("pk_images", type_="primary")
         batch.create_primary_key("pk_images", ["job_id", "claim"])
         batch.drop_column("image_index")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_constraint("image_count_range", type_="check")
-        batch.drop_constraint("origin_known", type_="check")
-        for column in (
-            "result_images",
-            "input_sha256",
-            "strength",
-            "image_count",
-            "parent_image_index",
-            "origin",
-        ):
-            batch.drop_column(column)
+    # Dropping columns rebuilds `jobs` on SQLite (see upgrade): keep SQLite's foreign keys off for a
+    # downgrade, or accept that parent links and images go.
+    for column in ("result_images", "input_sha256", "strength", "image_count", "parent_image_index", "origin"):
+        op.drop_column("jobs", column)
