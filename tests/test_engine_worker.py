@@ -213,7 +213,8 @@ async def test_out_of_memory_retries_once_with_a_lower_memory_strategy(superviso
     progress: list[StepProgress] = []
     result = await run(supervisor, 12, request("tight [oom]", steps=3), progress)
     assert result.strategy != "resident"
-    assert read_metadata(encode_result(request("tight [oom]", steps=3), result)[0]).strategy == result.strategy
+    [png] = encode_result(request("tight [oom]", steps=3), result)
+    assert read_metadata(png).strategy == result.strategy
     # Progress restarts with the retry: step 1 of the failed attempt, then 1..3 of the second.
     assert [p.step for p in progress] == [1, 1, 2, 3]
 

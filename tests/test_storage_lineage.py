@@ -128,7 +128,8 @@ async def test_retention_deletes_every_image_of_a_job(
     retention = ImageRetention(queue, image_store, keep_days=1, interval_s=60)
     assert await retention.run_once(now=datetime.now(UTC) + timedelta(days=2)) == 1
     for image in stored:
-        assert not Path(image.path).exists()
+        with pytest.raises(ImageNotFound):
+            await image_store.read(image.path)
     expired = await queue.get(job.id)
     assert expired.images == () and expired.result_path is None
 
