@@ -35,10 +35,11 @@ def check_input_image(data: bytes, limits: LimitsSettings) -> CheckedImage:
 
     if len(data) > limits.max_input_image_bytes:
         raise InvalidRequest(
-            f"That image is {_mib(len(data))}; the limit is {_mib(limits.max_input_image_bytes)}. "
+            f"That image is {_size(len(data))}; the limit is {_size(limits.max_input_image_bytes)}. "
             "Send a smaller file (a screenshot or a compressed JPEG works)."
         )
-    kinds = ", ".join(ACCEPTED_FORMATS.values())
+    names = list(ACCEPTED_FORMATS.values())
+    kinds = f"{', '.join(names[:-1])} or {names[-1]}"
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format not in ACCEPTED_FORMATS:
@@ -73,5 +74,5 @@ def size_for_image(width: int, height: int, limits: LimitsSettings) -> tuple[int
     return fit_to_limits(sides[0], sides[1], limits)
 
 
-def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
+def _size(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.0f} KiB"
