@@ -1,0 +1,88 @@
+"""Image-to-image and several images per job through the DiffSynth backend on a real GPU: the same seed,
+image and strength give identical pixels; a job of four images gives exactly the four single images of
+seeds seed..seed+3; a 2048x2048 input is encoded (in tiles) and refined.
+
+Marked `gpu`; needs the full-size model set (`bench/make_synthetic_flux.py --out DIR --dit-dtype fp8`)
+named by MAJICBOT_GPU_MODEL_DIR. Run on the device: `pytest -m gpu tests/test_image_to_image_gpu.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+import pytest_asyncio
+
+from engine.messages import GenerationRequest, JobSucceeded, RawImage
+from engine.settings import EngineSettings
+from engine.supervisor import WorkerSupervisor
+
+MODEL_DIR = os.environ.get("MAJICBOT_GPU_MODEL_DIR", "")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not MODEL_DIR, reason="set MAJICBOT_GPU_MODEL_DIR to a full-size model set"),
+    pytest.mark.asyncio(loop_scope="module"),
+]
+SIDE = 256
+STEPS = 2
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def supervisor() -> AsyncIterator[WorkerSupervisor]:
+    supervisor = WorkerSupervisor(EngineSettings(model_dir=MODEL_DIR), answer_grace_s=30)
+    async with asyncio.timeout(900):
+        await supervisor.start()
+    yield supervisor
+    await supervisor.stop(timeout=60)
+
+
+def gradient(side: int) -> RawImage:
+    """A picture with structure (not one flat colour), so the encoder has something to keep."""
+    pixels = bytearray()
+    for y in range(side):
+        for x in range(side):
+            pixels += bytes((x * 255 // side, y * 255 // side, (x ^ y) & 255))
+    return RawImage("RGB", side, side, bytes(pixels))
+
+
+def base(**changes: object) -> GenerationRequest:
+    request = GenerationRequest("a lighthouse on a cliff", "", 1234, STEPS, SIDE, SIDE, 3.5)
+    return replace(request, **changes)  # type: ignore[arg-type]
+
+
+async def run(supervisor: WorkerSupervisor, job_id: int, request: GenerationRequest) -> JobSucceeded:
+    async with asyncio.timeout(600):
+        return await supervisor.run(job_id, request, timeout_s=600)
+
+
+async def test_the_same_seed_image_and_strength_give_identical_pixels(supervisor: WorkerSupervisor) -> None:
+    request = base(input_image=gradient(SIDE), strength=0.5)
+    first = await run(supervisor, 1, request)
+    second = await run(supervisor, 2, request)
+    assert first.images == second.images
+    other_strength = await run(supervisor, 3, replace(request, strength=0.9))
+    text_only = await run(supervisor, 4, base())
+    assert other_strength.images != first.images
+    assert text_only.images != first.images
+
+
+async def test_four_images_are_the_single_images_of_consecutive_seeds(supervisor: WorkerSupervisor) -> None:
+    four = await run(supervisor, 10, base(count=4))
+    assert len(four.images) == 4
+    for index in range(4):
+        single = await run(supervisor, 11 + index, base(seed=1234 + index))
+        assert single.images == (four.images[index],), f"image {index} differs from seed {1234 + index}"
+    # The same for image-to-image, whose input is encoded once for the set.
+    start = gradient(SIDE)
+    pair = await run(supervisor, 20, base(count=2, input_image=start, strength=0.6))
+    second = await run(supervisor, 21, base(seed=1235, input_image=start, strength=0.6))
+    assert pair.images[1] == second.images[0]
+
+
+async def test_a_2048_square_input_is_encoded_and_refined(supervisor: WorkerSupervisor) -> None:
+    big = replace(base(), width=2048, height=2048, steps=1, input_image=gradient(2048), strength=0.3)
+    done = await run(supervisor, 30, big)
+    assert (done.images[0].width, done.images[0].height) == (2048, 2048)
