@@ -63,15 +63,19 @@ def check_input_image(data: bytes, limits: LimitsSettings) -> CheckedImage:
 
 
 def size_for_image(width: int, height: int, limits: LimitsSettings) -> tuple[int, int]:
-    """The size an image prompt is drawn at: its aspect ratio near one megapixel, sides multiples of 16
-    within the limits (an extreme ratio is clamped to the side limits)."""
-    scale = (TARGET_PIXELS / (width * height)) ** 0.5
-    sides = []
-    for side in (width, height):
-        snapped = round(side * scale / SIDE_MULTIPLE) * SIDE_MULTIPLE
-        low = -(-limits.min_side // SIDE_MULTIPLE) * SIDE_MULTIPLE
-        sides.append(max(low, snapped))
-    return fit_to_limits(sides[0], sides[1], limits)
+    """The size an image prompt is drawn at: its aspect ratio near one megapixel (less where the limits
+    say so), sides multiples of 16 (an extreme ratio is clamped to the smallest side allowed)."""
+    scale = min(
+        (TARGET_PIXELS / (width * height)) ** 0.5,
+        limits.max_side / max(width, height),
+        (limits.max_pixels / (width * height)) ** 0.5,
+    )
+    low = -(-limits.min_side // SIDE_MULTIPLE) * SIDE_MULTIPLE
+    rounded = [max(low, round(side * scale / SIDE_MULTIPLE) * SIDE_MULTIPLE) for side in (width, height)]
+    if max(rounded) <= limits.max_side and rounded[0] * rounded[1] <= limits.max_pixels:
+        return rounded[0], rounded[1]
+    floored = [max(low, int(side * scale) // SIDE_MULTIPLE * SIDE_MULTIPLE) for side in (width, height)]
+    return fit_to_limits(floored[0], floored[1], limits)
 
 
 def _size(size: int) -> str:

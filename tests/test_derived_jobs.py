@@ -13,6 +13,7 @@ from PIL import Image
 from bot.command_parser import ImagineArgs
 from bot.errors import InvalidRequest, NotAllowed, NothingToDo, QuotaExceeded
 from bot.eta import StepTimes, estimate
+from bot.input_images import size_for_image
 from bot.service import BotService
 from bot.settings import LimitsSettings, VariationsSettings
 from engine.settings import EngineSettings
@@ -244,3 +245,22 @@ async def test_a_reroll_is_recorded_as_one_and_keeps_the_count(
     assert await service.image_bytes(source, 2) == await image_store.read(source.images[2].path)
     with pytest.raises(NothingToDo, match=r"has 3 image\(s\); there is no image 4"):
         await service.image_bytes(source, 3)
+
+
+@pytest.mark.parametrize(
+    ("sent", "limits", "drawn"),
+    [
+        ((1600, 900), LimitsSettings(), (1360, 768)),
+        ((900, 1600), LimitsSettings(), (768, 1360)),
+        ((3000, 3000), LimitsSettings(), (1024, 1024)),
+        ((100, 100), LimitsSettings(), (1024, 1024)),
+        ((8000, 100), LimitsSettings(), (2048, 256)),  # clamped to the side limits
+        ((300, 150), LimitsSettings(min_side=64, max_side=256, max_pixels=65536), (256, 128)),
+    ],
+)
+def test_an_image_prompt_is_drawn_at_its_aspect_ratio_within_the_limits(
+    sent: tuple[int, int], limits: LimitsSettings, drawn: tuple[int, int]
+) -> None:
+    width, height = size_for_image(*sent, limits)
+    assert (width, height) == drawn
+    assert width % 16 == height % 16 == 0 and width * height <= limits.max_pixels
