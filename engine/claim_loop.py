@@ -277,19 +277,25 @@ class ClaimLoop:
     async def _request_for(self, job: Job) -> GenerationRequest | None:
         """The worker's request for a claimed job, with its input image decoded and sized; None when
         the job could not be given one (it was failed, or released because the loop is stopping)."""
-        if not job.has_input_image:
-            return generation_request(job.request)
-        png = await self._with_retries(job, "read its input image", lambda: self._queue.input_image(job.id))
-        if png is None:
+        png = None
+        if job.has_input_image:
+            png = await self._with_retries(
+                job, "read its input image", lambda: self._queue.input_image(job.id)
+            )
+        if png is None and job.has_input_image:
             if self._stop is not None and self._stop.is_set():
                 await self._transition(job, lambda: self._queue.release(job.id, claim=job.claim_count))
                 return None
             error = "The job's input image is missing from the database; queue it again with the image."
         else:
             try:
-                return await asyncio.to_thread(generation_request, job.request, png)
+                if png is None:
+                    return generation_request(job.request)
+                return await asyncio.to_thread(generation_request, job.request, png)  # decodes, resizes
             except InputImageUnreadable as exc:
                 error = f"{exc} Queue it again with a PNG, JPEG or WebP image."
+            except ValueError as exc:  # a row the chat side should never have written (count, strength)
+                error = f"The job's request cannot be run: {exc}."
         logger.error("job=%d: %s", job.id, error)
         await self._transition(
             job, lambda: self._queue.mark_failed(job.id, FailureKind.ERROR, error, claim=job.claim_count)
