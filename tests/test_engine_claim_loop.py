@@ -425,3 +425,21 @@ async def test_an_input_image_that_cannot_be_read_fails_the_job_saying_so(
     failed = await queue.get(job.id)
     assert failed.status is JobStatus.FAILED and failed.failure_kind is FailureKind.ERROR
     assert failed.error is not None and "input image cannot be read" in failed.error
+
+
+async def test_a_stored_request_the_worker_cannot_take_fails_with_the_reason(
+    queue: JobQueue,
+    database: Database,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+) -> None:
+    job = (await queue.enqueue(make_new_job())).job
+    async with database.write() as session:  # a row no chat side writes: 9 images
+        await session.execute(update(JobRow).where(JobRow.id == job.id).values(image_count=9))
+    async with claiming(queue, image_store, signals, worker):
+        await wait_until(signals, lambda: all_final(queue, [job]))
+    failed = await queue.get(job.id)
+    assert failed.status is JobStatus.FAILED and failed.failure_kind is FailureKind.ERROR
+    assert failed.error is not None and "cannot be run: count is 9" in failed.error
