@@ -100,9 +100,7 @@ class BotService:
     ) -> Queued:
         """Vary (Subtle or Strong) image `image_index` (0-based) of one of the user's finished jobs: the
         same prompt on that picture with a new seed. A second press while queued returns the same job."""
-        source = await self._derive_from(requester, job_id, is_admin=is_admin)
-        stored = derived_jobs.source_image(source, image_index, "vary")
-        png = await self._source_png(source, stored.path)
+        source, png = await self._source(requester, job_id, image_index, "vary", is_admin=is_admin)
         new_job = derived_jobs.vary_job(
             requester,
             source,
@@ -120,9 +118,7 @@ class BotService:
         """Upscale 2x image `image_index` (0-based) of one of the user's finished jobs (capped by the size
         limits; refused when it cannot grow), refined with its own seed. A second press while queued
         returns the same job."""
-        source = await self._derive_from(requester, job_id, is_admin=is_admin)
-        stored = derived_jobs.source_image(source, image_index, "upscale")
-        png = await self._source_png(source, stored.path)
+        source, png = await self._source(requester, job_id, image_index, "upscale", is_admin=is_admin)
         new_job = derived_jobs.upscale_job(
             requester,
             source,
@@ -331,9 +327,17 @@ class BotService:
             raise NothingToDo(f"There is no job #{job_id} here to reroll.")
         return job
 
+    async def _source(
+        self, requester: Requester, job_id: int, image_index: int, action: str, *, is_admin: bool
+    ) -> tuple[Job, bytes]:
+        """The job a Vary or Upscale (`action`) starts from, and the PNG of its image `image_index`."""
+        source = await self._derive_from(requester, job_id, is_admin=is_admin)
+        derived_jobs.source_image(source, image_index, action)  # why there is none, worded for `action`
+        return source, await self.image_bytes(source, image_index)
+
     async def _derive_from(self, requester: Requester, job_id: int, *, is_admin: bool) -> Job:
-        """The job a Vary or Upscale starts from: one of the requester's (or, for an admin, any on this
-        platform); a job that no longer exists was deleted."""
+        """One of the requester's jobs (or, for an admin, any on this platform); a job that no longer
+        exists was deleted."""
         check_job_id(job_id)
         try:
             job = await self._queue.get(job_id)
@@ -345,16 +349,6 @@ class BotService:
                 "Its Reroll button draws the prompt for you."
             )
         return job
-
-    async def _source_png(self, source: Job, path: str) -> bytes:
-        try:
-            return await self._images.read(path)
-        except ImageNotFound:
-            logger.warning("image missing path=%s job=%d", path, source.id)
-            raise NothingToDo(
-                f"The picture of job #{source.id} is no longer on the server, so it cannot be varied or "
-                "upscaled; its Reroll button draws it again with a new seed."
-            ) from None
 
     async def _enqueue(self, new_job: NewJob) -> Queued:
         try:
