@@ -139,7 +139,9 @@ class BotService:
         from_button: bool = False,
         is_admin: bool = False,
     ) -> Queued:
-        """Run the user's last job in this chat (or `job_id`) again with a new random seed or `seed`.
+        """Run the user's last job in this chat (or `job_id`) again with a new random seed or `seed`: the
+        same number of images, and a job that started from an image (image prompt, vary, upscale) starts
+        from the same image at the same strength.
 
         from_button: dedupe by (source job, user) so a second press while queued returns the same job.
         """
@@ -170,14 +172,17 @@ class BotService:
             width=old.width,
             height=old.height,
             guidance=old.guidance,
-            count=old.count,
+            count=min(old.count, self._limits.max_images),
+            strength=old.strength,
         )
+        input_png = await self._queue.input_image(source.id) if source.has_input_image else None
         return await self._enqueue(
             NewJob(
                 requester=requester,
                 request=request,
                 parent_id=source.id,
                 origin=JobOrigin.REROLL,
+                input_png=input_png,
                 dedupe_key=dedupe_key,
                 max_active=self._max_active(is_admin),
             )

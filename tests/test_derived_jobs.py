@@ -264,3 +264,21 @@ def test_an_image_prompt_is_drawn_at_its_aspect_ratio_within_the_limits(
     width, height = size_for_image(*sent, limits)
     assert (width, height) == drawn
     assert width % 16 == height % 16 == 0 and width * height <= limits.max_pixels
+
+
+async def test_a_reroll_of_a_job_from_an_image_starts_from_the_same_image(
+    service: BotService, queue: JobQueue, image_store: ImageStore
+) -> None:
+    await service.imagine(ALICE, ImagineArgs("mine", width=512, height=512), count=2)
+    source = await finish(queue, image_store)
+    strong = await service.vary(ALICE, source.id, 1, strong=True)
+    varied = await finish(queue, image_store)
+    assert varied.id == strong.job.id
+    again = (await service.reroll(ALICE, job_id=varied.id)).job
+    assert (again.origin, again.parent_id, again.request.strength, again.request.count) == (
+        JobOrigin.REROLL,
+        varied.id,
+        0.75,
+        2,
+    )
+    assert await queue.input_image(again.id) == await queue.input_image(varied.id) is not None
