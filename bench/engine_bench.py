@@ -18,6 +18,9 @@ Configurations (each a fresh process; `--parts` picks which run):
   recipe-N     DiffSynth's own low-VRAM recipe (layer streaming, vram_limit = N - 2 GiB) on a simulated N GB
                card, one whole 20-step image after loading (minutes)
   generate-N   `majicbot generate` itself (the user's command) at --big x --big on a simulated N GB card
+  sets-N       several images and image-to-image on a simulated N GB card (part "sets", on the first card):
+               four single jobs (seeds 10..13) against one job of four (seed 10, same pixels?), and an
+               upscale (image B at twice the size, strength 0.3, capped by --big)
 PSNR: each configuration's image B against ref's, same synthetic weights, prompt and seed.
 """
 
@@ -86,9 +89,16 @@ async def _ours(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         done = await supervisor.run(job, request)
         seconds = time.perf_counter() - t0
-        image = Image.frombytes(done.image.mode, (done.image.width, done.image.height), done.image.pixels)
+        raw = done.images[0]
+        image = Image.frombytes(raw.mode, (raw.width, raw.height), raw.pixels)
         return seconds, image, done.step_seconds
 
+    if args.child.startswith("sets-"):
+        try:
+            await make(PROMPT_A, 1, args.size, 1)  # warm: kernels, the prompt cache's first entry
+            return {**result, **await _sets(supervisor, args)}
+        finally:
+            await supervisor.stop()
     try:
         result["first_image_s"], _, _ = await make(PROMPT_A, 1, args.size, 1)
         result["first_image_after_start_s"] = result["load_s"] + result["first_image_s"]
@@ -103,6 +113,43 @@ async def _ours(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await supervisor.stop()
     return result
+
+
+async def _sets(supervisor: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Four single jobs against one job of four images, and an upscale: seconds and whether the set's
+    pixels are the singles' pixels."""
+    import io
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from engine.messages import GenerationRequest
+    from engine.stored_request import input_pixels
+
+    single = GenerationRequest(PROMPT_B, "", 10, args.steps, args.size, args.size, 3.5)
+    t0 = time.perf_counter()
+    singles = [await supervisor.run(20 + i, replace(single, seed=10 + i)) for i in range(4)]
+    four_singles_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    four = await supervisor.run(30, replace(single, count=4))
+    set_of_four_s = time.perf_counter() - t0
+    side = min(args.size * 2, args.big or args.size * 2)
+    t0 = time.perf_counter()  # the upscale's time includes resizing its input, as the claim loop does
+    raw = singles[0].images[0]
+    buffer = io.BytesIO()
+    Image.frombytes(raw.mode, (raw.width, raw.height), raw.pixels).save(buffer, format="PNG")
+    start = input_pixels(buffer.getvalue(), side, side)
+    upscale = replace(single, width=side, height=side, strength=0.3, input_image=start)
+    await supervisor.run(40, upscale)
+    upscale_s = time.perf_counter() - t0
+    return {
+        "four_singles_s": four_singles_s,
+        "set_of_four_s": set_of_four_s,
+        "set_over_singles": set_of_four_s / four_singles_s,
+        "set_pixels_equal_singles": [s.images[0] for s in singles] == list(four.images),
+        "upscale_size": f"{side}x{side}",
+        "upscale_s": upscale_s,
+    }
 
 
 def _diffsynth_pipe(model_dir: Path, vram_limit_gib: float | None) -> Any:
@@ -295,6 +342,13 @@ def _table(rows: list[dict[str, Any]], work: Path) -> str:
         if "error" in r:
             lines.append(f"{r['config']:<11} FAILED: {r['error'][-300:]!r}")
             continue
+        if "set_of_four_s" in r:
+            lines.append(
+                f"{r['config']:<11} four single jobs {r['four_singles_s']:.1f} s, one job of four "
+                f"{r['set_of_four_s']:.1f} s ({r['set_over_singles']:.2f}x), same pixels: "
+                f"{r['set_pixels_equal_singles']}; upscale to {r['upscale_size']} {r['upscale_s']:.1f} s"
+            )
+            continue
         if "image_s" not in r and "load_s" in r:
             lines.append(
                 f"{r['config']:<11} ready {r.get('ready_s', r['load_s']):.1f} s after start "
@@ -369,6 +423,9 @@ def parent(args: argparse.Namespace) -> int:
             str(args.work / "generate.png"),
         ]
         rows.append(_run(f"generate-{card:g}", cmd, args, card))
+    if "sets" in parts and cards:
+        name = f"sets-{cards[0]:g}"
+        rows.append(_run(name, _child_cmd(name, args, big=args.big), args, cards[0]))
     for card in [float(c) for c in args.recipe_cards.split(",") if c] if "recipe" in parts else []:
         name = f"recipe-{card:g}"
         rows.append(_run(name, _child_cmd(name, args), args, card))

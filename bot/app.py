@@ -163,6 +163,7 @@ class Application:
             self._images,
             config.limits,
             config.engine,
+            config.variations,
             user_settings=UserSettingsStore(database),
             bans=BanList(database),
             moderation=Moderation(

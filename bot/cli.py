@@ -166,38 +166,80 @@ def _run(args: argparse.Namespace, *, with_engine: bool, with_chat: bool) -> int
 
 
 def _generate(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from tqdm import tqdm
 
+    from bot import derived_jobs
     from bot.command_parser import parse_imagine
+    from bot.input_images import check_input_image
     from bot.load_bar import LoadBar
     from bot.request_rules import resolve_request
     from engine.backend import preflight
-    from engine.generate import generate_one
+    from engine.generate import generate_images
     from engine.messages import StepProgress
 
     config = _load(args)
     # The prompt and the options go through the /imagine parser and limits, as in a chat.
     image_args = parse_imagine(imagine_text(args), config.limits)
-    request = resolve_request(image_args, config.limits, config.engine)
+    count = derived_jobs.check_count(args.n, config.limits)
+    input_png: bytes | None = None
+    strength = None
+    if args.strength is not None and args.image is None:
+        raise CommandError("--strength goes with --image PATH: the image to start from")
+    if args.image is not None:
+        try:
+            sent = args.image.read_bytes()
+        except OSError as error:
+            raise CommandError(f"cannot read {args.image} ({error.strerror}); check the path") from None
+        checked = check_input_image(sent, config.limits)
+        input_png = checked.png
+        image_args = derived_jobs.image_prompt_args(image_args, checked, config.limits)
+        strength = derived_jobs.check_strength(
+            args.strength if args.strength is not None else config.variations.image_prompt_strength
+        )
+    request = dataclasses.replace(
+        resolve_request(image_args, config.limits, config.engine), count=count, strength=strength
+    )
     preflight(config.engine)
-    output: Path = args.output or Path(f"majicbot-{request.seed}.png")
+    outputs = _outputs(args.output or Path(f"majicbot-{request.seed}.png"), count)
+    source = "" if input_png is None else f", from {args.image} at strength {strength:g}"
     print(
-        f"seed {request.seed}, {request.steps} steps, {request.width}x{request.height}; loading the model…",
+        f"seed {request.seed}, {request.steps} steps, {count} x {request.width}x{request.height}{source}; "
+        "loading the model…",
         file=sys.stderr,
     )
-    with LoadBar() as load_bar, tqdm(total=request.steps, unit="step", file=sys.stderr) as bar:
+    with LoadBar() as load_bar, tqdm(total=request.total_steps, unit="step", file=sys.stderr) as bar:
 
         def on_progress(progress: StepProgress) -> None:
             load_bar.close()
             bar.update(progress.step - bar.n)
 
-        png = asyncio.run(generate_one(config.engine, request, on_progress, on_load_progress=load_bar.report))
-    try:
-        output.write_bytes(png)
-    except OSError as error:
-        raise CommandError(f"cannot write {output} ({error.strerror}); choose another path with -o") from None
-    print(f"wrote {output}")
+        pngs = asyncio.run(
+            generate_images(
+                config.engine,
+                request,
+                on_progress,
+                input_image=input_png,
+                on_load_progress=load_bar.report,
+            )
+        )
+    for output, png in zip(outputs, pngs, strict=True):
+        try:
+            output.write_bytes(png)
+        except OSError as error:
+            raise CommandError(
+                f"cannot write {output} ({error.strerror}); choose another path with -o"
+            ) from None
+        print(f"wrote {output}")
     return EXIT_OK
+
+
+def _outputs(path: Path, count: int) -> list[Path]:
+    """Where the images go: `path` for one; name-1.png, name-2.png, ... for several."""
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{index}{path.suffix or '.png'}") for index in range(1, count + 1)]
 
 
 def parse_devices(text: str) -> list[str]:
@@ -298,7 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--width", type=int, default=None, help="with --height: the same as --size")
     generate.add_argument("--height", type=int, default=None)
     generate.add_argument("--no", "--negative", dest="negative", default="", help="negative prompt")
-    generate.add_argument("-o", "--output", type=Path, default=None, help="PNG to write")
+    generate.add_argument("--n", type=int, default=None, help="how many images (consecutive seeds)")
+    generate.add_argument("--image", type=Path, default=None, help="an image to start from (PNG, JPEG, WebP)")
+    generate.add_argument(
+        "--strength", type=float, default=None, help="with --image: 0.1 (keep it) to 1.0 (only its idea)"
+    )
+    generate.add_argument(
+        "-o", "--output", type=Path, default=None, help="PNG to write (name-1.png, ... for --n)"
+    )
     generate.set_defaults(handler=_generate)
 
     download = commands.add_parser(

@@ -22,6 +22,7 @@ from bot.settings import (
     LimitsSettings,
     ModerationSettings,
     TelegramSettings,
+    VariationsSettings,
 )
 from engine.settings import EngineSettings
 from storage.settings import StorageSettings
@@ -53,6 +54,7 @@ class Config(BaseModel):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    variations: VariationsSettings = Field(default_factory=VariationsSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)

@@ -53,8 +53,10 @@ class StepTimes:
             bucket = samples.setdefault(size, [])
             if len(bucket) >= per_size:
                 continue
-            steps_time = job.step_seconds * job.request.steps
-            overhead = max(0.0, (job.duration_s or steps_time) - steps_time)
+            # A job of several images: step_seconds is per step of one image; the overhead is per image.
+            count = job.request.count
+            steps_time = job.step_seconds * job.request.total_steps
+            overhead = max(0.0, (job.duration_s or steps_time) - steps_time) / count
             bucket.append((job.step_seconds, overhead))
         return cls(
             tuple(
@@ -88,12 +90,12 @@ class StepTimes:
         return None if timing is None else timing[0]
 
     def job_seconds(self, job: Job) -> float | None:
-        """Expected seconds for the whole job from start to finish."""
+        """Expected seconds for the whole job from start to finish (all its images)."""
         timing = self._timing_for(job.request.width, job.request.height)
         if timing is None:
             return None
         step_s, overhead_s = timing
-        return overhead_s + step_s * job.request.steps
+        return (overhead_s + step_s * job.request.steps) * job.request.count
 
     def remaining_seconds(self, job: Job, now: datetime) -> float | None:
         """Expected seconds until a running job is done, from its progress (or its start time)."""
@@ -101,11 +103,15 @@ class StepTimes:
         if timing is None:
             return None
         step_s, overhead_s = timing
-        total = job.progress_total or job.request.steps
+        # Progress counts the steps of all the job's images, one image after another.
+        total = job.progress_total or job.request.total_steps
+        count = job.request.count
         if job.progress_step > 0:
-            # The overhead is mostly decoding after the last step; count half of it as still ahead.
-            return max(0.0, (total - job.progress_step) * step_s + overhead_s / 2)
-        whole = overhead_s + step_s * total
+            images_left = count - (job.progress_step - 1) // max(1, job.request.steps)
+            # The overhead is mostly decoding after each image's last step; half of the current one's
+            # is still ahead.
+            return max(0.0, (total - job.progress_step) * step_s + overhead_s * (images_left - 0.5))
+        whole = (overhead_s + step_s * job.request.steps) * count
         if job.started_at is None:
             return whole
         elapsed = (now - job.started_at).total_seconds()

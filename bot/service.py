@@ -6,25 +6,28 @@ result. Every method raises only `bot.errors.UserFacingError` subclasses for thi
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from bot import texts
+from bot import derived_jobs, texts
 from bot.command_parser import ImagineArgs, check_args, check_job_id, check_seed
 from bot.errors import InvalidRequest, NotAllowed, NothingToDo, QuotaExceeded, Unavailable
 from bot.eta import StepTimes, estimate
+from bot.input_images import check_input_image
 from bot.moderation import Moderation, Operators, PromptSource, banned, rate_limited
 from bot.request_rules import random_seed, resolve_request
-from bot.settings import LimitsSettings, ModerationSettings
+from bot.settings import LimitsSettings, ModerationSettings, VariationsSettings
 from bot.standing import Queued, QueueOverview
 from bot.user_settings import SettingName, SettingsView, UserSettings, read_setting_name, settings_view
 from engine.settings import EngineSettings
 from storage.bans import Ban, BanList, UserBanned
 from storage.errors import StorageBusy, StorageFull
 from storage.images import ImageNotFound, ImageStore
-from storage.jobs import ImageRequest, Job, JobStatus, NewJob, Requester
+from storage.jobs import ImageRequest, Job, JobOrigin, JobStatus, NewJob, Requester
 from storage.queue import ActiveLimitReached, HourlyLimitReached, JobNotFound, JobQueue
 from storage.user_settings import StoredSettings, UserSettingsStore
 
@@ -36,8 +39,8 @@ MAX_USER_ID_DIGITS = 20  # Discord's snowflakes and Telegram's ids are 64-bit at
 
 
 class BotService:
-    """Platform-neutral commands: /imagine, /reroll, /history, /queue, /cancel, delete, details,
-    /settings, and the operators' ban and unban."""
+    """Platform-neutral commands: /imagine, /reroll, vary, upscale, /history, /queue, /cancel, delete,
+    details, /settings, and the operators' ban and unban."""
 
     def __init__(
         self,
@@ -45,6 +48,7 @@ class BotService:
         images: ImageStore,
         limits: LimitsSettings,
         engine: EngineSettings,
+        variations: VariationsSettings | None = None,
         *,
         user_settings: UserSettingsStore,
         bans: BanList,
@@ -54,27 +58,125 @@ class BotService:
         self._images = images
         self._limits = limits
         self._engine = engine
+        self._variations = variations or VariationsSettings()
         self._user_settings = user_settings
         self._bans = bans
         self._moderation = moderation or Moderation(ModerationSettings(), Operators())
 
-    async def imagine(self, requester: Requester, args: ImagineArgs, *, is_admin: bool = False) -> Queued:
+    async def imagine(
+        self,
+        requester: Requester,
+        args: ImagineArgs,
+        *,
+        is_admin: bool = False,
+        count: int | None = None,
+        image: bytes | None = None,
+        strength: float | None = None,
+    ) -> Queued:
         """Fill what the flags left unset from the user's settings, check the prompt against the
         limits and the operator's word lists, fill the defaults (random seed, steps, 1024x1024), and
-        enqueue within the user's quotas."""
+        enqueue one job of `count` images (--n; else the user's or the operator's default) within the
+        user's quotas.
+
+        With `image` (the file a user sent) it is an image prompt: the file is checked (type, pixel
+        count, size), stored with the job and drawn at its aspect ratio unless `args` asks for a size,
+        at `strength` (--strength, default `variations.image_prompt_strength`).
+        """
         settings = await self._settings_of(requester)
-        request = resolve_request(settings.apply(args, self._limits), self._limits, self._engine)
-        self._moderation.check(requester, args.prompt, PromptSource.PROMPT)
+        images = derived_jobs.check_count(
+            count if count is not None else settings.image_count(self._limits), self._limits
+        )
+        if strength is not None:
+            if image is None:
+                raise InvalidRequest("--strength goes with an image: send a picture with your /imagine.")
+            derived_jobs.check_strength(strength)
+        typed = args.prompt
+        args = settings.apply(args, self._limits)
+        checked = None
+        if image is not None:
+            checked = await asyncio.to_thread(check_input_image, image, self._limits)
+            args = derived_jobs.image_prompt_args(args, checked, self._limits)
+        request = resolve_request(args, self._limits, self._engine)
+        self._moderation.check(requester, typed, PromptSource.PROMPT)
         self._moderation.check(requester, settings.style_suffix, PromptSource.STYLE_SUFFIX)
         # A phrase or pattern may also span the two.
         self._moderation.check(requester, request.prompt, PromptSource.PROMPT)
+        request = dataclasses.replace(request, count=images)
+        if checked is not None:
+            request = dataclasses.replace(
+                request,
+                strength=strength if strength is not None else self._variations.image_prompt_strength,
+            )
         return await self._enqueue(
             NewJob(
                 requester=requester,
                 request=request,
+                origin=JobOrigin.NEW if checked is None else JobOrigin.IMAGE_PROMPT,
+                input_png=None if checked is None else checked.png,
                 max_active=self._max_active(is_admin),
                 max_per_hour=self._max_per_hour(is_admin),
                 spoiler=self._moderation.is_spoiler(request.prompt),
+                show_progress=settings.show_progress,
+            )
+        )
+        return await self._enqueue(
+            NewJob(
+                requester=requester,
+                request=request,
+                origin=JobOrigin.IMAGE_PROMPT,
+                input_png=checked.png,
+                max_active=self._max_active(is_admin),
+            )
+        )
+
+    async def vary(
+        self, requester: Requester, job_id: int, image_index: int, *, strong: bool, is_admin: bool = False
+    ) -> Queued:
+        """Vary (Subtle or Strong) image `image_index` (0-based) of one of the user's finished jobs: the
+        same prompt on that picture with a new seed. A second press while queued returns the same job."""
+        source, png = await self._source(requester, job_id, image_index, "vary", is_admin=is_admin)
+        new_job = derived_jobs.vary_job(
+            requester,
+            source,
+            image_index,
+            png,
+            strong=strong,
+            variations=self._variations,
+            limits=self._limits,
+        )
+        return await self._enqueue_derived(requester, source, new_job, is_admin=is_admin)
+
+    async def upscale(
+        self, requester: Requester, job_id: int, image_index: int, *, is_admin: bool = False
+    ) -> Queued:
+        """Upscale 2x image `image_index` (0-based) of one of the user's finished jobs (capped by the size
+        limits; refused when it cannot grow), refined with its own seed. A second press while queued
+        returns the same job."""
+        source, png = await self._source(requester, job_id, image_index, "upscale", is_admin=is_admin)
+        new_job = derived_jobs.upscale_job(
+            requester,
+            source,
+            image_index,
+            png,
+            variations=self._variations,
+            limits=self._limits,
+            engine_max_pixels=self._engine.max_pixels,
+        )
+        return await self._enqueue_derived(requester, source, new_job, is_admin=is_admin)
+
+    async def _enqueue_derived(
+        self, requester: Requester, source: Job, new_job: NewJob, *, is_admin: bool
+    ) -> Queued:
+        """A job made from another (vary, upscale), under the same rules as a typed one."""
+        # The word lists may have grown since the source ran.
+        self._moderation.check(requester, source.request.prompt, PromptSource.RERUN, source)
+        settings = await self._settings_of(requester)
+        return await self._enqueue(
+            dataclasses.replace(
+                new_job,
+                max_active=self._max_active(is_admin),
+                max_per_hour=self._max_per_hour(is_admin),
+                spoiler=self._moderation.is_spoiler(new_job.request.prompt),
                 show_progress=settings.show_progress,
             )
         )
@@ -88,7 +190,9 @@ class BotService:
         from_button: bool = False,
         is_admin: bool = False,
     ) -> Queued:
-        """Run the user's last job in this chat (or `job_id`) again with a new random seed or `seed`.
+        """Run the user's last job in this chat (or `job_id`) again with a new random seed or `seed`: the
+        same number of images, and a job that started from an image (image prompt, vary, upscale) starts
+        from the same image at the same strength.
 
         from_button: dedupe by (source job, user) so a second press while queued returns the same job.
         """
@@ -121,12 +225,17 @@ class BotService:
             width=old.width,
             height=old.height,
             guidance=old.guidance,
+            count=min(old.count, self._limits.max_images),
+            strength=old.strength,
         )
+        input_png = await self._queue.input_image(source.id) if source.has_input_image else None
         return await self._enqueue(
             NewJob(
                 requester=requester,
                 request=request,
                 parent_id=source.id,
+                origin=JobOrigin.REROLL,
+                input_png=input_png,
                 dedupe_key=dedupe_key,
                 max_active=self._max_active(is_admin),
                 max_per_hour=self._max_per_hour(is_admin),
@@ -215,16 +324,19 @@ class BotService:
             )
         raise NothingToDo(f"Job #{job.id} has no picture: it has {_finished_phrase(job)}.")
 
-    async def image_bytes(self, job: Job) -> bytes:
-        """The stored PNG of a done job."""
-        if job.status is JobStatus.DONE and job.result_path is None:
+    async def image_bytes(self, job: Job, index: int = 0) -> bytes:
+        """The stored PNG of image `index` (0-based) of a done job."""
+        if job.status is JobStatus.DONE and not job.images:
             raise NothingToDo(texts.expired_text(job.id))
-        if job.result_path is None:
+        if not job.images:
             raise NothingToDo(f"Job #{job.id} has no picture: it is {job.status.value}.")
+        if not 0 <= index < len(job.images):
+            raise NothingToDo(f"Job #{job.id} has {len(job.images)} image(s); there is no image {index + 1}.")
+        path = job.images[index].path
         try:
-            return await self._images.read(job.result_path)
+            return await self._images.read(path)
         except ImageNotFound:
-            logger.warning("image missing path=%s job=%d", job.result_path, job.id)
+            logger.warning("image missing path=%s job=%d", path, job.id)
             raise NothingToDo(
                 f"The picture of job #{job.id} is no longer on the server; its Reroll button draws it "
                 "again with a new seed."
@@ -385,6 +497,29 @@ class BotService:
         )
         if job is None or not visible:
             raise NothingToDo(f"There is no job #{job_id} here to reroll.")
+        return job
+
+    async def _source(
+        self, requester: Requester, job_id: int, image_index: int, action: str, *, is_admin: bool
+    ) -> tuple[Job, bytes]:
+        """The job a Vary or Upscale (`action`) starts from, and the PNG of its image `image_index`."""
+        source = await self._derive_from(requester, job_id, is_admin=is_admin)
+        derived_jobs.source_image(source, image_index, action)  # why there is none, worded for `action`
+        return source, await self.image_bytes(source, image_index)
+
+    async def _derive_from(self, requester: Requester, job_id: int, *, is_admin: bool) -> Job:
+        """One of the requester's jobs (or, for an admin, any on this platform); a job that no longer
+        exists was deleted."""
+        check_job_id(job_id)
+        try:
+            job = await self._queue.get(job_id)
+        except JobNotFound:
+            raise NothingToDo(f"Job #{job_id} was deleted; draw something new with /imagine.") from None
+        if not (_owns(requester, job) or (is_admin and _same_platform(requester, job))):
+            raise NotAllowed(
+                f"Job #{job_id} is not yours: Vary and Upscale work on your own pictures. "
+                "Its Reroll button draws the prompt for you."
+            )
         return job
 
     async def _enqueue(self, new_job: NewJob) -> Queued:

@@ -27,8 +27,17 @@ class LimitsSettings(BaseModel):
         default=0, ge=0, description="Jobs one user may submit in any hour; 0: no limit."
     )
     admins_exempt_from_quota: bool = True
-    max_images_per_command: int = Field(
-        default=4, ge=1, le=10, description="The most images a user may choose in /settings."
+    default_images: int = Field(default=1, ge=1, le=4, description="Images per /imagine without --n.")
+    max_images: int = Field(
+        default=4, ge=1, le=4, description="Most images one /imagine may ask for (--n); one job for quotas."
+    )
+    max_input_image_bytes: int = Field(
+        default=20 * 2**20, ge=1024, description="Largest image file an image prompt may send, in bytes."
+    )
+    max_input_image_pixels: int = Field(
+        default=4096 * 4096,
+        ge=256 * 256,
+        description="Largest width x height of an image prompt's file (it is then sized to an allowed size).",
     )
 
     @model_validator(mode="after")
@@ -37,6 +46,8 @@ class LimitsSettings(BaseModel):
             raise ValueError(f"min_side {self.min_side} is above max_side {self.max_side}")
         if self.min_steps > self.max_steps:
             raise ValueError(f"min_steps {self.min_steps} is above max_steps {self.max_steps}")
+        if self.default_images > self.max_images:
+            raise ValueError(f"default_images {self.default_images} is above max_images {self.max_images}")
         return self
 
 
@@ -75,6 +86,22 @@ class ModerationSettings(BaseModel):
         default=(), description="A picture from a prompt with one is posted as a spoiler (Discord)."
     )
     spoiler_patterns: tuple[Pattern, ...] = ()
+
+
+class VariationsSettings(BaseModel):
+    """Vary, upscale and image prompts (the `[variations]` section): denoising strengths, 0 keeps the
+    image, 1 ignores it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subtle_strength: float = Field(default=0.35, ge=0.1, le=1.0, description="Vary (Subtle).")
+    strong_strength: float = Field(default=0.7, ge=0.1, le=1.0, description="Vary (Strong).")
+    upscale_strength: float = Field(
+        default=0.3, ge=0.1, le=1.0, description="Upscale 2x: how much the enlarged image is redrawn."
+    )
+    image_prompt_strength: float = Field(
+        default=0.8, ge=0.1, le=1.0, description="An image prompt without --strength."
+    )
 
 
 class DeliverySettings(BaseModel):

@@ -80,7 +80,7 @@ class UserSettings:
 
     aspect_ratio: str | None = None  # one of ASPECT_RATIOS
     steps: int | None = None
-    images: int = 1  # stored for --n, which does not exist yet
+    images: int | None = None  # --n; None: limits.default_images
     negative_prompt: str = ""  # used when a command gives no --no
     style_suffix: str = ""  # added to the end of every prompt
     show_progress: bool = True  # False: the status line is not edited with position and steps
@@ -98,10 +98,10 @@ class UserSettings:
                 f"{limits.max_steps} (e.g. /settings steps {_example_steps(limits)}), or /settings steps "
                 "default."
             )
-        if not 1 <= self.images <= limits.max_images_per_command:
+        if self.images is not None and not 1 <= self.images <= limits.max_images:
             raise InvalidRequest(
                 f"Images {self.images} is out of range: use a whole number from 1 to "
-                f"{limits.max_images_per_command}, e.g. /settings images 1."
+                f"{limits.max_images}, e.g. /settings images 1."
             )
         if len(self.negative_prompt) > limits.max_negative_prompt_length:
             raise InvalidRequest(
@@ -126,7 +126,7 @@ class UserSettings:
         elif name is SettingName.STEPS:
             changed = dataclasses.replace(self, steps=None if word == DEFAULT else _whole(name, value))
         elif name is SettingName.IMAGES:
-            changed = dataclasses.replace(self, images=1 if word == DEFAULT else _whole(name, value))
+            changed = dataclasses.replace(self, images=None if word == DEFAULT else _whole(name, value))
         elif name is SettingName.NEGATIVE:
             changed = dataclasses.replace(self, negative_prompt="" if word in _OFF | {DEFAULT} else value)
         elif name is SettingName.STYLE:
@@ -134,6 +134,10 @@ class UserSettings:
         else:
             changed = dataclasses.replace(self, show_progress=_on_off(word))
         return changed.check(limits)
+
+    def image_count(self, limits: LimitsSettings) -> int:
+        """Images per /imagine without --n: the user's choice, else the operator's default."""
+        return self.images if self.images is not None else limits.default_images
 
     def apply(self, args: ImagineArgs, limits: LimitsSettings) -> ImagineArgs:
         """Fill what the command's flags left unset; add the style suffix to the prompt.
@@ -175,7 +179,7 @@ class UserSettings:
         steps = stored.steps
         if steps is not None:
             steps = min(max(steps, limits.min_steps), limits.max_steps)
-        images = min(max(stored.images or 1, 1), limits.max_images_per_command)
+        images = None if stored.images is None else min(max(stored.images, 1), limits.max_images)
         negative = stored.negative_prompt
         if len(negative) > limits.max_negative_prompt_length:
             negative = ""
@@ -276,7 +280,7 @@ def settings_text(settings: UserSettings, limits: LimitsSettings, default_steps:
         "Your settings (a flag on a command overrides them):",
         f"• {_LABELS[SettingName.ASPECT]}: {aspect}",
         f"• {_LABELS[SettingName.STEPS]}: {steps}",
-        f"• {_LABELS[SettingName.IMAGES]}: {settings.images}",
+        f"• {_LABELS[SettingName.IMAGES]}: {settings.image_count(limits)}",
         f"• {_LABELS[SettingName.NEGATIVE]}: {_quoted(settings.negative_prompt)}",
         f"• {_LABELS[SettingName.STYLE]}: {_quoted(settings.style_suffix)}",
         f"• {_LABELS[SettingName.PROGRESS]}: {'on' if settings.show_progress else 'off'}",
@@ -313,8 +317,8 @@ def _options(settings: UserSettings, limits: LimitsSettings, default_steps: int)
         SettingOption(
             SettingName.IMAGES,
             _LABELS[SettingName.IMAGES],
-            str(settings.images),
-            tuple(str(n) for n in range(1, limits.max_images_per_command + 1)),
+            str(settings.image_count(limits)),
+            tuple(str(n) for n in range(1, limits.max_images + 1)),
         ),
         SettingOption(SettingName.NEGATIVE, _LABELS[SettingName.NEGATIVE], settings.negative_prompt, ()),
         SettingOption(SettingName.STYLE, _LABELS[SettingName.STYLE], settings.style_suffix, ()),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from engine.errors import EngineStartError
@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from engine.settings import EngineSettings
 
 StepCallback = Callable[[int, int], None]
-"""on_step(step, total): called once per denoising step (1-based); raising from it stops the run."""
+"""on_step(step, total): called once per denoising step (1-based) of the whole job, so `total` is
+`request.total_steps` (steps x count) when the images run one after another; raising from it stops the run."""
 
 LoadReporter = Callable[[str, int, int], None]
 """report(stage, done, total): a backend's loading progress (bytes read, or steps of a stage)."""
@@ -23,9 +24,14 @@ LoadReporter = Callable[[str, int, int], None]
 
 @runtime_checkable
 class Backend(Protocol):
-    """Turns a request into an image. Runs inside the worker process only."""
+    """Turns a request into its images. Runs inside the worker process only.
 
-    def generate(self, request: GenerationRequest, on_step: StepCallback) -> Image: ...
+    `generate` returns `request.count` images, image i made with seed `request.image_seed(i)` and
+    identical to what `generate(request.single(i))` makes; with `request.input_image` and a strength
+    below 1 each starts from that image (image-to-image).
+    """
+
+    def generate(self, request: GenerationRequest, on_step: StepCallback) -> Sequence[Image]: ...
 
 
 BackendFactory = Callable[["EngineSettings", LoadReporter], Backend]

@@ -1,6 +1,7 @@
 """The claim loop: take the next queued job in fair order, run it in the worker, record what happened.
 
-    claim_next -> worker.run (progress -> record_progress) -> ImageStore.save + mark_done
+    claim_next -> input image (if any) -> worker.run (progress -> record_progress)
+                                           -> ImageStore.save (each image) + mark_done
                                                            -> mark_failed (out of memory, timeout, error)
                                                            -> requeue_after_crash (the worker died)
 
@@ -36,14 +37,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from engine.errors import EngineError, EngineStartError, EngineStopped, JobFailed, WorkerDied
-from engine.messages import JobErrorKind, JobSucceeded, StepProgress
+from engine.errors import (
+    EngineError,
+    EngineStartError,
+    EngineStopped,
+    InputImageUnreadable,
+    JobFailed,
+    WorkerDied,
+)
+from engine.messages import GenerationRequest, JobErrorKind, JobSucceeded, StepProgress
 from engine.metrics import NO_ENGINE_METRICS, EngineMetrics
 from engine.png_metadata import encode_result
 from engine.stored_request import generation_request
 from engine.supervisor import WorkerSupervisor
 from storage.images import ImageStore
-from storage.jobs import FailureKind, Job
+from storage.jobs import FailureKind, Job, StoredImage
 from storage.queue import InvalidTransition, JobNotFound, JobQueue
 from storage.signals import JobSignals, Topic
 
@@ -211,15 +219,20 @@ class ClaimLoop:
             self.last_gap_s = loop.time() - self._previous_end
             logger.info("job=%d starts %.1f ms after the previous job", job.id, self.last_gap_s * 1000)
         logger.info(
-            "job=%d running (attempt %d): %dx%d, %d steps",
+            "job=%d running (attempt %d): %d image(s) %dx%d, %d steps%s",
             job.id,
             job.attempts + 1,
+            job.request.count,
             job.request.width,
             job.request.height,
             job.request.steps,
+            "" if not job.has_input_image else f" from an image at strength {job.request.strength}",
         )
+        wanted = await self._request_for(job)
+        if wanted is None:
+            return
         progress = _ProgressWriter(self._queue, self._worker, job, renew_every_s=self._queue.lease_s / 3)
-        run = loop.create_task(self._worker.run(job.id, generation_request(job.request), progress.on_step))
+        run = loop.create_task(self._worker.run(job.id, wanted, progress.on_step))
         stopper = loop.create_task(stop.wait())
         stopping = False
         try:
@@ -257,9 +270,37 @@ class ClaimLoop:
                 return
             self._metrics.job_ran(result)
             self._note_gpu_idle(job, result)
-            task = loop.create_task(self._store(job, result))
+            task = loop.create_task(self._store(job, wanted, result))
             self._finishing.add(task)
             task.add_done_callback(self._finishing.discard)
+
+    async def _request_for(self, job: Job) -> GenerationRequest | None:
+        """The worker's request for a claimed job, with its input image decoded and sized; None when
+        the job could not be given one (it was failed, or released because the loop is stopping)."""
+        png = None
+        if job.has_input_image:
+            png = await self._with_retries(
+                job, "read its input image", lambda: self._queue.input_image(job.id)
+            )
+        if png is None and job.has_input_image:
+            if self._stop is not None and self._stop.is_set():
+                await self._transition(job, lambda: self._queue.release(job.id, claim=job.claim_count))
+                return None
+            error = "The job's input image is missing from the database; queue it again with the image."
+        else:
+            try:
+                if png is None:
+                    return generation_request(job.request)
+                return await asyncio.to_thread(generation_request, job.request, png)  # decodes, resizes
+            except InputImageUnreadable as exc:
+                error = f"{exc} Queue it again with a PNG, JPEG or WebP image."
+            except ValueError as exc:  # a row the chat side should never have written (count, strength)
+                error = f"The job's request cannot be run: {exc}."
+        logger.error("job=%d: %s", job.id, error)
+        await self._transition(
+            job, lambda: self._queue.mark_failed(job.id, FailureKind.ERROR, error, claim=job.claim_count)
+        )
+        return None
 
     def _note_gpu_idle(self, job: Job, result: JobSucceeded) -> None:
         """GPU idle between two back-to-back jobs, on the worker's clock: from the previous job's backend
@@ -292,10 +333,10 @@ class ClaimLoop:
             job, lambda: self._queue.mark_failed(job.id, kind, failure.message, claim=job.claim_count)
         )
 
-    async def _store(self, job: Job, result: JobSucceeded) -> None:
-        """Write the PNG and mark the job done (overlapping the next job's run), retrying both."""
+    async def _store(self, job: Job, wanted: GenerationRequest, result: JobSucceeded) -> None:
+        """Write the PNGs and mark the job done (overlapping the next job's run), retrying both."""
         try:
-            png = await asyncio.to_thread(encode_result, generation_request(job.request), result)
+            pngs = await asyncio.to_thread(encode_result, wanted, result, source_job=job.parent_id)
         except Exception as exc:
             # A bug, not a condition that passes: trying again would fail the same way.
             logger.exception("job=%d: the image could not be encoded", job.id)
@@ -304,23 +345,30 @@ class ClaimLoop:
                 job, lambda: self._queue.mark_failed(job.id, FailureKind.ERROR, error, claim=job.claim_count)
             )
             return
+
         # Saved under this claim's number, so an engine that lost the job meanwhile never overwrites
-        # its successor's image; mark_done below is then refused (LeaseLost) and nothing else changes.
-        image = await self._with_retries(
-            job,
-            "store its image",
-            lambda: self._images.save(job.id, job.request.seed, png, claim=job.claim_count),
-        )
-        if image is None:
-            return
+        # its successor's images; mark_done below is then refused (LeaseLost) and nothing else changes.
+        def save(index: int, png: bytes) -> Callable[[], Awaitable[StoredImage]]:
+            seed = wanted.image_seed(index)
+            return lambda: self._images.save(job.id, seed, png, claim=job.claim_count, index=index)
+
+        stored = []
+        for index, png in enumerate(pngs):
+            image = await self._with_retries(
+                job, f"store its image {index + 1} of {len(pngs)}", save(index, png)
+            )
+            if image is None:
+                return
+            stored.append(image)
         await self._transition(
             job,
             lambda: self._queue.mark_done(
                 job.id,
-                image,
+                stored[0],
                 duration_s=result.seconds,
                 step_seconds=result.step_seconds,
                 claim=job.claim_count,
+                more_images=stored[1:],
             ),
         )
 

@@ -12,6 +12,14 @@ Per request: the size is checked against the room (refused before its first step
 and the VAE decodes whole when that fits, else in tiles (`engine.vae_tiling`). Prompt embeddings are
 cached (LRU) so a reroll skips the text encoders.
 
+Image-to-image goes through the pipeline's own `input_image` and `denoising_strength`: the input (already
+the request's size) is encoded by the VAE, whole or in tiles as the plan says, and noised to the
+strength with the seed's CPU noise; the scheduler then runs the request's steps from that sigma down.
+Several images of one request run one after another with seeds seed, seed + 1, ...: the prompt
+embeddings come from the cache after the first, the input is encoded once, the resident blocks stay
+where they are. (Streamed blocks are still streamed once per step per image: one streamed pass for
+several latents is not done yet.)
+
 Imported only in the GPU worker process: it imports torch and diffsynth.
 """
 
@@ -61,10 +69,10 @@ from engine.memory_model import (
     largest_square_side,
     planned_room_bytes,
 )
-from engine.messages import GenerationRequest
+from engine.messages import GenerationRequest, RawImage
 from engine.prompt_cache import PromptCache
 from engine.settings import EngineSettings
-from engine.vae_tiling import decode_tiled
+from engine.vae_tiling import decode_tiled, encode_tiled
 from engine.vram_plan import BudgetTooSmall, EnginePlan, PlanHolder, StreamPlan, plan_engine
 from engine.weight_files import CheckpointReader, StoredTensor, index_checkpoint, model_to_file_names
 from models.check import require_complete
@@ -177,8 +185,29 @@ class _PlannedDecoder(torch.nn.Module):
         return decode_tiled(self.decoder, latents, self.plan)
 
 
+class _PlannedEncoder(torch.nn.Module):
+    """Stands in for the pipeline's VAE encoder: encodes whole or in tiles, as the request's plan says.
+
+    The images of one request all start from the same input, so its latents are kept until `forget()`
+    (called before and after each request) and encoded once."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.plan = DecodePlan(tile=None)
+        self._kept: torch.Tensor | None = None
+
+    def forward(self, sample: torch.Tensor, **_: Any) -> torch.Tensor:
+        if self._kept is None:
+            self._kept = encode_tiled(self.encoder, sample, self.plan)
+        return self._kept
+
+    def forget(self) -> None:
+        self._kept = None
+
+
 class DiffSynthBackend:
-    """The default backend: `generate(request, on_step) -> PIL.Image` on one GPU."""
+    """The default backend: `generate(request, on_step) -> list of PIL images` on one GPU."""
 
     def __init__(self, settings: EngineSettings, report: LoadReporter) -> None:
         # Missing files fail here, before CUDA is touched, with the command that fixes them.
@@ -352,6 +381,8 @@ class DiffSynthBackend:
         pipe.text_encoder_2 = self._t5
         self._decoder = _PlannedDecoder(pipe.vae_decoder)
         pipe.vae_decoder = self._decoder
+        self._encoder = _PlannedEncoder(pipe.vae_encoder)
+        pipe.vae_encoder = self._encoder
         torch.cuda.synchronize(self._device)
         log.info(
             "weights placed: DiT %.2f GiB on the GPU, %.2f GiB in host memory; T5 %.2f GiB in host memory",
@@ -466,10 +497,13 @@ class DiffSynthBackend:
         return emb
 
     def _warm_up(self) -> None:
-        """One tiny image, so that the kernels of every phase are loaded before the first job; then the
-        memory they took outside the allocator is measured, and the plan shrinks if it was short."""
+        """One tiny image made from an image, so that the kernels of every phase (the VAE encoder's too)
+        are loaded before the first job; then the memory they took outside the allocator is measured,
+        and the plan shrinks if it was short."""
         started = time.perf_counter()
-        request = GenerationRequest("", "", 0, 1, WARM_UP_SIDE, WARM_UP_SIDE, 3.5)
+        side = WARM_UP_SIDE
+        grey = RawImage("RGB", side, side, bytes([128]) * (side * side * 3))
+        request = GenerationRequest("", "", 0, 1, side, side, 3.5, strength=0.5, input_image=grey)
         self.generate(request, lambda step, total: None)
         torch.cuda.synchronize(self._device)
         outside = outside_allocator_bytes(self._device, self._card.free_after_context)
@@ -490,9 +524,12 @@ class DiffSynthBackend:
             self._plans.rebase(plan)
 
     # -- the Backend protocol ------------------------------------------------------------------
-    def generate(self, request: GenerationRequest, on_step: StepCallback) -> Image:
-        """One image; on_step(step, total) after each denoising step (it may raise to cancel)."""
-        fit = fit_request(request.width, request.height, self._plan.workspace_bytes)
+    def generate(self, request: GenerationRequest, on_step: StepCallback) -> list[Image]:
+        """The request's images, one after another (seed, seed + 1, ...); on_step(step, total) after
+        each denoising step of the job (it may raise to cancel)."""
+        fit = fit_request(
+            request.width, request.height, self._plan.workspace_bytes, encodes=request.image_to_image
+        )
         if not fit.fits or request.width * request.height > self._settings.max_pixels:
             side = self.largest_square
             raise RequestTooLarge(
@@ -507,37 +544,51 @@ class DiffSynthBackend:
             log.info("back to the planned memory use: %s", restored.strategy)
         assert fit.decode is not None
         self._decoder.plan = fit.decode
+        self._encoder.plan = fit.encode or DecodePlan(tile=None)
         self._chunks.tokens = fit.dit_chunk
-        if fit.decode.tiled or fit.dit_chunk is not None:
+        tiled_encode = fit.encode is not None and fit.encode.tiled
+        if fit.decode.tiled or fit.dit_chunk is not None or tiled_encode:
             log.info(
-                "%dx%d: DiT in chunks of %s tokens, VAE decode %s",
+                "%dx%d: DiT in chunks of %s tokens, VAE decode %s, encode %s",
                 request.width,
                 request.height,
                 fit.dit_chunk or "all",
                 fit.decode.describe(),
+                "none" if fit.encode is None else fit.encode.describe(),
             )
         cfg_scale = NEGATIVE_PROMPT_CFG_SCALE if request.negative_prompt.strip() else 1.0
+        source = _pil(request.input_image) if request.image_to_image and request.input_image else None
+        images: list[Image] = []
+        self._encoder.forget()
         try:
-            image: Image = self._pipe(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
-                cfg_scale=cfg_scale,
-                embedded_guidance=request.guidance,
-                t5_sequence_length=T5_SEQUENCE_LENGTH,
-                height=request.height,
-                width=request.width,
-                seed=request.seed,
-                rand_device="cpu",  # same seed, same noise on any GPU
-                num_inference_steps=request.steps,
-                progress_bar_cmd=_progress(on_step, self._device),
-            )
+            for index in range(request.count):
+                image: Image = self._pipe(
+                    prompt=request.prompt,
+                    negative_prompt=request.negative_prompt,
+                    cfg_scale=cfg_scale,
+                    embedded_guidance=request.guidance,
+                    t5_sequence_length=T5_SEQUENCE_LENGTH,
+                    input_image=source,
+                    denoising_strength=request.denoising_strength,
+                    height=request.height,
+                    width=request.width,
+                    seed=request.image_seed(index),
+                    rand_device="cpu",  # same seed, same noise on any GPU
+                    num_inference_steps=request.steps,
+                    progress_bar_cmd=_progress(
+                        on_step, self._device, done=index * request.steps, total=request.total_steps
+                    ),
+                )
+                images.append(image)
         except BaseException:
             # Cancelled between steps, out of memory mid-block, ...: leave the streams consistent.
             self._dit_blocks.recover()
             self._t5_blocks.recover()
             self._t5_blocks.release_slots()
             raise
-        return image
+        finally:
+            self._encoder.forget()
+        return images
 
     def describe(self) -> tuple[str, str]:
         """(model files, memory strategy) for logs and PNG metadata."""
@@ -595,21 +646,30 @@ def _trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _progress(on_step: StepCallback, device: torch.device) -> Callable[[Iterable[T]], Iterator[T]]:
-    """DiffSynth's `progress_bar_cmd`: a generator over the timesteps that reports each finished step.
+def _progress(
+    on_step: StepCallback, device: torch.device, *, done: int = 0, total: int | None = None
+) -> Callable[[Iterable[T]], Iterator[T]]:
+    """DiffSynth's `progress_bar_cmd`: a generator over the timesteps that reports each finished step,
+    counted over the whole job (`done` steps of earlier images before these, `total` in all).
 
     Waits for the GPU after each step so that progress is real and a cancel acts within one step.
     """
 
     def wrap(timesteps: Iterable[T]) -> Iterator[T]:
         items = list(timesteps)
-        total = len(items)
         for step, item in enumerate(items, start=1):
             yield item
             torch.cuda.current_stream(device).synchronize()
-            on_step(step, total)
+            on_step(done + step, total if total is not None else len(items))
 
     return wrap
+
+
+def _pil(raw: RawImage) -> Image:
+    """The request's input pixels (already its size) as the PIL image the pipeline takes."""
+    from PIL import Image as PILImage
+
+    return PILImage.frombytes(raw.mode, (raw.width, raw.height), raw.pixels).convert("RGB")
 
 
 def create_backend(settings: EngineSettings, report: LoadReporter) -> DiffSynthBackend:

@@ -7,6 +7,7 @@
     ├── WorkerDied         the worker process died under a job (kill -9, segfault); it is restarted
     ├── RequestTooLarge    raised by a backend in the worker before the first step (reported as a
     │                      JobFailed of kind too_large)
+    ├── InputImageUnreadable  a job's stored input image cannot be decoded (in the parent, before it runs)
     └── JobFailed          the worker answered that the job failed: `kind` is a `JobErrorKind`
                            (out_of_memory, too_large, timeout, cancelled, error)
 
@@ -41,6 +42,10 @@ class WorkerDied(EngineError):
 
 class RequestTooLarge(EngineError):
     """Raised by a backend before the first step: this card cannot make an image of that size."""
+
+
+class InputImageUnreadable(EngineError):
+    """A job's input image cannot be decoded: it cannot run, whatever the engine does."""
 
 
 class JobFailed(EngineError):

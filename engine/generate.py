@@ -1,4 +1,4 @@
-"""One image without the queue: what `majicbot generate` runs, through the same worker as the bot."""
+"""Images without the queue: what `majicbot generate` runs, through the same worker as the bot."""
 
 from __future__ import annotations
 
@@ -16,25 +16,27 @@ CLI_JOB_ID = 0
 """The job id the worker sees (and logs) for a one-off image; queued jobs start at 1."""
 
 
-async def generate_one(
+async def generate_images(
     settings: EngineSettings,
     request: ImageRequest,
     on_progress: ProgressCallback | None = None,
     *,
+    input_image: bytes | None = None,
     on_ready: Callable[[WorkerReady], None] | None = None,
     on_load_progress: LoadProgressCallback | None = None,
-) -> bytes:
-    """Start a worker, make one image, stop the worker; return the PNG (with its metadata).
+) -> list[bytes]:
+    """Start a worker, make the request's `count` images (from `input_image`, an image file, at
+    `request.strength` when given), stop the worker; return the PNGs (with their metadata) in order.
 
     Raises EngineStartError (e.g. model files missing: the message says to run `majicbot download`),
-    JobFailed or WorkerDied.
+    InputImageUnreadable, JobFailed or WorkerDied.
     """
+    wanted = await asyncio.to_thread(generation_request, request, input_image)
     supervisor = WorkerSupervisor(settings, on_load_progress=on_load_progress)
     try:
         ready = await supervisor.start()
         if on_ready is not None:
             on_ready(ready)
-        wanted = generation_request(request)
         result = await supervisor.run(CLI_JOB_ID, wanted, on_progress)
         return await asyncio.to_thread(encode_result, wanted, result)
     finally:

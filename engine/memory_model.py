@@ -13,6 +13,10 @@ one allocation fails a whole job.
 - The VAE decoder's convolutions take 2.2 KB per output pixel, and its mid-block attention (one head of
   512 channels, too wide for the fused kernels) 9.2 bytes per pair of latent pixels: 36.8 GiB at
   2048x2048. The larger of the two is the peak. Large images are decoded in overlapping tiles.
+- The VAE encoder (image-to-image) mirrors the decoder: the same channel widths at each resolution and
+  the same one-head mid-block attention over the latent pixels, so its peaks are taken to be the
+  decoder's (not yet measured on its own: `bench/calibrate_memory.py` measures the decoder). A 2048x2048
+  input asks for the same 37 GiB of attention whole, so large inputs are encoded in tiles too.
 """
 
 from __future__ import annotations
@@ -108,6 +112,12 @@ def plan_decode(width: int, height: int, room_bytes: int) -> DecodePlan | None:
     return None
 
 
+def plan_encode(width: int, height: int, room_bytes: int) -> DecodePlan | None:
+    """The VAE encode of a width x height input image that fits in `room_bytes` (tiles in latent
+    pixels, as for decoding); None if not even the smallest tile does. Whole when it fits."""
+    return plan_decode(width, height, room_bytes)
+
+
 def planned_room_bytes(max_pixels: int) -> int:
     """The room a plan keeps for the image phase: the standard size decodes whole, and the largest
     allowed image runs its DiT step in chunks of 2048 tokens (its decode is tiled to fit)."""
@@ -125,14 +135,20 @@ class RequestFit:
     fits: bool
     dit_chunk: int | None  # tokens per chunk for the DiT, None for whole-token forwards
     decode: DecodePlan | None
+    encode: DecodePlan | None = None  # image-to-image: how the input image is encoded
 
 
-def fit_request(width: int, height: int, room_bytes: int) -> RequestFit:
-    """Check one request against the room the plan keeps for the image phase."""
+def fit_request(width: int, height: int, room_bytes: int, *, encodes: bool = False) -> RequestFit:
+    """Check one request against the room the plan keeps for the image phase; `encodes`: it starts
+    from an input image, which the VAE encodes first (in the same room, before the DiT steps).
+
+    Several images of one request run one after another, so the room is that of one image."""
     dit_fits, chunk = plan_dit_chunk(width, height, room_bytes)
     decode = plan_decode(width, height, room_bytes)
+    encode = plan_encode(width, height, room_bytes) if encodes else None
     smallest = dit_step_bytes(width, height, CHUNK_TOKENS[-1])
-    return RequestFit(room_bytes, smallest, dit_fits and decode is not None, chunk, decode)
+    fits = dit_fits and decode is not None and (encode is not None or not encodes)
+    return RequestFit(room_bytes, smallest, fits, chunk, decode, encode)
 
 
 def largest_square_side(room_bytes: int, limit: int = 4096) -> int:

@@ -16,7 +16,7 @@ class EngineSettings(BaseModel):
     backend: str = Field(
         default="diffsynth",
         description='"diffsynth", or an import path "package.module:factory" whose factory(settings, report) '
-        "returns an object with generate(request, on_step) -> PIL.Image",
+        "returns an object with generate(request, on_step) -> a list of PIL images",
     )
     model_dir: Path = Field(default=Path("data/models"), description="Where `majicbot download` puts files.")
     device: str = Field(default="cuda:0", description="The torch device the worker uses.")

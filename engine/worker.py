@@ -21,6 +21,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
@@ -186,7 +187,7 @@ class _Stopped(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Made:
-    image: RawImage
+    images: tuple[RawImage, ...]
     model: str
     strategy: str
     step_seconds: float
@@ -267,13 +268,16 @@ class _JobRunner:
 
     def run(self, job: RunJob) -> None:
         """Run one job and send its outcome; memory is freed first, whatever happened."""
+        request = job.request
         logger.info(
-            "job=%d starting: %dx%d, %d steps, seed %d",
+            "job=%d starting: %d image(s) %dx%d, %d steps, seed %d%s",
             job.job_id,
-            job.request.width,
-            job.request.height,
-            job.request.steps,
-            job.request.seed,
+            request.count,
+            request.width,
+            request.height,
+            request.steps,
+            request.seed,
+            f", from an image at strength {request.strength:g}" if request.image_to_image else "",
         )
         reset_peak(self._device)
         started = time.monotonic()
@@ -286,7 +290,7 @@ class _JobRunner:
             self._outbox.send(
                 JobSucceeded(
                     job_id=job.job_id,
-                    image=outcome.image,
+                    images=outcome.images,
                     model=outcome.model,
                     strategy=outcome.strategy,
                     seconds=seconds,
@@ -302,13 +306,13 @@ class _JobRunner:
 
     def _attempt(self, job: RunJob, started: float) -> _Made | _Failed:
         clock = _StepClock(job, started + job.timeout_s, self._inbox, self._outbox)
-        image: Image | None = None
+        images: Sequence[Image] | None = None
         oom_text = ""
         generate_started = time.monotonic()
         for attempt in (1, 2):
             out_of_memory = False
             try:
-                image = self._backend.generate(job.request, clock.on_step)
+                images = self._backend.generate(job.request, clock.on_step)
             except RequestTooLarge as exc:
                 return _Failed(JobErrorKind.TOO_LARGE, str(exc))
             except Exception as exc:
@@ -335,15 +339,24 @@ class _JobRunner:
                 )
             clock.restart()
         generate_finished = time.monotonic()
-        if image is None:
-            return _Failed(JobErrorKind.ERROR, "The backend returned no image.")
+        wanted = job.request.count
+        if images is None or len(images) != wanted:
+            made = 0 if images is None else len(images)
+            return _Failed(
+                JobErrorKind.ERROR, f"The backend returned {made} images for a request of {wanted}."
+            )
         model, strategy = _describe(self._backend)
-        rgb = image.convert("RGB")
+        raw = []
+        for image in images:
+            rgb = image.convert("RGB")
+            raw.append(RawImage("RGB", rgb.width, rgb.height, rgb.tobytes()))
         return _Made(
-            image=RawImage("RGB", rgb.width, rgb.height, rgb.tobytes()),
+            images=tuple(raw),
             model=model,
             strategy=strategy,
-            step_seconds=clock.mean_step_seconds(fallback=(time.monotonic() - started) / job.request.steps),
+            step_seconds=clock.mean_step_seconds(
+                fallback=(time.monotonic() - started) / job.request.total_steps
+            ),
             generate_started=generate_started,
             generate_finished=generate_finished,
         )

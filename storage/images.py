@@ -4,7 +4,8 @@ Files suit one machine (SQLite): written under a temporary name and renamed, so 
 a file. With several hosts on PostgreSQL the engine that made an image and the chat process that posts it
 are often on different machines, so images go into the database, which every host already reaches (and
 which is then the one thing to back up). A job row's `result_path` says which: a file path, or
-``database:<job id>/<claim>``; `read` follows either, so switching does not strand older images.
+``database:<job id>/<claim>/<image index>`` (``database:<job id>/<claim>`` for image 0 of rows written
+before jobs made several images); `read` follows either, so switching does not strand older images.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ class ImageNotFound(LookupError):
 
 
 class ImageStore:
-    """Stores PNGs as DATA_DIR/images/YYYY/MM/<job id>-<seed>.png, or in the database when given one
-    with `in_database=True`."""
+    """Stores PNGs as DATA_DIR/images/YYYY/MM/<job id>-<seed>[-c<claim>][-i<index>].png, or in the database
+    when given one with `in_database=True`."""
 
     def __init__(
         self, data_dir: Path, *, database: Database | None = None, in_database: bool = False
@@ -51,13 +52,19 @@ class ImageStore:
     def in_database(self) -> bool:
         return self._in_database
 
-    async def save(self, job_id: int, seed: int, png: bytes, *, claim: int = 1) -> StoredImage:
-        """Store one job's PNG (made under claim number `claim`); return where, and its sha256."""
+    async def save(
+        self, job_id: int, seed: int, png: bytes, *, claim: int = 1, index: int = 0
+    ) -> StoredImage:
+        """Store image `index` of a job (made under claim number `claim` with `seed`); return where, and
+        its sha256."""
+        if index < 0:
+            raise ValueError(f"image index {index} is below 0")
         if self._database is not None and self._in_database:
-            return await _insert(self._database, job_id, claim, png)
+            return await _insert(self._database, job_id, claim, index, png)
         now = datetime.now(UTC)
         # A later claim (the job was taken over) gets its own name: the two never overwrite each other.
         suffix = "" if claim <= 1 else f"-c{claim}"
+        suffix += "" if index == 0 else f"-i{index}"
         path = self._root / f"{now.year:04d}" / f"{now.month:02d}" / f"{job_id}-{seed}{suffix}.png"
         return await asyncio.to_thread(_write_atomically, path, png)
 
@@ -83,40 +90,53 @@ class ImageStore:
 
 
 async def _delete(database: Database, path: str) -> None:
-    job_id, claim = _key(path)
+    job_id, claim, index = _key(path)
     async with database.write() as session:
-        await session.execute(delete(ImageRow).where(ImageRow.job_id == job_id, ImageRow.claim == claim))
+        await session.execute(
+            delete(ImageRow).where(
+                ImageRow.job_id == job_id, ImageRow.claim == claim, ImageRow.image_index == index
+            )
+        )
 
 
-def _key(path: str) -> tuple[int, int]:
+def _key(path: str) -> tuple[int, int, int]:
+    """(job id, claim, image index) of a database path; paths without an index are image 0."""
     try:
-        job_id, claim = (int(part) for part in path.removeprefix(DATABASE_PREFIX).split("/"))
+        parts = [int(part) for part in path.removeprefix(DATABASE_PREFIX).split("/")]
     except ValueError as error:
         raise ImageNotFound(f"{path} is not a stored image's path.") from error
-    return job_id, claim
+    if len(parts) == 2:
+        parts.append(0)
+    if len(parts) != 3:
+        raise ImageNotFound(f"{path} is not a stored image's path.")
+    return parts[0], parts[1], parts[2]
 
 
-async def _insert(database: Database, job_id: int, claim: int, png: bytes) -> StoredImage:
+async def _insert(database: Database, job_id: int, claim: int, index: int, png: bytes) -> StoredImage:
     sha256 = await asyncio.to_thread(lambda: hashlib.sha256(png).hexdigest())
     async with database.write() as session:
         await session.merge(
             ImageRow(
                 job_id=job_id,
                 claim=claim,
+                image_index=index,
                 png=png,
                 sha256=sha256,
                 size_bytes=len(png),
                 created_at=datetime.now(UTC),
             )
         )
-    return StoredImage(path=f"{DATABASE_PREFIX}{job_id}/{claim}", sha256=sha256, size_bytes=len(png))
+    path = f"{DATABASE_PREFIX}{job_id}/{claim}/{index}"
+    return StoredImage(path=path, sha256=sha256, size_bytes=len(png))
 
 
 async def _select(database: Database, path: str) -> bytes:
-    job_id, claim = _key(path)
+    job_id, claim, index = _key(path)
     async with database.sessions() as session:
         png = await session.scalar(
-            select(ImageRow.png).where(ImageRow.job_id == job_id, ImageRow.claim == claim)
+            select(ImageRow.png).where(
+                ImageRow.job_id == job_id, ImageRow.claim == claim, ImageRow.image_index == index
+            )
         )
     if png is None:
         raise ImageNotFound(f"{path}: no such image in the database.")

@@ -60,9 +60,25 @@ class FailureKind(enum.StrEnum):
     ERROR = "error"
 
 
+class JobOrigin(enum.StrEnum):
+    """What made a job (its lineage, with the parent job and image index)."""
+
+    NEW = "new"
+    REROLL = "reroll"
+    VARY_SUBTLE = "vary_subtle"
+    VARY_STRONG = "vary_strong"
+    UPSCALE = "upscale"
+    IMAGE_PROMPT = "image_prompt"
+
+
 @dataclass(frozen=True, slots=True)
 class ImageRequest:
-    """What to draw. Validated by the chat side before it is stored; the engine trusts it."""
+    """What to draw. Validated by the chat side before it is stored; the engine trusts it.
+
+    `count` images with seeds seed, seed + 1, ... (one job for quotas, `count` images of time for ETAs).
+    `strength` is the denoising strength of a job with an input image (stored with the job); None for
+    text-to-image.
+    """
 
     prompt: str
     seed: int
@@ -71,6 +87,13 @@ class ImageRequest:
     height: int
     guidance: float
     negative_prompt: str = ""
+    count: int = 1
+    strength: float | None = None
+
+    @property
+    def total_steps(self) -> int:
+        """Denoising steps of all the job's images (what its progress counts to)."""
+        return self.steps * self.count
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +114,11 @@ class NewJob:
     requester: Requester
     request: ImageRequest
     parent_id: int | None = None
+    origin: JobOrigin = JobOrigin.NEW
+    parent_image_index: int | None = None  # which of the parent's images it starts from (vary, upscale)
+    # The image it starts from (PNG, checked by the chat side), stored with the job in the database so
+    # that any engine host reads it and it outlives the parent's picture.
+    input_png: bytes | None = field(default=None, repr=False)
     # A second identical button press while the first one's job is still active returns that job
     # instead of queueing another; the chat side builds the key (e.g. "reroll:42:user 7").
     dedupe_key: str | None = None
@@ -154,10 +182,22 @@ class Job:
     # the status line with progress.
     spoiler: bool = False
     show_progress: bool = True
+    # Lineage and inputs: what made the job, from which of its parent's images, and the sha256 of the
+    # image it starts from (`JobQueue.input_image` reads it), if any.
+    origin: JobOrigin = JobOrigin.NEW
+    parent_image_index: int | None = None
+    input_sha256: str | None = None
+    # Every result image, index 0..count-1 (images[0] is result_path / result_sha256); empty until done
+    # and after the images expired.
+    images: tuple[StoredImage, ...] = ()
 
     @property
     def is_final(self) -> bool:
         return self.status.is_final
+
+    @property
+    def has_input_image(self) -> bool:
+        return self.input_sha256 is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,8 @@ from the moment it commits.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -46,6 +48,7 @@ from storage.jobs import (
     FailureKind,
     ImageRequest,
     Job,
+    JobOrigin,
     JobStatus,
     NewJob,
     Platform,
@@ -55,7 +58,7 @@ from storage.jobs import (
     StoredImage,
 )
 from storage.signals import JobSignals, Topic
-from storage.tables import NEVER_STARTED, JobRow, UserTurnRow
+from storage.tables import NEVER_STARTED, JobInputRow, JobRow, UserTurnRow
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +179,8 @@ class JobQueue:
                 await _check_hourly(session, requester, new_job.max_per_hour, now)
             if new_job.parent_id is not None:
                 await _load(session, new_job.parent_id)  # a reroll of a job that does not exist
+            png = new_job.input_png
+            input_sha256 = None if png is None else hashlib.sha256(png).hexdigest()
             row = JobRow(
                 platform=requester.platform.value,
                 chat_id=requester.chat_id,
@@ -190,13 +195,18 @@ class JobQueue:
                 height=request.height,
                 guidance=request.guidance,
                 parent_id=new_job.parent_id,
+                parent_image_index=new_job.parent_image_index,
+                origin=new_job.origin.value,
+                image_count=request.count,
+                strength=request.strength,
+                input_sha256=input_sha256,
                 dedupe_key=new_job.dedupe_key,
                 status=JobStatus.QUEUED.value,
                 attempts=0,
                 claim_count=0,
                 delivery_attempts=0,
                 progress_step=0,
-                progress_total=request.steps,
+                progress_total=request.total_steps,
                 created_at=now,
                 updated_at=now,
                 spoiler=new_job.spoiler,
@@ -204,6 +214,13 @@ class JobQueue:
             )
             session.add(row)
             await session.flush()
+            if png is not None and input_sha256 is not None:
+                session.add(
+                    JobInputRow(
+                        job_id=row.id, png=png, sha256=input_sha256, size_bytes=len(png), created_at=now
+                    )
+                )
+                await session.flush()
             await _join_turn(session, row)
             return EnqueueResult(job=_to_job(row), created=True)
 
@@ -305,15 +322,18 @@ class JobQueue:
         duration_s: float,
         step_seconds: float,
         claim: int | None = None,
+        more_images: Sequence[StoredImage] = (),
     ) -> Job:
-        """running -> done, with the image's path and sha256 and the timings. With `claim`, refused
-        (LeaseLost) unless that claim is still the job's latest."""
+        """running -> done, with the image's path and sha256 (and those of images 1.. of a job of
+        several, `more_images`) and the timings. With `claim`, refused (LeaseLost) unless that claim is
+        still the job's latest."""
         async with self._db.write() as session:
             row = await _load_to_move(session, job_id, JobStatus.DONE, claim)
             _finish(row, JobStatus.DONE, await database_now(session))
             row.error = None  # left by an earlier attempt that crashed; this one worked
             row.result_path = image.path
             row.result_sha256 = image.sha256
+            row.result_images = _images_json([image, *more_images])
             row.duration_s = duration_s
             row.step_seconds = step_seconds
             row.progress_step = row.progress_total
@@ -574,10 +594,16 @@ class JobQueue:
             await session.execute(
                 update(JobRow)
                 .where(JobRow.id.in_(list(job_ids)), JobRow.delivered_at.is_not(None))
-                .values(result_path=None, result_sha256=None)
+                .values(result_path=None, result_sha256=None, result_images=None)
             )
 
     # -- reading -------------------------------------------------------------------------------
+    async def input_image(self, job_id: int) -> bytes | None:
+        """The PNG the job starts from (stored when it was queued); None for a job without one."""
+        async with self._db.sessions() as session:
+            png = await session.scalar(select(JobInputRow.png).where(JobInputRow.job_id == job_id))
+        return None if png is None else bytes(png)
+
     async def get(self, job_id: int) -> Job:
         """The job with this id; raises JobNotFound."""
         async with self._db.sessions() as session:
@@ -772,7 +798,7 @@ async def _claim(session: AsyncSession, claimer: str, now: datetime, lease_until
                 updated_at=now,
                 claimed_by=claimer,
                 progress_step=0,
-                progress_total=JobRow.steps,
+                progress_total=JobRow.steps * JobRow.image_count,
                 claim_count=JobRow.claim_count + 1,
                 lease_expires_at=lease_until,
             )
@@ -891,6 +917,8 @@ def _to_job(row: JobRow) -> Job:
             height=row.height,
             guidance=row.guidance,
             negative_prompt=row.negative_prompt,
+            count=row.image_count,
+            strength=row.strength,
         ),
         parent_id=row.parent_id,
         status=JobStatus(row.status),
@@ -924,4 +952,24 @@ def _to_job(row: JobRow) -> Job:
         status_token_at=row.status_token_at,
         spoiler=row.spoiler,
         show_progress=row.show_progress,
+        origin=JobOrigin(row.origin),
+        parent_image_index=row.parent_image_index,
+        input_sha256=row.input_sha256,
+        images=_stored_images(row),
     )
+
+
+def _images_json(images: Sequence[StoredImage]) -> str:
+    return json.dumps([[image.path, image.sha256, image.size_bytes] for image in images])
+
+
+def _stored_images(row: JobRow) -> tuple[StoredImage, ...]:
+    """A done job's images; rows finished before jobs made several images have only result_path."""
+    if row.result_images is not None and row.result_path is not None:
+        return tuple(
+            StoredImage(path=str(path), sha256=str(sha256), size_bytes=int(size))
+            for path, sha256, size in json.loads(row.result_images)
+        )
+    if row.result_path is not None and row.result_sha256 is not None:
+        return (StoredImage(path=row.result_path, sha256=row.result_sha256, size_bytes=0),)
+    return ()

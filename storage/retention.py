@@ -45,9 +45,9 @@ class ImageRetention:
         deleted = 0
         while jobs := await self._queue.images_to_expire(cutoff):
             for job in jobs:
-                assert job.result_path is not None
-                await self._images.delete(job.result_path)
-                logger.info("image retention: deleted the image of job=%d", job.id)
+                for image in job.images:  # every image of the job (result_path is image 0)
+                    await self._images.delete(image.path)
+                logger.info("image retention: deleted the %d image(s) of job=%d", len(job.images), job.id)
             await self._queue.forget_images([job.id for job in jobs])
             deleted += len(jobs)
         return deleted

@@ -126,6 +126,17 @@ class JobRow(Base):
     # prompts matching the operator's spoiler list) and whether to edit the status line with progress
     spoiler: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     show_progress: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    # lineage: what made the job (a `JobOrigin`; no CHECK constraint, whose addition would make SQLite
+    # rebuild the table, and a rebuild of a self-referencing table with foreign keys on clears
+    # parent_id) and from which of its parent's images; how many images it makes, the
+    # denoising strength of its input image (job_inputs), and every result image (JSON list of
+    # [path, sha256, size]; image 0 is also result_path / result_sha256)
+    origin: Mapped[str] = mapped_column(String(16), server_default=text("'new'"))
+    parent_image_index: Mapped[int | None] = mapped_column(Integer)
+    image_count: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    strength: Mapped[float | None] = mapped_column(Float)
+    input_sha256: Mapped[str | None] = mapped_column(String(64))
+    result_images: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint(
@@ -199,6 +210,26 @@ class ImageRow(Base):
     )
     # the claim that made it: an engine that lost its lease never overwrites its successor's image
     claim: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # which of the job's images (0..count-1)
+    image_index: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, server_default=text("0")
+    )
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class JobInputRow(Base):
+    """The image a job starts from (an image prompt, or the parent's picture for vary and upscale), kept
+    in the database whatever `storage.images_in_database` says: it is small, every engine host must read
+    it, and it must outlive the parent's picture."""
+
+    __tablename__ = "job_inputs"
+
+    job_id: Mapped[int] = mapped_column(
+        JOB_ID_TYPE, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
     png: Mapped[bytes] = mapped_column(LargeBinary)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(Integer)

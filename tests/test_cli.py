@@ -228,3 +228,36 @@ def test_download_draws_a_bar_per_file_on_a_terminal(tmp_path: Path) -> None:
         shown
     )  # bytes, time left, rate
     assert "downloading majicflus_v134.safetensors" not in shown  # bars, not log lines
+
+
+@pytest.mark.timeout(180)
+def test_generate_makes_n_images_from_an_image(tmp_path: Path) -> None:
+    from PIL import Image, ImageStat
+
+    (tmp_path / "config.toml").write_text(
+        TINY_ENGINE + "[limits]\nmin_side = 64\nmax_side = 256\nmax_pixels = 65536\n", encoding="utf-8"
+    )
+    source = tmp_path / "start.jpg"
+    Image.new("RGB", (300, 150), (0, 0, 250)).save(source)
+    out = tmp_path / "fox.png"
+    args = ("generate", "a fox --seed 7 --steps 2", "--n", "2", "--image", str(source), "--strength", "0.4")
+    result = majicbot(*args, "-o", str(out), cwd=tmp_path, timeout=150)
+    assert result.returncode == 0, result.stderr
+    for index, seed in ((1, "7"), (2, "8")):
+        with Image.open(tmp_path / f"fox-{index}.png") as image:
+            # The image's 2:1 aspect ratio, scaled down to the 256-pixel side limit.
+            assert image.size == (256, 128)
+            assert (image.info.get("seed"), image.info.get("strength")) == (seed, "0.4")
+            assert image.info.get("image") == f"{index} of 2"
+            blue = image.convert("RGB").split()[2]
+            assert ImageStat.Stat(blue).mean[0] > 140  # the blue start shows through
+    assert not out.exists()
+
+
+def test_generate_refuses_a_strength_without_an_image_and_too_many_images(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(TINY_ENGINE, encoding="utf-8")
+    assert_friendly(majicbot("generate", "a fox", "--strength", "0.5", cwd=tmp_path), "--image")
+    assert_friendly(majicbot("generate", "a fox", "--n", "9", cwd=tmp_path), "--n 9 is out of range")
+    assert_friendly(
+        majicbot("generate", "a fox", "--image", str(tmp_path / "missing.png"), cwd=tmp_path), "cannot read"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from PIL import Image, ImageStat
 from sqlalchemy import make_url, update
 
 from engine.claim_loop import ClaimLoop
@@ -24,7 +26,7 @@ from engine.settings import EngineSettings
 from engine.supervisor import WorkerSupervisor
 from storage.database import Database
 from storage.images import ImageStore
-from storage.jobs import FailureKind, Job, JobStatus
+from storage.jobs import FailureKind, Job, JobOrigin, JobStatus
 from storage.queue import JobQueue
 from storage.signals import LocalSignals, Topic
 from storage.tables import JobRow
@@ -360,3 +362,84 @@ async def test_a_loop_whose_job_was_taken_over_stops_it_and_writes_nothing_more(
     assert (now.status, now.claimed_by, now.claim_count) == (JobStatus.RUNNING, "other-host:0", 2)
     assert now.result_path is None
     assert (await queue.get(after.id)).status is JobStatus.DONE
+
+
+def _solid_png(colour: tuple[int, int, int], size: int = 32) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def test_a_job_of_several_images_from_an_input_image_stores_every_image(
+    queue: JobQueue,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+) -> None:
+    parent = (await queue.enqueue(make_new_job(prompt="the parent", seed=5))).job
+    await queue.cancel(parent.id)
+    job = (
+        await queue.enqueue(
+            make_new_job(
+                prompt="red sky",
+                seed=40,
+                steps=2,
+                count=3,
+                strength=0.25,
+                input_png=_solid_png((255, 0, 0)),  # 32x32: sized to the request's 64x64 by the engine
+                parent_id=parent.id,
+                origin=JobOrigin.VARY_SUBTLE,
+                parent_image_index=0,
+            )
+        )
+    ).job
+    async with claiming(queue, image_store, signals, worker):
+        await wait_until(signals, lambda: all_final(queue, [job]))
+    done = await queue.get(job.id)
+    assert done.status is JobStatus.DONE, done.error
+    assert len(done.images) == 3 and done.progress_step == done.progress_total == 6
+    for index, stored in enumerate(done.images):
+        png = await image_store.read(stored.path)
+        assert hashlib.sha256(png).hexdigest() == stored.sha256
+        meta = read_metadata(png)
+        assert (meta.image_index, meta.image_count, meta.source_job) == (index, 3, parent.id)
+        assert (meta.request.seed, meta.request.strength) == (40 + index, 0.25)
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.size == (64, 64)
+            red = ImageStat.Stat(image.convert("RGB")).mean[0]
+        assert red > 0.75 * 255 * 0.9  # three quarters of the red input shows through
+    assert len({stored.sha256 for stored in done.images}) == 3
+
+
+async def test_an_input_image_that_cannot_be_read_fails_the_job_saying_so(
+    queue: JobQueue,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+) -> None:
+    job = (await queue.enqueue(make_new_job(strength=0.5, input_png=b"\x89PNG broken"))).job
+    async with claiming(queue, image_store, signals, worker):
+        await wait_until(signals, lambda: all_final(queue, [job]))
+    failed = await queue.get(job.id)
+    assert failed.status is JobStatus.FAILED and failed.failure_kind is FailureKind.ERROR
+    assert failed.error is not None and "input image cannot be read" in failed.error
+
+
+async def test_a_stored_request_the_worker_cannot_take_fails_with_the_reason(
+    queue: JobQueue,
+    database: Database,
+    image_store: ImageStore,
+    signals: LocalSignals,
+    worker: WorkerSupervisor,
+    make_new_job: NewJobFactory,
+) -> None:
+    job = (await queue.enqueue(make_new_job())).job
+    async with database.write() as session:  # a row no chat side writes: 9 images
+        await session.execute(update(JobRow).where(JobRow.id == job.id).values(image_count=9))
+    async with claiming(queue, image_store, signals, worker):
+        await wait_until(signals, lambda: all_final(queue, [job]))
+    failed = await queue.get(job.id)
+    assert failed.status is JobStatus.FAILED and failed.failure_kind is FailureKind.ERROR
+    assert failed.error is not None and "cannot be run: count is 9" in failed.error

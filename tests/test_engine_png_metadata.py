@@ -29,6 +29,6 @@ def test_the_same_image_and_metadata_give_the_same_bytes() -> None:
 def test_chunks_name_every_setting_that_reproduces_the_image() -> None:
     meta = PngMetadata.for_request(REQUEST, model="m", strategy="s")
     keys = [k for k, _ in meta.chunks()]
-    expected = "prompt negative_prompt seed steps size guidance model memory_strategy Software"
+    expected = "prompt negative_prompt seed steps size guidance image model memory_strategy Software"
     assert keys == expected.split()
     assert dict(meta.chunks())["size"] == "64x48"

@@ -1,5 +1,5 @@
 """The supervisor around a real worker process: start failures, a killed or hung worker, stopping, and
-`generate_one`. Workers are killed here, so this module has its own."""
+`generate_images`. Workers are killed here, so this module has its own."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from engine.errors import EngineStartError, EngineStopped, JobFailed, WorkerDied
-from engine.generate import generate_one
+from engine.generate import generate_images
 from engine.messages import GenerationRequest, JobErrorKind, LoadProgress, StepProgress, WorkerReady
 from engine.png_metadata import read_metadata
 from engine.settings import EngineSettings
@@ -165,11 +165,11 @@ async def test_stop_cancels_the_running_job_and_then_refuses_work() -> None:
         await supervisor.run(2, request())
 
 
-async def test_generate_one_makes_one_png_with_progress() -> None:
+async def test_generate_images_makes_one_png_with_progress() -> None:
     steps: list[int] = []
     ready: list[WorkerReady] = []
     async with asyncio.timeout(60):
-        png = await generate_one(
+        [png] = await generate_images(
             settings(),
             ImageRequest(prompt="a lighthouse", seed=3, steps=5, width=64, height=64, guidance=3.5),
             lambda p: steps.append(p.step),
@@ -184,7 +184,7 @@ async def test_loading_progress_reaches_the_caller_before_the_worker_is_ready() 
     reports: list[LoadProgress] = []
     ready: list[WorkerReady] = []
     async with asyncio.timeout(60):
-        await generate_one(
+        await generate_images(
             settings(),
             ImageRequest(prompt="a kite", seed=3, steps=1, width=64, height=64, guidance=3.5),
             on_ready=ready.append,

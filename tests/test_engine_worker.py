@@ -1,24 +1,30 @@
 """The worker process, driven through its supervisor: one real spawned worker with the tiny CPU backend,
-shared by every test in this module (spawning imports torch, which takes seconds)."""
+shared by every test in this module (spawning imports torch, which takes seconds). Also several images per
+job (image i is exactly the single image of seed + i) and image-to-image (the input image and strength
+decide the pixels), and the parent's decoding of a stored input image."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import multiprocessing
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from PIL import Image, ImageStat
 
-from engine.errors import JobFailed
+from engine.errors import InputImageUnreadable, JobFailed
 from engine.messages import (
     CancelJob,
     GenerationRequest,
     JobErrorKind,
     JobSucceeded,
     LoadProgress,
+    RawImage,
     RunJob,
     Shutdown,
     StepProgress,
@@ -26,8 +32,10 @@ from engine.messages import (
 )
 from engine.png_metadata import encode_result, majicbot_version, read_metadata
 from engine.settings import EngineSettings
+from engine.stored_request import generation_request, input_pixels
 from engine.supervisor import WorkerSupervisor
 from engine.worker import worker_main
+from storage.jobs import ImageRequest
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -135,8 +143,8 @@ async def test_progress_is_reported_for_every_step_in_order(supervisor: WorkerSu
     result = await run(supervisor, 1, request(steps=6), progress)
     assert [(p.job_id, p.step, p.total) for p in progress] == [(1, n, 6) for n in range(1, 7)]
     assert result.job_id == 1
-    assert (result.image.mode, result.image.width, result.image.height) == ("RGB", 64, 64)
-    assert encode_result(request(steps=6), result).startswith(b"\x89PNG\r\n\x1a\n")
+    assert (result.images[0].mode, result.images[0].width, result.images[0].height) == ("RGB", 64, 64)
+    assert encode_result(request(steps=6), result)[0].startswith(b"\x89PNG\r\n\x1a\n")
     assert result.generate_started < result.generate_finished
     assert result.seconds > 0
     assert 0 < result.step_seconds <= result.seconds
@@ -146,8 +154,8 @@ async def test_same_request_and_seed_give_identical_png_bytes(supervisor: Worker
     first = await run(supervisor, 2, request("a red fox", seed=42, size=128))
     second = await run(supervisor, 3, request("a red fox", seed=42, size=128))
     other_seed = await run(supervisor, 4, request("a red fox", seed=43, size=128))
-    assert first.image == second.image
-    assert first.image != other_seed.image
+    assert first.images == second.images
+    assert first.images != other_seed.images
     same = request("a red fox", seed=42, size=128)
     assert encode_result(same, first) == encode_result(same, second)
 
@@ -158,7 +166,7 @@ async def test_png_carries_the_metadata_that_reproduces_it(supervisor: WorkerSup
         guidance=4.5,
     )  # fmt: skip
     result = await run(supervisor, 5, req)
-    meta = read_metadata(encode_result(req, result))
+    meta = read_metadata(encode_result(req, result)[0])
     assert meta.request == req
     assert meta.model == "tiny.safetensors"
     assert meta.strategy == result.strategy
@@ -213,7 +221,8 @@ async def test_out_of_memory_retries_once_with_a_lower_memory_strategy(superviso
     progress: list[StepProgress] = []
     result = await run(supervisor, 12, request("tight [oom]", steps=3), progress)
     assert result.strategy != "resident"
-    assert read_metadata(encode_result(request("tight [oom]", steps=3), result)).strategy == result.strategy
+    [png] = encode_result(request("tight [oom]", steps=3), result)
+    assert read_metadata(png).strategy == result.strategy
     # Progress restarts with the retry: step 1 of the failed attempt, then 1..3 of the second.
     assert [p.step for p in progress] == [1, 1, 2, 3]
 
@@ -268,6 +277,126 @@ async def test_the_event_loop_is_never_blocked_while_the_worker_runs(supervisor:
             await asyncio.sleep(interval)
             worst = max(worst, loop.time() - before - interval)
     result = job.result()
-    assert len(result.image.pixels) == 1024 * 1024 * 3  # a large message crossed the pipe meanwhile
+    assert len(result.images[0].pixels) == 1024 * 1024 * 3  # a large message crossed the pipe meanwhile
     print(f"worst event loop lag while the worker ran: {worst * 1000:.1f} ms")
     assert worst < 0.05, f"the event loop was blocked for {worst * 1000:.0f} ms"
+
+
+SIZE = 64
+
+
+def image_request(**changes: object) -> GenerationRequest:
+    base = GenerationRequest(
+        prompt="a lighthouse", negative_prompt="", seed=11, steps=3, width=SIZE, height=SIZE, guidance=3.5
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def solid(colour: tuple[int, int, int], size: int = SIZE) -> RawImage:
+    return RawImage("RGB", size, size, bytes(colour) * (size * size))
+
+
+def mean_colour(raw: RawImage) -> tuple[float, float, float]:
+    red, green, blue = ImageStat.Stat(Image.frombytes(raw.mode, (raw.width, raw.height), raw.pixels)).mean
+    return red, green, blue
+
+
+async def test_a_job_of_four_images_is_four_single_images_of_consecutive_seeds(
+    supervisor: WorkerSupervisor,
+) -> None:
+    progress: list[StepProgress] = []
+    four = await run(supervisor, 1, image_request(count=4), progress)
+    assert len(four.images) == 4
+    assert [(p.step, p.total) for p in progress] == [(n, 12) for n in range(1, 13)]
+    for index, image in enumerate(four.images):
+        single = await run(supervisor, 2 + index, image_request(seed=11 + index))
+        assert single.images == (image,)
+    assert len({image.pixels for image in four.images}) == 4
+
+
+async def test_the_seeds_of_a_set_wrap_within_32_bits() -> None:
+    req = image_request(seed=2**32 - 2, count=4)
+    assert [req.image_seed(i) for i in range(4)] == [2**32 - 2, 2**32 - 1, 0, 1]
+    assert req.single(2).seed == 0 and req.single(2).count == 1
+    with pytest.raises(IndexError):
+        req.single(4)
+
+
+async def test_image_to_image_with_the_same_seed_image_and_strength_gives_identical_pixels(
+    supervisor: WorkerSupervisor,
+) -> None:
+    red = image_request(input_image=solid((255, 0, 0)), strength=0.3)
+    first = await run(supervisor, 10, red)
+    second = await run(supervisor, 11, red)
+    assert first.images == second.images
+    other_image = await run(supervisor, 12, replace(red, input_image=solid((0, 0, 255))))
+    other_strength = await run(supervisor, 13, replace(red, strength=0.8))
+    assert other_image.images != first.images
+    assert other_strength.images != first.images
+
+
+async def test_the_input_image_shows_through_by_the_strength(supervisor: WorkerSupervisor) -> None:
+    text_only = (await run(supervisor, 20, image_request())).images[0]
+    low = (await run(supervisor, 21, image_request(input_image=solid((255, 0, 0)), strength=0.2))).images[0]
+    high = (await run(supervisor, 22, image_request(input_image=solid((255, 0, 0)), strength=0.9))).images[0]
+    pattern_red = mean_colour(text_only)[0]
+    # The tiny backend blends: red = (1 - strength) * 255 + strength * the pattern's red.
+    assert mean_colour(low)[0] == pytest.approx(0.8 * 255 + 0.2 * pattern_red, abs=1.5)
+    assert mean_colour(high)[0] == pytest.approx(0.1 * 255 + 0.9 * pattern_red, abs=1.5)
+    # Strength 1 ignores the input: exactly text-to-image.
+    full = await run(supervisor, 23, image_request(input_image=solid((255, 0, 0)), strength=1.0))
+    assert full.images[0] == text_only
+
+
+async def test_each_png_says_which_image_of_which_job_and_the_strength(supervisor: WorkerSupervisor) -> None:
+    req = image_request(count=2, input_image=solid((0, 255, 0)), strength=0.35)
+    result = await run(supervisor, 30, req)
+    pngs = encode_result(req, result, source_job=7)
+    assert len(pngs) == 2
+    for index, png in enumerate(pngs):
+        meta = read_metadata(png)
+        assert (meta.image_index, meta.image_count, meta.source_job) == (index, 2, 7)
+        assert meta.request.seed == 11 + index and meta.request.count == 1
+        assert meta.request.strength == 0.35 and meta.request.input_image is None
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.info["image"] == f"{index + 1} of 2"
+            assert image.info["source_job"] == "7"
+    plain = read_metadata(encode_result(image_request(), await run(supervisor, 31, image_request()))[0])
+    assert (plain.source_job, plain.request.strength, plain.image_count) == (None, None, 1)
+
+
+async def test_requests_out_of_range_are_refused_before_they_reach_a_worker() -> None:
+    with pytest.raises(ValueError, match="count is 5"):
+        image_request(count=5)
+    with pytest.raises(ValueError, match="count is 0"):
+        image_request(count=0)
+    with pytest.raises(ValueError, match="strength is 0"):
+        image_request(input_image=solid((1, 2, 3)), strength=0.0)
+    with pytest.raises(ValueError, match="needs a strength"):
+        image_request(input_image=solid((1, 2, 3)))
+    with pytest.raises(ValueError, match="resize it first"):
+        image_request(input_image=solid((1, 2, 3), size=32), strength=0.5)
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+async def test_a_stored_input_image_is_decoded_and_sized_to_the_request() -> None:
+    stored = ImageRequest(prompt="p", seed=1, steps=2, width=128, height=64, guidance=3.5, strength=0.3)
+    source = _png(Image.new("RGB", (64, 32), (10, 200, 30)))
+    wanted = generation_request(stored, source)
+    assert wanted.input_image is not None
+    assert (wanted.input_image.width, wanted.input_image.height) == (128, 64)
+    assert wanted.strength == 0.3 and wanted.image_to_image
+    assert wanted.input_image.pixels[:3] == bytes((10, 200, 30))
+    # The same stored image always gives the same pixels.
+    assert generation_request(stored, source) == wanted
+    grey_alpha = _png(Image.new("LA", (128, 64), (90, 255)))
+    assert input_pixels(grey_alpha, 128, 64).pixels[:3] == bytes((90, 90, 90))
+    with pytest.raises(InputImageUnreadable, match="cannot be read"):
+        generation_request(stored, b"not an image")
+    text_only = generation_request(replace(stored, strength=None))
+    assert text_only.input_image is None and not text_only.image_to_image

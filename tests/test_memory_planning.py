@@ -142,12 +142,20 @@ def test_the_shipped_config_fits_each_card_with_a_quarter_gib_to_spare(card_gb: 
     assert whole_card <= CARDS[card_gb] * GIB - SPARE_BYTES
 
 
+@pytest.mark.parametrize("encodes", [False, True], ids=["text", "image-to-image"])
 @pytest.mark.parametrize("card_gb", sorted(CARDS))
-def test_every_allowed_size_runs_on_every_card(card_gb: int) -> None:
+def test_every_allowed_size_runs_on_every_card(card_gb: int, encodes: bool) -> None:
     plan = _plan(_card(CARDS[card_gb]))
     for width, height in _allowed_sizes():
-        fit = fit_request(width, height, plan.workspace_bytes)
+        fit = fit_request(width, height, plan.workspace_bytes, encodes=encodes)
         assert fit.fits, (width, height, card_gb)
+        if encodes:
+            assert fit.encode is not None
+            tile = fit.encode.tile
+            side = (
+                (width // 8, height // 8) if tile is None else (min(tile, width // 8), min(tile, height // 8))
+            )
+            assert vae_decode_bytes(*side) <= plan.workspace_bytes
         assert dit_step_bytes(width, height, fit.dit_chunk) <= plan.workspace_bytes
         assert fit.decode is not None
         tile = fit.decode.tile

@@ -27,7 +27,7 @@ ALICE = Requester(Platform.TELEGRAM, chat_id="100", user_id="1", user_name="alic
 def _succeeded(seconds: float, step_seconds: float) -> JobSucceeded:
     return JobSucceeded(
         job_id=1,
-        image=RawImage("RGB", 1, 1, b"\0\0\0"),
+        images=(RawImage("RGB", 1, 1, b"\0\0\0"),),
         model="m",
         strategy="s",
         seconds=seconds,

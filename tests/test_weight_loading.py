@@ -1,5 +1,5 @@
 """Reading checkpoints without a memory map (engine.weight_files), blocks placed where a plan puts them
-(engine.layer_streaming's layout), and the tiled VAE decode (engine.vae_tiling), on the CPU."""
+(engine.layer_streaming's layout), and the tiled VAE decode and encode (engine.vae_tiling), on the CPU."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine.memory_model import DecodePlan
-from engine.vae_tiling import decode_tiled, tile_starts
+from engine.vae_tiling import decode_tiled, encode_tiled, tile_starts
 from engine.weight_files import CheckpointError, CheckpointReader, index_checkpoint, model_to_file_names
 
 _NAMES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float8_e4m3fn: "F8_E4M3", torch.int64: "I64"}
@@ -150,6 +150,40 @@ def test_seams_are_blended_not_cut() -> None:
     diffs = (out[1:] - out[:-1]).abs()
     assert float(diffs.max()) < 0.1  # no jump between neighbouring pixels
     assert float(out[0]) == 1.0 and float(out[-1]) == 3.0
+
+
+def _local_encoder(pixels: torch.Tensor) -> torch.Tensor:
+    """An encoder whose latent pixel depends on its own 8x8 image pixels only (a VAE encoder's shape)."""
+    mix = torch.linspace(-1, 1, 16 * 3).reshape(16, 3, 1, 1)
+    return torch.nn.functional.conv2d(torch.nn.functional.avg_pool2d(pixels.float(), 8), mix)
+
+
+@pytest.mark.parametrize(("height", "width"), [(1152, 896), (512, 1600), (2048, 2048)])
+def test_a_tiled_encode_equals_the_whole_encode_for_a_local_encoder(height: int, width: int) -> None:
+    pixels = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    seen: list[tuple[int, int]] = []
+
+    def encoder(part: torch.Tensor) -> torch.Tensor:
+        seen.append((part.shape[2], part.shape[3]))
+        return _local_encoder(part)
+
+    whole = encode_tiled(_local_encoder, pixels, DecodePlan(tile=None))
+    tiled = encode_tiled(encoder, pixels, DecodePlan(tile=48))
+    assert tiled.shape == whole.shape == (1, 16, height // 8, width // 8)
+    torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
+    # Every tile is at most 48 latent pixels (384 image pixels) a side: the memory the plan counted.
+    assert len(seen) > 1 and max(max(shape) for shape in seen) <= 48 * 8
+
+
+def test_a_2048_square_input_is_encoded_in_tiles_that_fit_the_planned_room() -> None:
+    from engine.memory_model import fit_request, planned_room_bytes, vae_decode_bytes
+
+    room = planned_room_bytes(2048 * 2048)
+    fit = fit_request(2048, 2048, room, encodes=True)
+    assert fit.fits and fit.encode is not None and fit.encode.tiled
+    assert fit.encode.tile is not None and vae_decode_bytes(fit.encode.tile, fit.encode.tile) <= room
+    assert vae_decode_bytes(256, 256) > room  # whole, the encoder's attention would not fit
+    assert fit_request(1024, 1024, room, encodes=True).encode == fit_request(1024, 1024, room).decode
 
 
 def test_a_block_is_read_in_parallel_and_converted(

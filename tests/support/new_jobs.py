@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from storage.jobs import ImageRequest, NewJob, Platform, Requester
+from storage.jobs import ImageRequest, JobOrigin, NewJob, Platform, Requester
 
 
 class NewJobFactory(Protocol):
@@ -25,6 +25,11 @@ class NewJobFactory(Protocol):
         guidance: float = ...,
         parent_id: int | None = ...,
         dedupe_key: str | None = ...,
+        count: int = ...,
+        strength: float | None = ...,
+        input_png: bytes | None = ...,
+        origin: JobOrigin = ...,
+        parent_image_index: int | None = ...,
     ) -> NewJob: ...
 
 
@@ -44,6 +49,11 @@ def build_new_job(
     guidance: float = 3.5,
     parent_id: int | None = None,
     dedupe_key: str | None = None,
+    count: int = 1,
+    strength: float | None = None,
+    input_png: bytes | None = None,
+    origin: JobOrigin = JobOrigin.NEW,
+    parent_image_index: int | None = None,
 ) -> NewJob:
     """A small, valid job; user_name defaults to "user <user_id>"."""
     return NewJob(
@@ -62,7 +72,12 @@ def build_new_job(
             height=height,
             guidance=guidance,
             negative_prompt=negative_prompt,
+            count=count,
+            strength=strength,
         ),
         parent_id=parent_id,
         dedupe_key=dedupe_key,
+        input_png=input_png,
+        origin=origin,
+        parent_image_index=parent_image_index,
     )

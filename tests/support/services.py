@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.moderation import Moderation
 from bot.service import BotService
-from bot.settings import LimitsSettings
+from bot.settings import LimitsSettings, VariationsSettings
 from engine.settings import EngineSettings
 from storage.bans import BanList
 from storage.images import ImageStore
@@ -19,6 +19,7 @@ def build_service(
     engine: EngineSettings | None = None,
     *,
     moderation: Moderation | None = None,
+    variations: VariationsSettings | None = None,
 ) -> BotService:
     """A service with its settings and bans stored beside the queue's jobs."""
     return BotService(
@@ -26,6 +27,7 @@ def build_service(
         image_store,
         limits or LimitsSettings(),
         engine or EngineSettings(),
+        variations,
         user_settings=UserSettingsStore(queue.database),
         bans=BanList(queue.database),
         moderation=moderation,

@@ -2,6 +2,9 @@
 
 `engine.backend = "tests.support.tiny_backend:create_backend"`. It draws seeded noise at 1/8 of the
 requested size, runs a few cheap convolutions per step and upsamples: deterministic per (request, seed).
+Image i of a request uses seed + i (`request.single(i)`). With an input image the result is the input
+blended with that pattern by the strength (`Image.blend(input, pattern, strength)`), so tests can tell
+which image and strength were used.
 
 Words in the prompt steer it, for tests (the control word stays part of the prompt, as a user would type):
   [slow]   each step sleeps TINY_BACKEND_STEP_S seconds (default 0.2): long enough to cancel or time out
@@ -85,7 +88,19 @@ class TinyBackend:
         self._strategy += 1
         return True
 
-    def generate(self, request: GenerationRequest, on_step: StepCallback) -> Image:
+    def generate(self, request: GenerationRequest, on_step: StepCallback) -> list[Image]:
+        total = request.total_steps
+        images = []
+        for index in range(request.count):
+            done = index * request.steps
+
+            def step_of_job(step: int, _: int, done: int = done) -> None:
+                on_step(done + step, total)
+
+            images.append(self._one(request.single(index), step_of_job))
+        return images
+
+    def _one(self, request: GenerationRequest, on_step: StepCallback) -> Image:
         torch = self._torch
         from PIL import Image
 
@@ -105,7 +120,13 @@ class TinyBackend:
         pixels = (rgb * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
         raw = ctypes.string_at(pixels.data_ptr(), pixels.numel())
         small = Image.frombytes("RGB", (w, h), raw)
-        return small.resize((request.width, request.height), Image.Resampling.NEAREST)
+        pattern = small.resize((request.width, request.height), Image.Resampling.NEAREST)
+        source = request.input_image
+        if not request.image_to_image or source is None:
+            return pattern
+        # Image-to-image: strength of the pattern over the input, as noise over a latent at that strength.
+        start = Image.frombytes(source.mode, (source.width, source.height), source.pixels).convert("RGB")
+        return Image.blend(start, pattern, request.denoising_strength)
 
     def _trouble(self, request: GenerationRequest) -> None:
         """Whatever the prompt asked to go wrong at step 1."""

@@ -21,11 +21,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("spoiler", sa.Boolean(), nullable=False, server_default=sa.text("false")))
-        batch.add_column(
-            sa.Column("show_progress", sa.Boolean(), nullable=False, server_default=sa.text("true"))
-        )
+    # Plain ADD COLUMN, never a batch rebuild: on SQLite, rebuilding `jobs` (which references itself)
+    # with foreign keys on fires ON DELETE SET NULL and clears every reroll's parent_id.
+    op.add_column("jobs", sa.Column("spoiler", sa.Boolean(), nullable=False, server_default=sa.text("false")))
+    op.add_column(
+        "jobs", sa.Column("show_progress", sa.Boolean(), nullable=False, server_default=sa.text("true"))
+    )
 
     op.create_table(
         "user_settings",
@@ -54,6 +55,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("bans")
     op.drop_table("user_settings")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("show_progress")
-        batch.drop_column("spoiler")
+    op.drop_column("jobs", "show_progress")
+    op.drop_column("jobs", "spoiler")
