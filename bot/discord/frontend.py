@@ -13,8 +13,8 @@ from discord.errors import ConnectionClosed
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from bot.access import AccessPolicy
 from bot.delivery import Presenter
-from bot.discord.access import Access
 from bot.discord.buttons import JobButton
 from bot.discord.client import MajicClient
 from bot.discord.commands import DiscordHandlers, build_commands, on_tree_error
@@ -61,8 +61,16 @@ class DiscordFrontend:
             token_key=settings.token.get_secret_value(),
             on_token_refused=self._token_refused,
         )
-        self._handlers = DiscordHandlers(service, Access(settings), self._presenter, limits)
-        self._client.actions = self._handlers
+        policy = AccessPolicy(
+            admin_user_ids=frozenset(settings.admin_user_ids),
+            allowed_chat_ids=frozenset(settings.allowed_channel_ids),
+            allowed_guild_ids=frozenset(settings.allowed_guild_ids),
+            allowed_role_ids=frozenset(settings.allowed_role_ids),
+            allow_private=settings.allow_dms,
+        )
+        self._handlers = DiscordHandlers(service, policy, self._presenter, limits)
+        self._client.entrance = self._handlers
+        self._service = service
         self._gateway: asyncio.Task[None] | None = None
         # discord.py logs request URLs and gateway payloads (interaction tokens in both) at DEBUG:
         # scrub them where the records are made, so no handler of anyone's ever sees them.
@@ -181,7 +189,7 @@ class DiscordFrontend:
         """Runs inside login, before the gateway: register buttons and commands, then sync commands."""
         client.add_dynamic_items(JobButton)
         tree = client.tree
-        for command in build_commands(self._handlers):
+        for command in build_commands(self._handlers, self._service):
             tree.add_command(command)
         tree.error(on_tree_error)
         if self._settings.sync_guild_ids:

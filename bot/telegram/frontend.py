@@ -15,12 +15,12 @@ from telegram import Update
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import ApplicationBuilder
 
+from bot.access import AccessPolicy
 from bot.delivery import Presenter
 from bot.frontend import FrontendStartError
 from bot.log_setup import SecretRedactor, guard_loggers
 from bot.service import BotService
 from bot.settings import LimitsSettings, TelegramSettings
-from bot.telegram.access import AccessPolicy
 from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.handlers import COMMANDS, TelegramApp, TelegramHandlers
 from bot.telegram.presenter import TelegramPresenter
@@ -64,9 +64,12 @@ class TelegramFrontend:
         self._fatal = asyncio.Event()
         self._fatal_reason = ""
         self._acks = Acknowledger(self._app.bot, self._presenter, batch_s=settings.group_reply_batch_s)
-        TelegramHandlers(
-            service, limits, AccessPolicy.from_settings(settings), self._presenter, self._acks
-        ).register(self._app)
+        policy = AccessPolicy(
+            admin_user_ids=frozenset(settings.admin_user_ids),
+            allowed_user_ids=frozenset(settings.allowed_user_ids),
+            allowed_chat_ids=frozenset(settings.allowed_chat_ids),
+        )
+        TelegramHandlers(service, limits, policy, self._presenter, self._acks).register(self._app)
 
     @property
     def presenter(self) -> Presenter:

@@ -1,14 +1,15 @@
-"""Telegram updates -> one BotService call -> a reply. Thin on purpose: the rules live in bot/service.py."""
+"""Telegram updates -> one BotService call -> a reply. Thin on purpose: the rules live in bot/service.py.
+
+Every handler is registered through `_entrance`, the one place that checks access and says who asks.
+"""
 
 from __future__ import annotations
 
-import io
 import logging
-import re
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from telegram import BotCommand, CallbackQuery, Message, ReplyParameters, Update
+from telegram import BotCommand, CallbackQuery, InputFile, Message, ReplyParameters, Update
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     Application,
@@ -20,22 +21,23 @@ from telegram.ext import (
 )
 
 from bot import texts
-from bot.command_parser import MAX_SEED, check_job_id, check_seed, parse_imagine
-from bot.errors import InvalidRequest, NothingToDo, UserFacingError
+from bot.access import AccessPolicy, Caller, Place
+from bot.command_parser import read_imagine, read_job_argument, read_seed_argument
+from bot.errors import InvalidRequest, UserFacingError
+from bot.job_view import ButtonAction, ButtonPress, history_buttons
 from bot.service import BotService
 from bot.settings import LimitsSettings
 from bot.standing import Queued
-from bot.telegram import keyboards
-from bot.telegram.access import AccessPolicy
 from bot.telegram.acknowledgements import Acknowledger
-from bot.telegram.keyboards import Action, ButtonPress
+from bot.telegram.keyboards import markup
 from bot.telegram.presenter import TelegramPresenter
-from storage.jobs import JobStatus, Platform, Requester
+from storage.jobs import Platform, Requester
 
 logger = logging.getLogger(__name__)
 
 Context = ContextTypes.DEFAULT_TYPE
 TelegramApp = Application[Any, Any, Any, Any, Any, Any]
+Handler = Callable[[Update, Context, Caller], Awaitable[None]]
 
 COMMANDS: tuple[BotCommand, ...] = (
     BotCommand("imagine", "Draw a picture: /imagine <prompt> [--ar 16:9] [--seed N]"),
@@ -51,16 +53,8 @@ MAX_MESSAGE = 4096
 UNKNOWN_BUTTON = "This button is from an older version of the bot and no longer works."
 PRIVATE_CHAT_NOTE = "In a private chat with me, any message that is not a command is a prompt too.\n"
 
-_INTEGER = re.compile(r"-?[0-9]+")
-
 # Edited messages must not queue a second job, so commands react to new messages only.
 _NEW_MESSAGES = filters.UpdateType.MESSAGE
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    requester: Requester
-    is_admin: bool
 
 
 class TelegramHandlers:
@@ -70,7 +64,7 @@ class TelegramHandlers:
         self,
         service: BotService,
         limits: LimitsSettings,
-        access: AccessPolicy,
+        policy: AccessPolicy,
         presenter: TelegramPresenter,
         acks: Acknowledger,
     ) -> None:
@@ -81,80 +75,94 @@ class TelegramHandlers:
             + "\n"
             + PRIVATE_CHAT_NOTE
         )
-        self._access = access
+        self._policy = policy
         self._presenter = presenter
         self._acks = acks
 
     def register(self, app: TelegramApp) -> None:
-        app.add_handler(CommandHandler("imagine", self.imagine, filters=_NEW_MESSAGES))
-        app.add_handler(CommandHandler("reroll", self.reroll, filters=_NEW_MESSAGES))
-        app.add_handler(CommandHandler("history", self.history, filters=_NEW_MESSAGES))
-        app.add_handler(CommandHandler("queue", self.queue, filters=_NEW_MESSAGES))
-        app.add_handler(CommandHandler("cancel", self.cancel, filters=_NEW_MESSAGES))
-        app.add_handler(CommandHandler("show", self.show, filters=_NEW_MESSAGES))
-        app.add_handler(CommandHandler(["help", "start"], self.help, filters=_NEW_MESSAGES))
+        commands: dict[str | tuple[str, ...], Handler] = {
+            "imagine": self.imagine,
+            "reroll": self.reroll,
+            "history": self.history,
+            "queue": self.queue,
+            "cancel": self.cancel,
+            "show": self.show,
+            ("help", "start"): self.help,
+        }
+        for names, handler in commands.items():
+            app.add_handler(CommandHandler(names, self._entrance(handler), filters=_NEW_MESSAGES))
         private = _NEW_MESSAGES & filters.ChatType.PRIVATE
-        app.add_handler(MessageHandler(private & filters.TEXT & ~filters.COMMAND, self.private_text))
-        app.add_handler(MessageHandler(private & filters.COMMAND, self.unknown_command))
-        app.add_handler(CallbackQueryHandler(self.button))
+        app.add_handler(
+            MessageHandler(private & filters.TEXT & ~filters.COMMAND, self._entrance(self.private_text))
+        )
+        app.add_handler(MessageHandler(private & filters.COMMAND, self._entrance(self.unknown_command)))
+        app.add_handler(CallbackQueryHandler(self._entrance(self.button)))
         app.add_error_handler(self.error)
 
+    def _entrance(self, handler: Handler) -> Callable[[Update, Context], Coroutine[Any, Any, None]]:
+        """`handler`, for those the access rule admits; a polite refusal for the rest."""
+
+        async def admitted(update: Update, context: Context) -> None:
+            user, chat = update.effective_user, update.effective_chat
+            if user is None or chat is None:
+                return
+            try:
+                self._policy.check(Place(user.id, chat.id, private=False))
+            except UserFacingError:
+                logger.info("refused telegram user %s in chat %s", user.id, chat.id)
+                # One polite line whatever the reason: the allowlists are the operator's business.
+                await self._answer(update, texts.not_allowed_text())
+                return
+            requester = Requester(
+                Platform.TELEGRAM, str(chat.id), str(user.id), user.username or user.full_name
+            )
+            await handler(update, context, Caller(requester, self._policy.is_admin(user.id)))
+
+        return admitted
+
     # -- commands -------------------------------------------------------------------------------
-    async def imagine(self, update: Update, context: Context) -> None:
-        message = update.effective_message
-        if message is not None:
-            await self._imagine(update, message, _command_argument(message))
+    async def imagine(self, update: Update, context: Context, caller: Caller) -> None:
+        await self._imagine(update, caller, _command_argument(_message(update)))
 
-    async def private_text(self, update: Update, context: Context) -> None:
-        message = update.effective_message
-        if message is not None and message.text:
-            await self._imagine(update, message, message.text)
+    async def private_text(self, update: Update, context: Context, caller: Caller) -> None:
+        await self._imagine(update, caller, _message(update).text or "")
 
-    async def reroll(self, update: Update, context: Context) -> None:
-        message, caller = await self._admit_message(update)
-        if message is None or caller is None:
-            return
-        try:
-            seed = _parse_seed(context.args or [])
-            queued = await self._service.reroll(caller.requester, seed=seed, is_admin=caller.is_admin)
-        except UserFacingError as error:
-            await _reply(message, str(error))
-            return
-        await self._post_status(message, queued)
+    async def _imagine(self, update: Update, caller: Caller, text: str) -> None:
+        async def enqueue() -> Queued:
+            # Only read here: the service checks the arguments, once.
+            args = read_imagine(text, self._limits)
+            return await self._service.imagine(caller.requester, args, is_admin=caller.is_admin)
 
-    async def history(self, update: Update, context: Context) -> None:
-        message, caller = await self._admit_message(update)
-        if message is None or caller is None:
-            return
+        await self._queued(update, enqueue)
+
+    async def reroll(self, update: Update, context: Context, caller: Caller) -> None:
+        async def enqueue() -> Queued:
+            seed = read_seed_argument(context.args or [])
+            return await self._service.reroll(caller.requester, seed=seed, is_admin=caller.is_admin)
+
+        await self._queued(update, enqueue)
+
+    async def history(self, update: Update, context: Context, caller: Caller) -> None:
         jobs = await self._service.history(caller.requester, 10)
-        markup = keyboards.history_keyboard(jobs) if jobs else None
-        await _reply(message, texts.history_text(jobs), reply_markup=markup)
+        await _reply(_message(update), texts.history_text(jobs), reply_markup=markup(history_buttons(jobs)))
 
-    async def queue(self, update: Update, context: Context) -> None:
-        message, caller = await self._admit_message(update)
-        if message is None or caller is None:
-            return
-        overview = await self._service.queue_overview(caller.requester)
-        await _reply(message, texts.queue_text(overview))
+    async def queue(self, update: Update, context: Context, caller: Caller) -> None:
+        await self._answer(update, texts.queue_text(await self._service.queue_overview(caller.requester)))
 
-    async def cancel(self, update: Update, context: Context) -> None:
-        message, caller = await self._admit_message(update)
-        if message is None or caller is None:
-            return
+    async def cancel(self, update: Update, context: Context, caller: Caller) -> None:
         try:
-            job_id = _parse_job_id(context.args or [])
-            job = await self._service.cancel(caller.requester, job_id, is_admin=caller.is_admin)
+            job_id = read_job_argument(context.args or [], "cancel")
+            text = texts.cancelled_text(
+                await self._service.cancel(caller.requester, job_id, is_admin=caller.is_admin)
+            )
         except UserFacingError as error:
-            await _reply(message, str(error))
-            return
-        await _reply(message, texts.cancelled_text(job))
+            text = str(error)
+        await self._answer(update, text)
 
-    async def show(self, update: Update, context: Context) -> None:
-        message, caller = await self._admit_message(update)
-        if message is None or caller is None:
-            return
+    async def show(self, update: Update, context: Context, caller: Caller) -> None:
+        message = _message(update)
         try:
-            job_id = _parse_job_id(context.args or [], command="show")
+            job_id = read_job_argument(context.args or [], "show")
             if job_id is None:
                 raise InvalidRequest("Write /show <job id>, e.g. /show 42 (/history lists yours).")
             job = await self._service.show(caller.requester, job_id, is_admin=caller.is_admin)
@@ -162,98 +170,77 @@ class TelegramHandlers:
         except UserFacingError as error:
             await _reply(message, str(error))
 
-    async def help(self, update: Update, context: Context) -> None:
-        message, caller = await self._admit_message(update)
-        if message is not None and caller is not None:
-            await _reply(message, self._help)
+    async def help(self, update: Update, context: Context, caller: Caller) -> None:
+        await self._answer(update, self._help)
 
-    async def unknown_command(self, update: Update, context: Context) -> None:
-        message, caller = await self._admit_message(update)
-        if message is None or caller is None or not message.text:
-            return
-        command = message.text.split(maxsplit=1)[0]
+    async def unknown_command(self, update: Update, context: Context, caller: Caller) -> None:
+        message = _message(update)
+        command = (message.text or "").split(maxsplit=1)[0]
         if "@" in command and command.partition("@")[2].lower() != (message.get_bot().username or "").lower():
             return  # addressed to another bot
         await _reply(message, f"I don't know {command}. Send /help for what I can do.")
 
     # -- buttons --------------------------------------------------------------------------------
-    async def button(self, update: Update, context: Context) -> None:
+    async def button(self, update: Update, context: Context, caller: Caller) -> None:
         query = update.callback_query
-        if query is None:
-            return
-        chat = update.effective_chat
-        user = update.effective_user
-        if chat is None or user is None or not self._access.allows(user.id, chat.id):
-            await query.answer(texts.not_allowed_text(), show_alert=True)
-            return
-        press = keyboards.parse_callback_data(query.data)
+        assert query is not None
+        press = ButtonPress.parse(query.data)
         if press is None or not _is_on_its_message(query):
             await query.answer(UNKNOWN_BUTTON, show_alert=True)
             return
-        caller = Caller(_requester(update), self._access.is_admin(user.id))
+        service, job_id, requester, is_admin = self._service, press.job_id, caller.requester, caller.is_admin
         try:
-            if press.action in (Action.REROLL, Action.RETRY):
-                await self._button_reroll(update, caller, press)
-            elif press.action is Action.ORIGINAL:
-                await self._button_original(update, caller, press)
+            if press.action is ButtonAction.REROLL:
+                await self._press_queued(
+                    update,
+                    query,
+                    await service.reroll(requester, job_id=job_id, from_button=True, is_admin=is_admin),
+                )
+            elif press.action is ButtonAction.RETRY:
+                await self._press_queued(
+                    update, query, await service.retry(requester, job_id, is_admin=is_admin)
+                )
+            elif press.action is ButtonAction.ORIGINAL:
+                picture = await service.original_png(requester, job_id, is_admin=is_admin)
+                await query.answer("Sending the original PNG…")
+                await query.get_bot().send_document(
+                    requester.chat_id,
+                    document=InputFile(picture.png, filename=picture.filename),
+                    caption=f"Original PNG of job #{job_id} (lossless).",
+                    reply_parameters=_reply_parameters(query.message),
+                )
+            elif press.action is ButtonAction.DETAILS:
+                job = await service.visible_job(requester, job_id, is_admin=is_admin)
+                await query.answer()
+                await query.get_bot().send_message(requester.chat_id, texts.details_text(job)[:MAX_MESSAGE])
             else:
-                await self._button_delete(update, caller, press)
+                await self._delete(query, caller, job_id)
         except UserFacingError as error:
             await query.answer(str(error), show_alert=True)
 
-    async def _button_reroll(self, update: Update, caller: Caller, press: ButtonPress) -> None:
-        query = update.callback_query
-        assert query is not None
-        seed: int | None = None
-        if press.action is Action.RETRY:
-            seed = (await self._service.job(press.job_id)).request.seed
-        queued = await self._service.reroll(
-            caller.requester, seed=seed, job_id=press.job_id, from_button=True, is_admin=caller.is_admin
-        )
+    async def _press_queued(self, update: Update, query: CallbackQuery, queued: Queued) -> None:
         try:  # queued either way: a failed answer must not reach the "try again" error reply
-            if not queued.created:
-                await query.answer(f"Already queued as job #{queued.job.id}.")
-                return
-            await query.answer(f"Queued as job #{queued.job.id}.")
+            lead = "Queued as" if queued.created else "Already queued as"
+            await query.answer(f"{lead} job #{queued.job.id}.")
         except TelegramError as error:
             logger.warning("job=%s queued, but the button press was not answered: %s", queued.job.id, error)
-            if not queued.created:
-                return
-        if isinstance(query.message, Message):
-            await self._post_status(query.message, queued)
-        else:
-            await self._post_status_in(update, queued)
-
-    async def _button_original(self, update: Update, caller: Caller, press: ButtonPress) -> None:
-        query = update.callback_query
-        chat = update.effective_chat
-        assert query is not None and chat is not None
-        job = await self._service.job(press.job_id)
-        # Only the job's own chat (or its owner, or an admin) may fetch its file.
-        owner, asker = job.requester, caller.requester
-        visible = owner.platform is asker.platform and (
-            asker.chat_id == owner.chat_id or asker.user_id == owner.user_id
-        )
-        if not (visible or caller.is_admin):
-            raise NothingToDo(f"There is no job #{job.id} here.")
-        if job.status is not JobStatus.DONE:
-            await query.answer(f"Job #{job.id} has no image.", show_alert=True)
+        if not queued.created:
             return
-        png = await self._service.image_bytes(job)  # says so if the picture expired
-        await query.answer("Sending the original PNG…")
-        await chat.send_document(
-            document=io.BytesIO(png),
-            filename=f"majicbot-{job.id}-{job.request.seed}.png",
-            caption=f"Original PNG of job #{job.id} (lossless).",
-            reply_parameters=_reply_parameters(query.message),
-        )
+        if isinstance(query.message, Message):
+            await self._acknowledge(query.message, queued)
+            return
+        chat = update.effective_chat
+        assert chat is not None
+        text = texts.queued_text(queued)
+        try:
+            status = await chat.send_message(text)
+        except TelegramError as error:  # queued all the same: never invite a second press
+            logger.warning("job=%s queued, but the answer was not sent: %s", queued.job.id, error)
+            return
+        await self._presenter.attach_status(queued.job, status.message_id, text)
 
-    async def _button_delete(self, update: Update, caller: Caller, press: ButtonPress) -> None:
-        query = update.callback_query
-        assert query is not None
-        job = await self._service.job_for_owner_or_admin(
-            caller.requester, press.job_id, is_admin=caller.is_admin
-        )
+    async def _delete(self, query: CallbackQuery, caller: Caller, job_id: int) -> None:
+        job = await self._service.job_for_owner_or_admin(caller.requester, job_id, is_admin=caller.is_admin)
         if query.message is None:
             await query.answer("That message is too old for me to delete.", show_alert=True)
             return
@@ -267,59 +254,41 @@ class TelegramHandlers:
         logger.info("job=%s image message deleted by telegram user %s", job.id, caller.requester.user_id)
 
     # -- shared steps -------------------------------------------------------------------------
-    async def _imagine(self, update: Update, message: Message, text: str) -> None:
-        _, caller = await self._admit_message(update)
-        if caller is None:
-            return
+    async def _queued(self, update: Update, enqueue: Callable[[], Awaitable[Queued]]) -> None:
+        message = _message(update)
         try:
-            args = parse_imagine(text, self._limits)
-            queued = await self._service.imagine(caller.requester, args, is_admin=caller.is_admin)
+            queued = await enqueue()
         except UserFacingError as error:
             await _reply(message, str(error))
             return
-        await self._post_status(message, queued)
+        await self._acknowledge(message, queued)
 
-    async def _post_status(self, reply_to: Message, queued: Queued) -> None:
+    async def _acknowledge(self, reply_to: Message, queued: Queued) -> None:
         """Answer at once with the queue position and ETA (see bot/telegram/acknowledgements.py)."""
         logger.info("job=%s queued from telegram chat %s", queued.job.id, reply_to.chat_id)
         await self._acks.acknowledge(reply_to, queued)
 
-    async def _post_status_in(self, update: Update, queued: Queued) -> None:
-        chat = update.effective_chat
-        assert chat is not None
-        text = texts.queued_text(queued)
-        try:
-            status = await chat.send_message(text)
-        except TelegramError as error:  # queued all the same: never invite a second press
-            logger.warning("job=%s queued, but the answer was not sent: %s", queued.job.id, error)
-            return
-        await self._presenter.attach_status(queued.job, status.message_id, text)
-
-    async def _admit_message(self, update: Update) -> tuple[Message | None, Caller | None]:
-        """The message and who sent it, or a polite refusal (then the caller is None)."""
-        message = update.effective_message
-        user = update.effective_user
-        chat = update.effective_chat
-        if message is None or user is None or chat is None:
-            return message, None
-        if not self._access.allows(user.id, chat.id):
-            logger.info("refused telegram user %s in chat %s", user.id, chat.id)
-            await _reply(message, texts.not_allowed_text())
-            return message, None
-        return message, Caller(_requester(update), self._access.is_admin(user.id))
+    async def _answer(self, update: Update, text: str) -> None:
+        """`text` as an alert for a button press, or as a reply to a message."""
+        if update.callback_query is not None:
+            await update.callback_query.answer(text[:200], show_alert=True)
+        elif update.effective_message is not None:
+            await _reply(update.effective_message, text)
 
     async def error(self, update: object, context: Context) -> None:
         logger.error("a Telegram update failed: %s", context.error, exc_info=context.error)
         if not isinstance(update, Update):
             return
-        sorry = texts.unexpected_error_text(context.error)
         try:
-            if update.callback_query is not None:
-                await update.callback_query.answer(sorry, show_alert=True)
-            elif update.effective_message is not None:
-                await _reply(update.effective_message, sorry)
+            await self._answer(update, texts.unexpected_error_text(context.error))
         except TelegramError as error:  # a courtesy (the query may be answered already); logged above
             logger.debug("could not tell the user about the failed update: %s", error)
+
+
+def _message(update: Update) -> Message:
+    message = update.effective_message
+    assert message is not None, "registered for message updates only"
+    return message
 
 
 def _is_on_its_message(query: CallbackQuery) -> bool:
@@ -334,49 +303,13 @@ def _is_on_its_message(query: CallbackQuery) -> bool:
     return any(button.callback_data == query.data for row in markup.inline_keyboard for button in row)
 
 
-def _requester(update: Update) -> Requester:
-    user = update.effective_user
-    chat = update.effective_chat
-    assert user is not None and chat is not None
-    return Requester(
-        platform=Platform.TELEGRAM,
-        chat_id=str(chat.id),
-        user_id=str(user.id),
-        user_name=user.username or user.full_name,
-    )
-
-
 def _command_argument(message: Message) -> str:
     """The text after the leading /command (or /command@bot)."""
     text = message.text or ""
     for entity in message.entities:
         if entity.type == "bot_command" and entity.offset == 0:
-            command = message.parse_entity(entity)
-            return text[len(command) :].strip()
+            return text[len(message.parse_entity(entity)) :].strip()
     return text.partition(" ")[2].strip()
-
-
-def _parse_seed(args: list[str]) -> int | None:
-    if not args:
-        return None
-    if len(args) > 1 or not _INTEGER.fullmatch(args[0]):
-        raise InvalidRequest(
-            "Write /reroll for a new random seed, or /reroll <seed> with a whole number "
-            f"from 0 to {MAX_SEED}, e.g. /reroll 1234."
-        )
-    return check_seed(int(args[0]))
-
-
-def _parse_job_id(args: list[str], command: str = "cancel") -> int | None:
-    if not args:
-        return None
-    if len(args) > 1 or not _INTEGER.fullmatch(args[0].lstrip("#")):
-        if command == "cancel":
-            raise InvalidRequest(
-                "Write /cancel to stop your newest job, or /cancel <job id>, e.g. /cancel 42."
-            )
-        raise InvalidRequest(f"Write /{command} <job id>, e.g. /{command} 42 (/history lists yours).")
-    return check_job_id(int(args[0].lstrip("#")))
 
 
 def _reply_parameters(message: object) -> ReplyParameters | None:
@@ -388,8 +321,5 @@ def _reply_parameters(message: object) -> ReplyParameters | None:
 async def _reply(message: Message, text: str, **kwargs: Any) -> Message:
     """Plain text (no parse_mode: the text may hold user input), quoting the user's message."""
     return await message.get_bot().send_message(
-        message.chat_id,
-        text[:MAX_MESSAGE],
-        reply_parameters=_reply_parameters(message),
-        **kwargs,
+        message.chat_id, text[:MAX_MESSAGE], reply_parameters=_reply_parameters(message), **kwargs
     )
