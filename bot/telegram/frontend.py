@@ -17,7 +17,7 @@ from telegram.ext import ApplicationBuilder
 
 from bot.access import AccessPolicy
 from bot.delivery import Presenter
-from bot.frontend import FrontendStartError
+from bot.frontend import FatalReason, FrontendStartError
 from bot.log_setup import SecretRedactor, guard_loggers
 from bot.service import BotService
 from bot.settings import LimitsSettings, TelegramSettings
@@ -61,8 +61,7 @@ class TelegramFrontend:
         )
         self._presenter = TelegramPresenter(self._app.bot, service, settings)
         self._stopping = False
-        self._fatal = asyncio.Event()
-        self._fatal_reason = ""
+        self._fatal = FatalReason()
         self._acks = Acknowledger(self._app.bot, self._presenter, batch_s=settings.group_reply_batch_s)
         policy = AccessPolicy(
             admin_user_ids=frozenset(settings.admin_user_ids),
@@ -103,8 +102,7 @@ class TelegramFrontend:
         logger.info("Telegram bot @%s is running (%s)", self._app.bot.username, self._settings.mode)
 
     async def fatal_error(self) -> str:
-        await self._fatal.wait()
-        return self._fatal_reason
+        return await self._fatal.wait()
 
     async def stop(self) -> None:
         """Stop receiving updates, let in-flight handlers finish, close connections."""
@@ -163,7 +161,7 @@ class TelegramFrontend:
             return
         error = None if task.cancelled() else task.exception()
         if isinstance(error, InvalidToken):
-            self._fail(
+            self._fatal.set(
                 "Telegram rejected the bot token while polling (401 Unauthorized): it was revoked or "
                 "changed. Set the new token in telegram.token or MAJICBOT_TELEGRAM_TOKEN, then restart."
             )
@@ -173,12 +171,7 @@ class TelegramFrontend:
                 if error is None
                 else self._redactor.redact(f"{type(error).__name__}: {error}")
             )
-            self._fail(f"receiving Telegram updates stopped ({cause}); restart majicbot.")
-
-    def _fail(self, reason: str) -> None:
-        if not self._fatal.is_set():
-            self._fatal_reason = reason
-            self._fatal.set()
+            self._fatal.set(f"receiving Telegram updates stopped ({cause}); restart majicbot.")
 
     async def _shutdown(self) -> None:
         updater = self._app.updater
