@@ -1,4 +1,4 @@
-"""The slash commands and button presses: admitted once at the entrance, then one BotService call, rendered.
+"""The slash commands and button presses: admitted once at the entrance, one `ChatCommands` call, rendered.
 
 Every answer is ephemeral: the status line of a job, mistakes, /history and /queue are the asker's
 business; the finished image is posted for everyone by the presenter.
@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import discord
@@ -18,31 +18,29 @@ from discord import app_commands
 
 from bot import texts
 from bot.access import AccessPolicy, Caller, Place
+from bot.chat_commands import Answer, ChatCommands, Details, Reply, Shown
 from bot.command_parser import ASPECT_RATIOS, MAX_JOB_ID, MAX_SEED, read_imagine, with_options
+from bot.discord.buttons import components
 from bot.discord.presenter import NO_MENTIONS, DiscordPresenter
 from bot.errors import UserFacingError
-from bot.job_view import ButtonAction, ButtonPress
-from bot.service import BotService
-from bot.settings import LimitsSettings
+from bot.job_view import ButtonPress, ButtonSpec
+from bot.service import Picture
 from bot.standing import Queued
 from storage.jobs import Platform, Requester
 
 log = logging.getLogger(__name__)
 
 EXAMPLE = "/imagine prompt: a red fox in the snow --ar 16:9"
-Work = Callable[[Caller], Awaitable[None]]
 
 
 class DiscordHandlers:
-    """The entrance (`bot.discord.client.Entrance`) and what each command and button does."""
+    """The entrance (`bot.discord.client.Entrance`): admits an interaction once, runs one
+    `ChatCommands` call and renders its answer."""
 
-    def __init__(
-        self, service: BotService, policy: AccessPolicy, presenter: DiscordPresenter, limits: LimitsSettings
-    ) -> None:
-        self._service = service
+    def __init__(self, commands: ChatCommands, policy: AccessPolicy, presenter: DiscordPresenter) -> None:
+        self.commands = commands
         self._policy = policy
         self._presenter = presenter
-        self.limits = limits
         self._in_flight: set[asyncio.Task[Any]] = set()
 
     async def admit(self, interaction: discord.Interaction) -> bool:
@@ -61,14 +59,16 @@ class DiscordHandlers:
             return False
         return True
 
-    async def run(self, interaction: discord.Interaction, work: Work) -> None:
-        """Do an admitted interaction's work; a mistake or failure becomes its answer."""
+    async def answer(
+        self, interaction: discord.Interaction, call: Callable[[Caller], Awaitable[Answer]]
+    ) -> None:
+        """Run an admitted interaction's call and show its answer; a mistake or failure is the answer."""
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
         caller = Caller(_requester(interaction), self._policy.is_admin(interaction.user.id))
         try:
-            await work(caller)
+            await self._render(interaction, await call(caller))
         except UserFacingError as error:
             await reply(interaction, str(error))
         except Exception as error:
@@ -78,77 +78,34 @@ class DiscordHandlers:
             if task is not None:
                 self._in_flight.discard(task)
 
-    async def text(
-        self, interaction: discord.Interaction, answer: Callable[[Caller], Awaitable[str]]
-    ) -> None:
-        async def work(caller: Caller) -> None:
-            await reply(interaction, await answer(caller))
+    async def press(self, interaction: discord.Interaction, press: ButtonPress) -> None:
+        await self.answer(interaction, lambda caller: self.commands.press(caller, press))
 
-        await self.run(interaction, work)
-
-    async def queued(
-        self, interaction: discord.Interaction, enqueue: Callable[[Caller], Awaitable[Queued]]
-    ) -> None:
-        async def work(caller: Caller) -> None:
-            queued = await enqueue(caller)
+    async def _render(self, interaction: discord.Interaction, answer: Answer) -> None:
+        if isinstance(answer, Queued):
             # Queued whatever happens now: a failure to say so must never end in the generic "try
             # again" (that would queue a second job); the picture is posted when done either way.
             try:
-                await self._presenter.open(interaction, queued)
+                await self._presenter.open(interaction, answer)
             except Exception:
-                log.exception("job=%s is queued, but its status line could not be shown", queued.job.id)
-
-        await self.run(interaction, work)
-
-    async def imagine(self, interaction: discord.Interaction, prompt: str, **options: Any) -> None:
-        async def enqueue(caller: Caller) -> Queued:
-            # Only read here: the service checks the merged arguments, once.
-            args = with_options(read_imagine(prompt, self.limits), self.limits, **options)
-            return await self._service.imagine(caller.requester, args, is_admin=caller.is_admin)
-
-        await self.queued(interaction, enqueue)
-
-    async def show(self, interaction: discord.Interaction, job_id: int) -> None:
-        async def work(caller: Caller) -> None:
-            job = await self._service.show(caller.requester, job_id, is_admin=caller.is_admin)
-            await self._presenter.show_result(interaction, job)
-
-        await self.run(interaction, work)
-
-    async def press(self, interaction: discord.Interaction, press: ButtonPress) -> None:
-        service, job_id = self._service, press.job_id
-        if press.action is ButtonAction.REROLL:
-            await self.queued(
-                interaction,
-                lambda c: service.reroll(c.requester, job_id=job_id, from_button=True, is_admin=c.is_admin),
-            )
-        elif press.action is ButtonAction.RETRY:
-            await self.queued(interaction, lambda c: service.retry(c.requester, job_id, is_admin=c.is_admin))
-        elif press.action is ButtonAction.DETAILS:
-            await self.run(interaction, lambda c: self._details(interaction, c, job_id))
-        elif press.action is ButtonAction.ORIGINAL:
-            await self.run(interaction, lambda c: self._original(interaction, c, job_id))
+                log.exception("job=%s is queued, but its status line could not be shown", answer.job.id)
+        elif isinstance(answer, Reply):
+            await reply(interaction, answer.text, answer.buttons)
+        elif isinstance(answer, Shown):
+            await self._presenter.show_result(interaction, answer.job)
+        elif isinstance(answer, Details):
+            embed = discord.Embed(description=fit(answer.text, 4096))
+            await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
+        elif isinstance(answer, Picture):
+            file = discord.File(io.BytesIO(answer.png), filename=answer.filename)
+            await interaction.edit_original_response(attachments=[file], allowed_mentions=NO_MENTIONS)
         else:
-            await self.run(interaction, lambda c: self._delete(interaction, c, job_id))
-
-    async def _details(self, interaction: discord.Interaction, caller: Caller, job_id: int) -> None:
-        job = await self._service.visible_job(caller.requester, job_id, is_admin=caller.is_admin)
-        embed = discord.Embed(description=fit(texts.details_text(job), 4096))
-        await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
-
-    async def _original(self, interaction: discord.Interaction, caller: Caller, job_id: int) -> None:
-        picture = await self._service.original_png(caller.requester, job_id, is_admin=caller.is_admin)
-        file = discord.File(io.BytesIO(picture.png), filename=picture.filename)
-        await interaction.edit_original_response(attachments=[file], allowed_mentions=NO_MENTIONS)
-
-    async def _delete(self, interaction: discord.Interaction, caller: Caller, job_id: int) -> None:
-        job = await self._service.job_for_owner_or_admin(caller.requester, job_id, is_admin=caller.is_admin)
-        if interaction.message is not None:
-            # Already gone is fine: another click or a moderator deleted it first.
-            with contextlib.suppress(discord.NotFound):
-                await interaction.message.delete()
-        log.info("job=%s result deleted by user %s", job.id, interaction.user.id)
-        await reply(interaction, f"Deleted the picture of job #{job.id}.")
+            if interaction.message is not None:
+                # Already gone is fine: another click or a moderator deleted it first.
+                with contextlib.suppress(discord.NotFound):
+                    await interaction.message.delete()
+            log.info("result deleted by user %s job=%d", interaction.user.id, answer.job.id)
+            await reply(interaction, f"Deleted the picture of job #{answer.job.id}.")
 
     async def drain(self, within_s: float) -> None:
         """Let answers already being written finish (bounded), on shutdown."""
@@ -181,9 +138,10 @@ def fit(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[: limit - 1] + texts.ELLIPSIS
 
 
-async def reply(interaction: discord.Interaction, text: str) -> None:
+async def reply(interaction: discord.Interaction, text: str, buttons: Sequence[ButtonSpec] = ()) -> None:
+    extra: dict[str, Any] = {"view": components(buttons)} if buttons else {}
     try:
-        await interaction.edit_original_response(content=fit(text), allowed_mentions=NO_MENTIONS)
+        await interaction.edit_original_response(content=fit(text), allowed_mentions=NO_MENTIONS, **extra)
     except discord.HTTPException as error:
         log.warning("interaction %s could not be answered: %s", interaction.id, error)
 
@@ -193,10 +151,9 @@ Seed = app_commands.Range[int, 0, MAX_SEED]
 JobId = app_commands.Range[int, 1, MAX_JOB_ID]
 
 
-def build_commands(
-    handlers: DiscordHandlers, service: BotService
-) -> list[app_commands.Command[Any, Any, None]]:
-    """/imagine, /reroll, /history, /queue, /cancel, /show and /help, calling `handlers`."""
+def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, Any, None]]:
+    """/imagine, /reroll, /history, /queue, /cancel, /show and /help, answered by `handlers`."""
+    commands, limits = handlers.commands, handlers.commands.limits
 
     @app_commands.command(name="imagine", description="Draw a picture from your words.")
     @app_commands.describe(
@@ -215,61 +172,53 @@ def build_commands(
         aspect: app_commands.Choice[str] | None = None,
         negative: str | None = None,
     ) -> None:
-        await handlers.imagine(
-            interaction,
-            prompt,
-            seed=seed,
-            steps=steps,
-            aspect=None if aspect is None else aspect.value,
-            negative_prompt=negative,
-        )
+        async def call(caller: Caller) -> Answer:
+            # Only read here: the service checks the merged arguments, once.
+            args = with_options(
+                read_imagine(prompt, limits),
+                limits,
+                seed=seed,
+                steps=steps,
+                aspect=None if aspect is None else aspect.value,
+                negative_prompt=negative,
+            )
+            return await commands.imagine(caller, args)
+
+        await handlers.answer(interaction, call)
 
     @app_commands.command(name="reroll", description="Draw your last prompt here again, with a new seed.")
     @app_commands.describe(seed="Use this seed instead of a random one", job="Reroll this job id instead")
     async def reroll(
         interaction: discord.Interaction, seed: Seed | None = None, job: JobId | None = None
     ) -> None:
-        await handlers.queued(
-            interaction, lambda c: service.reroll(c.requester, seed=seed, job_id=job, is_admin=c.is_admin)
-        )
-
-    async def history_text(caller: Caller) -> str:
-        return texts.history_text(await service.history(caller.requester))
+        await handlers.answer(interaction, lambda caller: commands.reroll(caller, seed, job))
 
     @app_commands.command(name="history", description="Your last pictures, with their seeds.")
     async def history(interaction: discord.Interaction) -> None:
-        await handlers.text(interaction, history_text)
-
-    async def queue_text(caller: Caller) -> str:
-        return texts.queue_text(await service.queue_overview(caller.requester))
+        await handlers.answer(interaction, commands.history)
 
     @app_commands.command(name="queue", description="What is running and where your pictures stand.")
     async def queue(interaction: discord.Interaction) -> None:
-        await handlers.text(interaction, queue_text)
+        await handlers.answer(interaction, commands.queue)
 
     @app_commands.command(name="cancel", description="Stop your newest waiting or running picture.")
     @app_commands.describe(job="Cancel this job id instead")
     async def cancel(interaction: discord.Interaction, job: JobId | None = None) -> None:
-        async def cancelled(caller: Caller) -> str:
-            done = await service.cancel(caller.requester, job, is_admin=caller.is_admin)
-            log.info("job=%s cancelled from Discord by user %s", done.id, interaction.user.id)
-            return texts.cancelled_text(done)
-
-        await handlers.text(interaction, cancelled)
+        await handlers.answer(interaction, lambda caller: commands.cancel(caller, job))
 
     @app_commands.command(name="show", description="Post a finished picture again.")
     @app_commands.describe(job="The job id (see /history)")
     async def show(interaction: discord.Interaction, job: JobId) -> None:
-        await handlers.show(interaction, job)
-
-    async def help_text(caller: Caller) -> str:
-        return texts.help_text(usage, handlers.limits)
+        await handlers.answer(interaction, lambda caller: commands.show(caller, job))
 
     @app_commands.command(name="help", description="The commands, the flags, the limits and examples.")
     async def help_command(interaction: discord.Interaction) -> None:
-        await handlers.text(interaction, help_text)
+        async def call(caller: Caller) -> Answer:
+            return commands.help(usage)
 
-    commands: list[app_commands.Command[Any, Any, None]] = [
+        await handlers.answer(interaction, call)
+
+    registered: list[app_commands.Command[Any, Any, None]] = [
         imagine,
         reroll,
         history,
@@ -279,8 +228,8 @@ def build_commands(
         help_command,
     ]
     # /help lists the commands as registered, so it cannot name an option a command does not have.
-    usage = [(command_usage(command), command.description) for command in commands]
-    return commands
+    usage = [(command_usage(command), command.description) for command in registered]
+    return registered
 
 
 def command_usage(command: app_commands.Command[Any, Any, None]) -> str:

@@ -14,6 +14,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bot.access import AccessPolicy
+from bot.chat_commands import ChatCommands
 from bot.delivery import Presenter
 from bot.discord.buttons import JobButton
 from bot.discord.client import MajicClient
@@ -68,9 +69,8 @@ class DiscordFrontend:
             allowed_role_ids=frozenset(settings.allowed_role_ids),
             allow_private=settings.allow_dms,
         )
-        self._handlers = DiscordHandlers(service, policy, self._presenter, limits)
+        self._handlers = DiscordHandlers(ChatCommands(service, limits), policy, self._presenter)
         self._client.entrance = self._handlers
-        self._service = service
         self._gateway: asyncio.Task[None] | None = None
         # discord.py logs request URLs and gateway payloads (interaction tokens in both) at DEBUG:
         # scrub them where the records are made, so no handler of anyone's ever sees them.
@@ -182,7 +182,7 @@ class DiscordFrontend:
         """Runs inside login, before the gateway: register buttons and commands, then sync commands."""
         client.add_dynamic_items(JobButton)
         tree = client.tree
-        for command in build_commands(self._handlers, self._service):
+        for command in build_commands(self._handlers):
             tree.add_command(command)
         tree.error(on_tree_error)
         if self._settings.sync_guild_ids:

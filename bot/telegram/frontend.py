@@ -16,6 +16,7 @@ from telegram.error import InvalidToken, TelegramError
 from telegram.ext import ApplicationBuilder
 
 from bot.access import AccessPolicy
+from bot.chat_commands import ChatCommands
 from bot.delivery import Presenter
 from bot.frontend import FatalReason, FrontendStartError
 from bot.log_setup import SecretRedactor, guard_loggers
@@ -68,7 +69,9 @@ class TelegramFrontend:
             allowed_user_ids=frozenset(settings.allowed_user_ids),
             allowed_chat_ids=frozenset(settings.allowed_chat_ids),
         )
-        TelegramHandlers(service, limits, policy, self._presenter, self._acks).register(self._app)
+        TelegramHandlers(ChatCommands(service, limits), policy, self._presenter, self._acks).register(
+            self._app
+        )
 
     @property
     def presenter(self) -> Presenter:

@@ -22,22 +22,21 @@ from telegram.ext import (
 
 from bot import texts
 from bot.access import AccessPolicy, Caller, Place
-from bot.command_parser import read_imagine, read_job_argument, read_seed_argument
-from bot.errors import InvalidRequest, UserFacingError
-from bot.job_view import ButtonAction, ButtonPress, history_buttons
-from bot.service import BotService
-from bot.settings import LimitsSettings
+from bot.chat_commands import Answer, ChatCommands, Details, Reply, Shown
+from bot.errors import UserFacingError
+from bot.job_view import ButtonPress
+from bot.service import Picture
 from bot.standing import Queued
 from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.keyboards import markup
 from bot.telegram.presenter import TelegramPresenter
-from storage.jobs import Platform, Requester
+from storage.jobs import Job, Platform, Requester
 
 logger = logging.getLogger(__name__)
 
 Context = ContextTypes.DEFAULT_TYPE
 TelegramApp = Application[Any, Any, Any, Any, Any, Any]
-Handler = Callable[[Update, Context, Caller], Awaitable[None]]
+Handler = Callable[[Update, Caller], Awaitable[None]]
 
 COMMANDS: tuple[BotCommand, ...] = (
     BotCommand("imagine", "Draw a picture: /imagine <prompt> [--ar 16:9] [--seed N]"),
@@ -58,39 +57,27 @@ _NEW_MESSAGES = filters.UpdateType.MESSAGE
 
 
 class TelegramHandlers:
-    """The callbacks PTB calls for commands, private-chat text and button presses."""
+    """The callbacks PTB calls for commands, private-chat text and button presses: each runs one
+    `ChatCommands` call and renders its answer."""
 
     def __init__(
         self,
-        service: BotService,
-        limits: LimitsSettings,
+        commands: ChatCommands,
         policy: AccessPolicy,
         presenter: TelegramPresenter,
         acks: Acknowledger,
     ) -> None:
-        self._service = service
-        self._limits = limits
-        self._help = (
-            texts.help_text([(f"/{c.command}", c.description) for c in COMMANDS], limits)
-            + "\n"
-            + PRIVATE_CHAT_NOTE
-        )
+        self._commands = commands
+        usage = [(f"/{c.command}", c.description) for c in COMMANDS]
+        self._help = Reply(commands.help(usage).text + "\n" + PRIVATE_CHAT_NOTE)
         self._policy = policy
         self._presenter = presenter
         self._acks = acks
 
     def register(self, app: TelegramApp) -> None:
-        commands: dict[str | tuple[str, ...], Handler] = {
-            "imagine": self.imagine,
-            "reroll": self.reroll,
-            "history": self.history,
-            "queue": self.queue,
-            "cancel": self.cancel,
-            "show": self.show,
-            ("help", "start"): self.help,
-        }
-        for names, handler in commands.items():
-            app.add_handler(CommandHandler(names, self._entrance(handler), filters=_NEW_MESSAGES))
+        names = [c.command for c in COMMANDS if c.command != "help"]
+        app.add_handler(CommandHandler(names, self._entrance(self.command), filters=_NEW_MESSAGES))
+        app.add_handler(CommandHandler(["help", "start"], self._entrance(self.help), filters=_NEW_MESSAGES))
         private = _NEW_MESSAGES & filters.ChatType.PRIVATE
         app.add_handler(
             MessageHandler(private & filters.TEXT & ~filters.COMMAND, self._entrance(self.private_text))
@@ -111,125 +98,98 @@ class TelegramHandlers:
             except UserFacingError:
                 logger.info("refused telegram user %s in chat %s", user.id, chat.id)
                 # One polite line whatever the reason: the allowlists are the operator's business.
-                await self._answer(update, texts.not_allowed_text())
+                await self._say(update, texts.not_allowed_text())
                 return
             requester = Requester(
                 Platform.TELEGRAM, str(chat.id), str(user.id), user.username or user.full_name
             )
-            await handler(update, context, Caller(requester, self._policy.is_admin(user.id)))
+            await handler(update, Caller(requester, self._policy.is_admin(user.id)))
 
         return admitted
 
-    # -- commands -------------------------------------------------------------------------------
-    async def imagine(self, update: Update, context: Context, caller: Caller) -> None:
-        await self._imagine(update, caller, _command_argument(_message(update)))
-
-    async def private_text(self, update: Update, context: Context, caller: Caller) -> None:
-        await self._imagine(update, caller, _message(update).text or "")
-
-    async def _imagine(self, update: Update, caller: Caller, text: str) -> None:
-        async def enqueue() -> Queued:
-            # Only read here: the service checks the arguments, once.
-            args = read_imagine(text, self._limits)
-            return await self._service.imagine(caller.requester, args, is_admin=caller.is_admin)
-
-        await self._queued(update, enqueue)
-
-    async def reroll(self, update: Update, context: Context, caller: Caller) -> None:
-        async def enqueue() -> Queued:
-            seed = read_seed_argument(context.args or [])
-            return await self._service.reroll(caller.requester, seed=seed, is_admin=caller.is_admin)
-
-        await self._queued(update, enqueue)
-
-    async def history(self, update: Update, context: Context, caller: Caller) -> None:
-        jobs = await self._service.history(caller.requester, 10)
-        await _reply(_message(update), texts.history_text(jobs), reply_markup=markup(history_buttons(jobs)))
-
-    async def queue(self, update: Update, context: Context, caller: Caller) -> None:
-        await self._answer(update, texts.queue_text(await self._service.queue_overview(caller.requester)))
-
-    async def cancel(self, update: Update, context: Context, caller: Caller) -> None:
-        try:
-            job_id = read_job_argument(context.args or [], "cancel")
-            text = texts.cancelled_text(
-                await self._service.cancel(caller.requester, job_id, is_admin=caller.is_admin)
-            )
-        except UserFacingError as error:
-            text = str(error)
-        await self._answer(update, text)
-
-    async def show(self, update: Update, context: Context, caller: Caller) -> None:
+    # -- messages -------------------------------------------------------------------------------
+    async def command(self, update: Update, caller: Caller) -> None:
         message = _message(update)
-        try:
-            job_id = read_job_argument(context.args or [], "show")
-            if job_id is None:
-                raise InvalidRequest("Write /show <job id>, e.g. /show 42 (/history lists yours).")
-            job = await self._service.show(caller.requester, job_id, is_admin=caller.is_admin)
-            await self._presenter.post_image(job, reply_to=message.message_id)
-        except UserFacingError as error:
-            await _reply(message, str(error))
+        name, argument = _command(message)
+        await self._answer(update, lambda: self._commands.text_command(caller, name, argument))
 
-    async def help(self, update: Update, context: Context, caller: Caller) -> None:
-        await self._answer(update, self._help)
+    async def private_text(self, update: Update, caller: Caller) -> None:
+        text = _message(update).text or ""
+        await self._answer(update, lambda: self._commands.text_command(caller, "imagine", text))
 
-    async def unknown_command(self, update: Update, context: Context, caller: Caller) -> None:
+    async def help(self, update: Update, caller: Caller) -> None:
+        await self._render(update, self._help)
+
+    async def unknown_command(self, update: Update, caller: Caller) -> None:
         message = _message(update)
         command = (message.text or "").split(maxsplit=1)[0]
         if "@" in command and command.partition("@")[2].lower() != (message.get_bot().username or "").lower():
             return  # addressed to another bot
         await _reply(message, f"I don't know {command}. Send /help for what I can do.")
 
-    # -- buttons --------------------------------------------------------------------------------
-    async def button(self, update: Update, context: Context, caller: Caller) -> None:
+    async def button(self, update: Update, caller: Caller) -> None:
         query = update.callback_query
         assert query is not None
         press = ButtonPress.parse(query.data)
         if press is None or not _is_on_its_message(query):
             await query.answer(UNKNOWN_BUTTON, show_alert=True)
             return
-        service, job_id, requester, is_admin = self._service, press.job_id, caller.requester, caller.is_admin
-        try:
-            if press.action is ButtonAction.REROLL:
-                await self._press_queued(
-                    update,
-                    query,
-                    await service.reroll(requester, job_id=job_id, from_button=True, is_admin=is_admin),
-                )
-            elif press.action is ButtonAction.RETRY:
-                await self._press_queued(
-                    update, query, await service.retry(requester, job_id, is_admin=is_admin)
-                )
-            elif press.action is ButtonAction.ORIGINAL:
-                picture = await service.original_png(requester, job_id, is_admin=is_admin)
-                await query.answer("Sending the original PNG…")
-                await query.get_bot().send_document(
-                    requester.chat_id,
-                    document=InputFile(picture.png, filename=picture.filename),
-                    caption=f"Original PNG of job #{job_id} (lossless).",
-                    reply_parameters=_reply_parameters(query.message),
-                )
-            elif press.action is ButtonAction.DETAILS:
-                job = await service.visible_job(requester, job_id, is_admin=is_admin)
-                await query.answer()
-                await query.get_bot().send_message(requester.chat_id, texts.details_text(job)[:MAX_MESSAGE])
-            else:
-                await self._delete(query, caller, job_id)
-        except UserFacingError as error:
-            await query.answer(str(error), show_alert=True)
+        await self._answer(update, lambda: self._commands.press(caller, press))
 
-    async def _press_queued(self, update: Update, query: CallbackQuery, queued: Queued) -> None:
-        try:  # queued either way: a failed answer must not reach the "try again" error reply
-            lead = "Queued as" if queued.created else "Already queued as"
-            await query.answer(f"{lead} job #{queued.job.id}.")
-        except TelegramError as error:
-            logger.warning("job=%s queued, but the button press was not answered: %s", queued.job.id, error)
-        if not queued.created:
+    # -- answers --------------------------------------------------------------------------------
+    async def _answer(self, update: Update, call: Callable[[], Awaitable[Answer]]) -> None:
+        try:
+            answer = await call()
+        except UserFacingError as error:
+            await self._say(update, str(error))
             return
-        if isinstance(query.message, Message):
-            await self._acknowledge(query.message, queued)
+        await self._render(update, answer)
+
+    async def _render(self, update: Update, answer: Answer) -> None:
+        query, message = update.callback_query, update.effective_message
+        if isinstance(answer, Queued):
+            await self._queued(update, answer)
+        elif isinstance(answer, Reply):
+            assert message is not None
+            await _reply(message, answer.text, reply_markup=markup(answer.buttons))
+        elif isinstance(answer, Shown):
+            assert message is not None
+            await self._presenter.post_image(answer.job, reply_to=message.message_id)
+        elif isinstance(answer, Picture):
+            assert query is not None and update.effective_chat is not None
+            await query.answer("Sending the original PNG…")
+            await query.get_bot().send_document(
+                update.effective_chat.id,
+                document=InputFile(answer.png, filename=answer.filename),
+                caption=f"Original PNG of job #{answer.job.id} (lossless).",
+                reply_parameters=_reply_parameters(message),
+            )
+        elif isinstance(answer, Details):
+            assert query is not None and message is not None
+            await query.answer()
+            await _reply(message, answer.text)
+        else:
+            assert query is not None
+            await self._delete(query, answer.job)
+
+    async def _queued(self, update: Update, queued: Queued) -> None:
+        query, message = update.callback_query, update.effective_message
+        if query is not None:
+            try:  # queued either way: a failed answer must not reach the "try again" error reply
+                lead = "Queued as" if queued.created else "Already queued as"
+                await query.answer(f"{lead} job #{queued.job.id}.")
+            except TelegramError as error:
+                logger.warning(
+                    "job=%s queued, but the button press was not answered: %s", queued.job.id, error
+                )
+            if not queued.created:
+                return
+        if message is not None:
+            # Answer at once with the queue position and ETA (see bot/telegram/acknowledgements.py).
+            logger.info("job=%s queued from telegram chat %s", queued.job.id, message.chat_id)
+            await self._acks.acknowledge(message, queued)
             return
-        chat = update.effective_chat
+        chat = update.effective_chat  # a press on a message too old for Telegram to include
         assert chat is not None
         text = texts.queued_text(queued)
         try:
@@ -239,8 +199,7 @@ class TelegramHandlers:
             return
         await self._presenter.attach_status(queued.job, status.message_id, text)
 
-    async def _delete(self, query: CallbackQuery, caller: Caller, job_id: int) -> None:
-        job = await self._service.job_for_owner_or_admin(caller.requester, job_id, is_admin=caller.is_admin)
+    async def _delete(self, query: CallbackQuery, job: Job) -> None:
         if query.message is None:
             await query.answer("That message is too old for me to delete.", show_alert=True)
             return
@@ -251,24 +210,9 @@ class TelegramHandlers:
             await query.answer("Telegram would not let me delete that message; it may be too old.")
             return
         await query.answer(f"Deleted job #{job.id}'s image.")
-        logger.info("job=%s image message deleted by telegram user %s", job.id, caller.requester.user_id)
+        logger.info("job=%s image message deleted by telegram user %s", job.id, query.from_user.id)
 
-    # -- shared steps -------------------------------------------------------------------------
-    async def _queued(self, update: Update, enqueue: Callable[[], Awaitable[Queued]]) -> None:
-        message = _message(update)
-        try:
-            queued = await enqueue()
-        except UserFacingError as error:
-            await _reply(message, str(error))
-            return
-        await self._acknowledge(message, queued)
-
-    async def _acknowledge(self, reply_to: Message, queued: Queued) -> None:
-        """Answer at once with the queue position and ETA (see bot/telegram/acknowledgements.py)."""
-        logger.info("job=%s queued from telegram chat %s", queued.job.id, reply_to.chat_id)
-        await self._acks.acknowledge(reply_to, queued)
-
-    async def _answer(self, update: Update, text: str) -> None:
+    async def _say(self, update: Update, text: str) -> None:
         """`text` as an alert for a button press, or as a reply to a message."""
         if update.callback_query is not None:
             await update.callback_query.answer(text[:200], show_alert=True)
@@ -280,7 +224,7 @@ class TelegramHandlers:
         if not isinstance(update, Update):
             return
         try:
-            await self._answer(update, texts.unexpected_error_text(context.error))
+            await self._say(update, texts.unexpected_error_text(context.error))
         except TelegramError as error:  # a courtesy (the query may be answered already); logged above
             logger.debug("could not tell the user about the failed update: %s", error)
 
@@ -303,13 +247,15 @@ def _is_on_its_message(query: CallbackQuery) -> bool:
     return any(button.callback_data == query.data for row in markup.inline_keyboard for button in row)
 
 
-def _command_argument(message: Message) -> str:
-    """The text after the leading /command (or /command@bot)."""
+def _command(message: Message) -> tuple[str, str]:
+    """The command's name (without /, or @bot) and the text after it."""
     text = message.text or ""
     for entity in message.entities:
         if entity.type == "bot_command" and entity.offset == 0:
-            return text[len(message.parse_entity(entity)) :].strip()
-    return text.partition(" ")[2].strip()
+            command = message.parse_entity(entity)
+            return command[1:].partition("@")[0].lower(), text[len(command) :].strip()
+    command, _, argument = text.partition(" ")
+    return command[1:].partition("@")[0].lower(), argument.strip()
 
 
 def _reply_parameters(message: object) -> ReplyParameters | None:
