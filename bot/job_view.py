@@ -50,7 +50,7 @@ class ButtonPress:
     def parse(cls, key: str | None) -> ButtonPress | None:
         """The press behind `key`, or None for keys this bot never made (old or forged buttons)."""
         action, _, job = (key or "").partition(":")
-        if not job.isdigit() or len(job) > 20:
+        if not (job.isascii() and job.isdigit()) or len(job) > 20:
             return None
         try:
             return cls(ButtonAction(action), int(job))
