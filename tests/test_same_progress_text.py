@@ -57,7 +57,9 @@ async def telegram_texts(tmp_path: Path) -> list[str]:
     emulator = await TelegramEmulator.start("123456789:TEST-secret-token-do-not-log")
     try:
         async with running(telegram_config(tmp_path, emulator), with_engine=False) as app:
-            await emulator.send_text(BOB, TgChat.private(BOB), "/imagine a kite --size 64x64")
+            bobs = TgChat.private(BOB)
+            kite = await emulator.send_text(BOB, bobs, "/imagine a kite --size 64x64")
+            await emulator.wait_for("sendMessage", reply_to(bobs.id, kite))  # job 1 is queued first
             chat = TgChat.private(ANN)
             asked = await emulator.send_text(ANN, chat, "/imagine a lighthouse --size 64x64")
             status = await emulator.wait_for("sendMessage", reply_to(chat.id, asked))
@@ -79,9 +81,10 @@ async def telegram_texts(tmp_path: Path) -> list[str]:
 
 
 async def discord_texts(tmp_path: Path) -> list[str]:
-    async with emulated() as emulator, running(
-        discord_config(tmp_path, emulator, progress_edit_interval_s=1.0), with_engine=False
-    ) as app:
+    async with (
+        emulated() as emulator,
+        running(discord_config(tmp_path, emulator, progress_edit_interval_s=1.0), with_engine=False) as app,
+    ):
         await ask(emulator, "a kite --ar 1:1", user_id=7)
         ours = await ask(emulator, "a lighthouse --ar 1:1", user_id=8)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ from bot.image_fallback import Upload, fit_upload
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.service import BotService
 from bot.standing import Queued
-from bot.status_throttle import StatusThrottle
+from bot.status_presenter import StatusPresenter
 from storage.jobs import Job, Platform
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,6 @@ NO_MENTIONS = discord.AllowedMentions.none()
 # earlier so a slow edit never lands on a dead token.
 TOKEN_LIFETIME_S = 14.5 * 60
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-_REMEMBERED_FINALS = 1000
 
 
 @dataclass(slots=True)
@@ -57,8 +55,8 @@ class _StatusLine:
         return time.monotonic() - self.opened > TOKEN_LIFETIME_S
 
 
-class DiscordPresenter:
-    """Implements `bot.delivery.Presenter` for Discord: renders `JobView`s."""
+class DiscordPresenter(StatusPresenter):
+    """Implements `bot.delivery.Presenter` for Discord: renders `JobView`s (`bot.status_presenter`)."""
 
     platform = Platform.DISCORD
     result_actions: tuple[ButtonAction, ...] = (
@@ -76,33 +74,29 @@ class DiscordPresenter:
         token_key: str,
         on_token_refused: Callable[[], None] = lambda: None,
     ) -> None:
+        super().__init__()
         self._client = client
         self._token_key = token_key  # seals interaction tokens in job rows (bot/discord/sealed_token.py)
         self._on_token_refused = on_token_refused
         self._service = service
         self._interval = edit_interval_s
         self._lines: dict[int, _StatusLine] = {}
-        self._throttle = StatusThrottle()
         self._upload_limits: dict[str, int] = {}  # channel id -> bytes, as the last interaction said
-        # Jobs that ended before their handler opened a status line (fast jobs): the final text to show.
-        self._finals: OrderedDict[int, str] = OrderedDict()
-        # Posted images whose status line still has to say so (see clean_up).
-        self._to_clean: dict[int, str] = {}
 
     # -- from the command handlers --------------------------------------------------------------
     async def open(self, interaction: discord.Interaction, queued: Queued) -> None:
         """Start showing `queued` in the interaction's deferred response."""
-        job_id = queued.job.id
+        job = queued.job
         self._upload_limits[str(interaction.channel_id)] = interaction.filesize_limit
-        line = self._lines.get(job_id)
+        line = self._lines.get(job.id)
         if line is None or line.interaction is None or line.interaction.id != interaction.id:
             if line is not None:  # a second press returned the same job: the newest click shows it
-                self._close(job_id)
-            self._lines[job_id] = _StatusLine(interaction, interaction.token, time.monotonic())
-        final = self._finals.get(job_id)
-        await self._edit(job_id, final or texts.queued_text(queued), final=final is not None)
-        if final is not None:
-            self._close(job_id)
+                self._close_line(job.id)
+            self._lines[job.id] = _StatusLine(interaction, interaction.token, time.monotonic())
+        ending = self._ending(job.id)
+        await self._show(job, ending or texts.queued_text(queued), final=ending is not None)
+        if ending is not None:
+            self._close_line(job.id)
 
     async def show_result(self, interaction: discord.Interaction, job: Job) -> None:
         """Answer /show: the finished picture in the (deferred, ephemeral) response."""
@@ -115,14 +109,17 @@ class DiscordPresenter:
             allowed_mentions=NO_MENTIONS,
         )
 
-    # -- Presenter ------------------------------------------------------------------------------
-    async def show_progress(self, view: JobView) -> None:
-        if self._line(view.job) is not None:
-            await self._edit(view.job.id, view.status_line, final=False)
+    async def report_ready_later(self, job: Job) -> None:
+        await self._post(job, content=f"{job.requester.user_name}: {texts.ready_later_text(job)}")
 
-    async def deliver(self, view: JobView) -> str | None:
+    async def close(self) -> None:
+        """Stop waiting edits (on shutdown)."""
+        self._lines.clear()
+        await self._throttle.close()
+
+    # -- bot.status_presenter primitives --------------------------------------------------------
+    async def _post_picture(self, view: JobView) -> str | None:
         job = view.job
-        self._line(job)
         upload = await self._upload(job)
         file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
         try:
@@ -132,104 +129,61 @@ class DiscordPresenter:
         except (discord.Forbidden, discord.NotFound) as error:
             # Retrying cannot help (the channel is gone or the bot may not post there): give up on it.
             log.warning("job=%s could not be posted to channel %s: %s", job.id, job.requester.chat_id, error)
-            await self._finish(job.id, f"Job #{job.id} is done, but I may not post in this channel.")
+            await self._finish(job, f"Job #{job.id} is done, but I may not post in this channel.")
             return None
         log.info("job=%s delivered as message %s", job.id, message.id)
-        final = f"{view.status_line} It is posted in this channel."
-        self._remember_final(job.id, final)
-        self._to_clean[job.id] = final
         return str(message.id)
 
-    async def clean_up(self, job: Job) -> None:
-        """Point the status line at the posted image (a separate step: the image is out already)."""
-        final = self._to_clean.pop(job.id, None)
-        if final is not None:
-            await self._finish(job.id, final)
-
-    async def report_ready_later(self, job: Job) -> None:
-        await self._post(job, content=f"{job.requester.user_name}: {texts.ready_later_text(job)}")
-
-    async def report_failure(self, view: JobView) -> None:
-        job = view.job
-        self._line(job)
-        if await self._finish(job.id, view.status_line, view.buttons):
-            return
-        # No status line can show it (a restart, or the token died): say it in the channel instead.
+    async def _post_text(self, job: Job, text: str, buttons: Sequence[ButtonSpec]) -> None:
         try:
-            await self._post(
-                job, content=f"{job.requester.user_name}: {view.status_line}", view=components(view.buttons)
-            )
+            await self._post(job, content=f"{job.requester.user_name}: {text}", view=components(buttons))
         except (discord.Forbidden, discord.NotFound) as error:
-            log.warning("job=%s failure notice could not be posted: %s", job.id, error)
+            log.warning("job=%s notice could not be posted: %s", job.id, error)
 
-    async def report_cancelled(self, view: JobView) -> None:
-        self._line(view.job)
-        await self._finish(view.job.id, view.status_line)
+    async def _tidy(self, job: Job, ending: str) -> None:
+        """Point the status line at the posted image (a separate step: the image is out already)."""
+        await self._finish(job, ending)
 
-    async def close(self) -> None:
-        """Stop waiting edits (on shutdown)."""
-        self._lines.clear()
-        await self._throttle.close()
+    def _edit_interval(self, job: Job) -> float:
+        return self._interval
 
-    async def _post(self, job: Job, **content: Any) -> discord.Message:
-        """A message in the job's channel, with the bot token; a 401 means the token was revoked."""
-        channel = self._client.get_partial_messageable(int(job.requester.chat_id))
-        try:
-            return await channel.send(allowed_mentions=NO_MENTIONS, **content)
-        except discord.HTTPException as error:
-            if error.status == 401:
-                self._on_token_refused()
-            raise
-
-    # -- status lines ---------------------------------------------------------------------------
-    def _line(self, job: Job) -> _StatusLine | None:
+    def _open_line(self, job: Job) -> bool:
         """The job's status line: opened here, or restored from the token stored in its row (another
         chat process opened it, or this one before a restart) while that token still lives."""
-        line = self._lines.get(job.id)
-        if line is not None or job.status_token is None or job.status_token_at is None:
-            return line
+        if job.id in self._lines:
+            return True
+        if job.status_token is None or job.status_token_at is None:
+            return False
         if not (job.status_message_id or "").isdigit():
-            return None
+            return False
         age_s = (datetime.now(UTC) - job.status_token_at).total_seconds()
         token = unseal(job.status_token, self._token_key)
         if age_s >= TOKEN_LIFETIME_S or token is None:
-            return None
-        line = _StatusLine(
-            None, token, time.monotonic() - age_s, int(job.status_message_id or 0), stored=True
-        )
-        self._lines[job.id] = line
-        return line
+            return False
+        opened = time.monotonic() - age_s
+        self._lines[job.id] = _StatusLine(None, token, opened, int(job.status_message_id or 0), stored=True)
+        return True
 
-    async def _finish(self, job_id: int, text: str, buttons: Sequence[ButtonSpec] = ()) -> bool:
-        """Show a job's last status; False if no live status line could show it."""
-        self._remember_final(job_id, text)
-        shown = await self._edit(job_id, text, final=True, buttons=buttons)
-        self._close(job_id)
-        return shown
+    def _close_line(self, job_id: int) -> None:
+        self._lines.pop(job_id, None)
+        super()._close_line(job_id)
 
-    async def _edit(self, job_id: int, text: str, *, final: bool, buttons: Sequence[ButtonSpec] = ()) -> bool:
-        line = self._lines.get(job_id)
+    def _job_ending(self, job: Job) -> None:
+        pass  # the status line stays open until the outcome is out: it shows the last words
+
+    async def _edit(self, job: Job, text: str, *, buttons: Sequence[ButtonSpec], progress: bool) -> bool:
+        line = self._lines.get(job.id)
         if line is None:
             return False
-
-        async def send(text: str) -> bool:
-            return await self._send(job_id, line, text, buttons)
-
-        interval = self._interval
-        return await self._throttle.update(
-            job_id, text, send, interval_s=interval, final=final, force=bool(buttons)
-        )
-
-    async def _send(self, job_id: int, line: _StatusLine, text: str, buttons: Sequence[ButtonSpec]) -> bool:
         if line.expired():
-            self._close(job_id)
+            self._close_line(job.id)
             return False
         try:
             message = await self._edit_line(line, text, components(buttons) if buttons else None)
         except discord.DiscordException as error:
             # The token died or the message was dismissed: the result still arrives in the channel.
-            log.info("job=%s status line can no longer be edited: %s", job_id, error)
-            self._close(job_id)
+            log.info("job=%s status line can no longer be edited: %s", job.id, error)
+            self._close_line(job.id)
             return False
         if not line.stored:
             line.stored = True
@@ -237,10 +191,10 @@ class DiscordPresenter:
             issued = datetime.now(UTC) - timedelta(seconds=time.monotonic() - line.opened)
             try:
                 await self._service.set_status_message(
-                    job_id, str(message.id), token=seal(line.token, self._token_key), token_issued_at=issued
+                    job.id, str(message.id), token=seal(line.token, self._token_key), token_issued_at=issued
                 )
             except Exception:
-                log.exception("job=%s: could not store its status line for other chat processes", job_id)
+                log.exception("job=%s: could not store its status line for other chat processes", job.id)
         return True
 
     async def _edit_line(self, line: _StatusLine, text: str, view: discord.ui.View | None) -> discord.Message:
@@ -257,14 +211,15 @@ class DiscordPresenter:
             line.message_id, content=text, allowed_mentions=NO_MENTIONS, **extra
         )
 
-    def _close(self, job_id: int) -> None:
-        self._lines.pop(job_id, None)
-        self._throttle.forget(job_id)
-
-    def _remember_final(self, job_id: int, text: str) -> None:
-        self._finals[job_id] = text
-        while len(self._finals) > _REMEMBERED_FINALS:
-            self._finals.popitem(last=False)
+    async def _post(self, job: Job, **content: Any) -> discord.Message:
+        """A message in the job's channel, with the bot token; a 401 means the token was revoked."""
+        channel = self._client.get_partial_messageable(int(job.requester.chat_id))
+        try:
+            return await channel.send(allowed_mentions=NO_MENTIONS, **content)
+        except discord.HTTPException as error:
+            if error.status == 401:
+                self._on_token_refused()
+            raise
 
     async def _upload(self, job: Job) -> Upload:
         png = await self._service.image_bytes(job)

@@ -6,7 +6,7 @@ import asyncio
 import io
 import logging
 import time
-from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from telegram import Message, ReplyParameters
@@ -17,10 +17,10 @@ from telegram.ext import ExtBot
 from bot import texts
 from bot.errors import UserFacingError
 from bot.image_fallback import fit_upload
-from bot.job_view import ButtonAction, JobView, build_view
+from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.service import BotService
 from bot.settings import TelegramSettings
-from bot.status_throttle import StatusThrottle
+from bot.status_presenter import StatusPresenter
 from bot.telegram.keyboards import markup
 from bot.telegram.rate_limiter import Priority, ProgressDropped
 from storage.jobs import Job, JobStatus, Platform
@@ -32,14 +32,14 @@ MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_PHOTO_SIDES = 10_000
 CHAT_ACTION_EVERY_S = 4.0  # an action shows for about 5 s
 CHAT_ACTION_MAX_S = 30 * 60.0  # a job whose outcome never reaches us must not spin forever
-_REMEMBERED_FINISHED = 1000
 # An upload answered late is still an upload: waiting longer for the answer than PTB's 5 s default keeps
 # a slow Bot API from making us send the same picture twice (within delivery.post_timeout_s).
 UPLOAD_TIMEOUT_S = 60.0
 
 
-class TelegramPresenter:
-    """The `bot.delivery.Presenter` for Telegram: renders `JobView`s. One instance per bot, one loop."""
+class TelegramPresenter(StatusPresenter):
+    """The `bot.delivery.Presenter` for Telegram: renders `JobView`s (`bot.status_presenter`). One
+    instance per bot, used from one event loop."""
 
     platform = Platform.TELEGRAM
     result_actions: tuple[ButtonAction, ...] = (
@@ -49,19 +49,14 @@ class TelegramPresenter:
     )
 
     def __init__(self, bot: ExtBot[Any], service: BotService, settings: TelegramSettings) -> None:
+        super().__init__()
         self._bot = bot
         self._service = service
         self._settings = settings
         self._started = False
         # Status messages the handlers posted; the row's status_message_id covers restarts.
         self._status_messages: dict[int, int] = {}
-        self._throttle = StatusThrottle()
         self._chat_actions: dict[int, asyncio.Task[None]] = {}
-        # Jobs finished before their status message was attached (a very fast job): the handler's
-        # late status message is removed when it arrives.
-        self._finished: OrderedDict[int, None] = OrderedDict()
-        # Outcomes posted whose status message still has to go (see clean_up).
-        self._to_clean: set[int] = set()
 
     def mark_started(self) -> None:
         self._started = True
@@ -77,7 +72,7 @@ class TelegramPresenter:
     # -- called by the handlers ---------------------------------------------------------------
     async def attach_status(self, job: Job, message_id: int, text: str) -> None:
         """The handler posted `message_id` (saying `text`) as `job`'s status message."""
-        if job.id in self._finished:
+        if self._ending(job.id) is not None:  # a very fast job: its outcome is out already
             await self._delete(job, message_id)
             return
         self._status_messages[job.id] = message_id
@@ -90,25 +85,48 @@ class TelegramPresenter:
         view = build_view(job, result_actions=self.result_actions)
         return await self._send_image(view, png, reply_to=reply_to, priority=Priority.REPLY)
 
-    # -- bot.delivery.Presenter ---------------------------------------------------------------
-    async def show_progress(self, view: JobView) -> None:
+    async def report_ready_later(self, job: Job) -> None:
         self._require_started()
-        job = view.job
-        if job.status is JobStatus.RUNNING:
-            self._keep_chat_action(job)
+        self._close_line(job.id)
+        await self._bot.send_message(
+            _chat_id(job), texts.ready_later_text(job), rate_limit_args=Priority.RESULT
+        )
+
+    # -- bot.status_presenter primitives --------------------------------------------------------
+    def _open_line(self, job: Job) -> bool:
+        return self._status_message(job) is not None
+
+    async def _edit(self, job: Job, text: str, *, buttons: Sequence[ButtonSpec], progress: bool) -> bool:
         message_id = self._status_message(job)
         if message_id is None:
-            return
+            return False
+        priority = Priority.PROGRESS if progress else Priority.RESULT
+        try:
+            await self._bot.edit_message_text(
+                text,
+                chat_id=_chat_id(job),
+                message_id=message_id,
+                reply_markup=markup(buttons),
+                rate_limit_args=priority,
+            )
+        except ProgressDropped:
+            return False  # not shown: the next change is worth sending
+        except TelegramError as error:
+            # A user may delete the status message; progress is a courtesy, the outcome still comes.
+            logger.info("job=%s could not edit its status message: %s", job.id, error)
+            return progress
+        return True
 
-        async def send(text: str) -> bool:
-            return await self._edit(job, message_id, text)
+    async def _post_text(self, job: Job, text: str, buttons: Sequence[ButtonSpec]) -> None:
+        try:
+            await self._bot.send_message(
+                _chat_id(job), text, reply_markup=markup(buttons), rate_limit_args=Priority.RESULT
+            )
+        except Forbidden as error:
+            self._unreachable(job, error)
 
-        await self._throttle.update(job.id, view.status_line, send, interval_s=self._edit_interval(job))
-
-    async def deliver(self, view: JobView) -> str | None:
-        self._require_started()
+    async def _post_picture(self, view: JobView) -> str | None:
         job = view.job
-        self._job_ending(job)
         try:
             try:
                 sent = await self._send_image(view, await self._service.image_bytes(job))
@@ -119,73 +137,40 @@ class TelegramPresenter:
         except Forbidden as error:
             self._unreachable(job, error)
             return None
-        self._to_clean.add(job.id)
         logger.info("job=%s delivered to telegram chat %s", job.id, job.requester.chat_id)
         return str(sent.message_id)
 
-    async def clean_up(self, job: Job) -> None:
+    async def _tidy(self, job: Job, ending: str) -> None:
         """Delete the status message of a posted image or failure notice (a separate, later step)."""
-        if job.id in self._to_clean:
-            self._to_clean.discard(job.id)
-            message_id = self._status_message(job)
-            self._forget(job)
-            if message_id is None:
-                self._finished[job.id] = None
-                while len(self._finished) > _REMEMBERED_FINISHED:
-                    self._finished.popitem(last=False)
-            else:
-                await self._delete(job, message_id)
-
-    async def report_ready_later(self, job: Job) -> None:
-        self._require_started()
-        self._forget(job)
-        await self._bot.send_message(
-            _chat_id(job), texts.ready_later_text(job), rate_limit_args=Priority.RESULT
-        )
-
-    async def report_failure(self, view: JobView) -> None:
-        self._require_started()
-        job, keyboard = view.job, markup(view.buttons)
-        self._job_ending(job)
         message_id = self._status_message(job)
-        try:
-            if message_id is not None:
-                try:
-                    await self._bot.edit_message_text(
-                        view.status_line,
-                        chat_id=_chat_id(job),
-                        message_id=message_id,
-                        reply_markup=keyboard,
-                        rate_limit_args=Priority.RESULT,
-                    )
-                    self._forget(job)
-                    return
-                except BadRequest as error:  # e.g. the user deleted the status message
-                    logger.info("job=%s could not edit its status message: %s", job.id, error)
-            await self._bot.send_message(
-                _chat_id(job), view.status_line, reply_markup=keyboard, rate_limit_args=Priority.RESULT
-            )
-        except Forbidden as error:
-            self._unreachable(job, error)
-            return
-        self._to_clean.add(job.id)
-
-    async def report_cancelled(self, view: JobView) -> None:
-        self._require_started()
-        job = view.job
-        self._job_ending(job)
-        message_id = self._status_message(job)
+        self._close_line(job.id)
         if message_id is not None:
-            try:
-                await self._bot.edit_message_text(
-                    view.status_line,
-                    chat_id=_chat_id(job),
-                    message_id=message_id,
-                    rate_limit_args=Priority.RESULT,
+            await self._delete(job, message_id)
+
+    def _edit_interval(self, job: Job) -> float:
+        if _chat_id(job) > 0:  # Telegram's private chats have positive ids, groups negative
+            return self._settings.progress_interval_private_s
+        return self._settings.progress_interval_group_s
+
+    def _close_line(self, job_id: int) -> None:
+        self._status_messages.pop(job_id, None)
+        super()._close_line(job_id)
+
+    def _running(self, job: Job) -> None:
+        self._require_started()
+        if job.status is JobStatus.RUNNING:
+            task = self._chat_actions.get(job.id)
+            if task is None or task.done():
+                self._chat_actions[job.id] = asyncio.create_task(
+                    self._chat_action_loop(job), name=f"telegram-chat-action-{job.id}"
                 )
-            except TelegramError as error:  # deleted, or the bot was blocked: nothing left to tidy
-                logger.info("job=%s could not edit its status message: %s", job.id, error)
-        self._forget(job)
+
+    def _job_ending(self, job: Job) -> None:
+        self._require_started()
+        task = self._chat_actions.pop(job.id, None)
+        if task is not None:
+            task.cancel()
+        super()._job_ending(job)
 
     # -- internals ------------------------------------------------------------------------------
     async def _send_image(
@@ -227,45 +212,10 @@ class TelegramPresenter:
             return self._status_messages[job.id]
         return int(job.status_message_id) if job.status_message_id else None
 
-    def _forget(self, job: Job) -> None:
-        self._status_messages.pop(job.id, None)
-        self._throttle.forget(job.id)
-
     def _unreachable(self, job: Job, error: Forbidden) -> None:
         # Blocked by the user, or removed from the group: trying again cannot help.
         logger.warning("job=%s cannot post to telegram chat %s: %s", job.id, job.requester.chat_id, error)
-        self._forget(job)
-
-    def _edit_interval(self, job: Job) -> float:
-        if _chat_id(job) > 0:  # Telegram's private chats have positive ids, groups negative
-            return self._settings.progress_interval_private_s
-        return self._settings.progress_interval_group_s
-
-    def _keep_chat_action(self, job: Job) -> None:
-        task = self._chat_actions.get(job.id)
-        if task is None or task.done():
-            self._chat_actions[job.id] = asyncio.create_task(
-                self._chat_action_loop(job), name=f"telegram-chat-action-{job.id}"
-            )
-
-    def _job_ending(self, job: Job) -> None:
-        """The outcome is about to be posted: no more chat actions or progress edits."""
-        task = self._chat_actions.pop(job.id, None)
-        if task is not None:
-            task.cancel()
-        self._throttle.forget(job.id)
-
-    async def _edit(self, job: Job, message_id: int, text: str) -> bool:
-        try:
-            await self._bot.edit_message_text(
-                text, chat_id=_chat_id(job), message_id=message_id, rate_limit_args=Priority.PROGRESS
-            )
-        except ProgressDropped:
-            return False  # not shown: the next change is worth sending
-        except TelegramError as error:
-            # A user may delete the status message; progress is a courtesy, the photo still comes.
-            logger.info("job=%s could not edit its status message: %s", job.id, error)
-        return True
+        self._close_line(job.id)
 
     async def _chat_action_loop(self, job: Job) -> None:
         deadline = time.monotonic() + CHAT_ACTION_MAX_S
