@@ -276,9 +276,15 @@ def _child_cmd(
 def _table(rows: list[dict[str, Any]], work: Path) -> str:
     ref = next((r for r in rows if r["config"] == "ref" and "image_s" in r), None)
     ref_png = work / "ref.png"
-    recipe = {
-        r["config"].split("-")[1]: r for r in rows if r["config"].startswith("recipe-") and "load_s" in r
-    }
+    # A recipe's whole image (minutes) may come from a second run (`--table`); its load time is read
+    # from the run of the row it is compared with.
+    recipes = [r for r in rows if r["config"].startswith("recipe-") and "load_s" in r]
+
+    def recipe_for(card: str, run: object, whole: bool) -> dict[str, Any] | None:
+        found = [r for r in recipes if r["config"].split("-")[1] == card and ("image_s" in r or not whole)]
+        same_run = [r for r in found if r.get("run") == run]
+        return (same_run or found or [None])[0]
+
     head = (
         f"{'config':<11}{'s/image':>8}{'x ref':>7}{'recipe s':>9}{'x ref':>7}{'card peak':>10}{'headroom':>9}"
         f"{'host RSS':>9}{'ready s':>8}{'rec rdy':>9}{'1st img':>8}{'big s':>7}{'PSNR dB':>8}{'same px':>8}"
@@ -303,10 +309,12 @@ def _table(rows: list[dict[str, Any]], work: Path) -> str:
             )
             continue
         card = r["config"].split("-")[1] if "-" in r["config"] else ""
-        rec = recipe.get(card) if not r["config"].startswith("recipe") else None
+        mine = not r["config"].startswith("recipe")
+        rec = recipe_for(card, r.get("run"), whole=True) if mine else None
+        rec_load = recipe_for(card, r.get("run"), whole=False) if mine else None
         ratio = r["image_s"] / ref["image_s"] if ref else float("nan")
         rec_s = rec.get("image_s", float("nan")) if rec else float("nan")
-        rec_ready = rec.get("ready_s", rec["load_s"]) if rec else float("nan")
+        rec_ready = rec_load.get("ready_s", rec_load["load_s"]) if rec_load else float("nan")
         rec_ratio = rec_s / ref["image_s"] if ref else float("nan")
         psnr = _psnr(work / f"{r['config']}.png", ref_png)
         rss = r.get("worker_rss_peak_gib", r.get("rss_peak_gib", float("nan")))
@@ -384,6 +392,9 @@ def main() -> int:
     ap.add_argument("--recipe-steps", type=int, default=20, help="fewer: the recipe's load time only")
     ap.add_argument("--timeout", type=float, default=420)
     ap.add_argument("--child", default="")
+    ap.add_argument(
+        "--table", nargs="+", type=Path, help="print one table from these result files (several runs)"
+    )
     ap.add_argument("--overrides", default="")
     args = ap.parse_args()
     if args.child:
@@ -393,6 +404,17 @@ def main() -> int:
         os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
         sys.path.insert(0, str(ROOT))
         print("RESULT " + json.dumps(child(args)), flush=True)
+        return 0
+    if args.table:
+        rows = [
+            {**json.loads(line), "run": run}
+            for run, path in enumerate(args.table)
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ]
+        table = _table(rows, args.work)
+        print(table)
+        (args.work / "table.txt").write_text(table + "\n")
         return 0
     return parent(args)
 

@@ -26,13 +26,16 @@ from bot.config import Config
 from bot.delivery import DeliveryLoop
 from bot.frontend import Frontend
 from bot.metrics import NO_DELIVERY_METRICS, Health, PrometheusMetrics
+from bot.moderation import Moderation, Operators
 from bot.service import BotService
 from engine.metrics import NO_ENGINE_METRICS
+from storage.bans import BanList
 from storage.database import Database
 from storage.images import ImageStore
 from storage.queue import JobQueue
 from storage.retention import ImageRetention
 from storage.signals import JobSignals, LocalSignals, PostgresSignals
+from storage.user_settings import UserSettingsStore
 
 if TYPE_CHECKING:
     from engine.claim_loop import ClaimLoop
@@ -155,7 +158,17 @@ class Application:
             database=database,
             in_database=config.storage.images_in_database(database.dialect),
         )
-        self._service = BotService(self._queue, self._images, config.limits, config.engine)
+        self._service = BotService(
+            self._queue,
+            self._images,
+            config.limits,
+            config.engine,
+            user_settings=UserSettingsStore(database),
+            bans=BanList(database),
+            moderation=Moderation(
+                config.moderation, Operators.from_settings(config.discord, config.telegram)
+            ),
+        )
         if config.storage.keep_images_days is not None:
             retention = ImageRetention(
                 self._queue,

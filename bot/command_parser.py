@@ -123,7 +123,9 @@ _SIZE = re.compile(r"^(?P<width>\d{1,6})\s*[xX×*]\s*(?P<height>\d{1,6})$")
 
 @dataclass(frozen=True, slots=True)
 class ImagineArgs:
-    """What the user asked for; None means "use the default"."""
+    """What the user asked for. None (and "" for the negative prompt) means the flag was not given:
+    the user's /settings fill those, then the operator's defaults (`UserSettings.apply`,
+    `resolve_request`); a flag that was given always wins."""
 
     prompt: str
     negative_prompt: str = ""
@@ -191,10 +193,16 @@ def read_imagine(text: str, limits: LimitsSettings) -> ImagineArgs:
     return args
 
 
+def known_aspect(aspect: str) -> str | None:
+    """The ratio as `ASPECT_RATIOS` writes it ("16/9", "16 : 9" -> "16:9"); None if it is not one."""
+    normalized = re.sub(r"\s+", "", aspect).replace("/", ":")
+    return normalized if normalized in _ASPECT_SIZES else None
+
+
 def size_for_aspect(aspect: str) -> tuple[int, int]:
     """Multiples of 16 near one megapixel (1:1 -> 1024x1024); raise InvalidRequest if unknown."""
-    normalized = re.sub(r"\s+", "", aspect).replace("/", ":")
-    size = _ASPECT_SIZES.get(normalized)
+    known = known_aspect(aspect)
+    size = None if known is None else _ASPECT_SIZES[known]
     if size is None:
         raise InvalidRequest(
             f"--ar {aspect} is not a ratio I know. Use one of {', '.join(ASPECT_RATIOS)}, "

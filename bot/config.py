@@ -16,7 +16,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from bot.metrics import MetricsSettings
-from bot.settings import DeliverySettings, DiscordSettings, LimitsSettings, TelegramSettings
+from bot.settings import (
+    DeliverySettings,
+    DiscordSettings,
+    LimitsSettings,
+    ModerationSettings,
+    TelegramSettings,
+)
 from engine.settings import EngineSettings
 from storage.settings import StorageSettings
 
@@ -48,6 +54,7 @@ class Config(BaseModel):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

@@ -218,6 +218,7 @@ class DeliveryLoop:
             shown = _Shown(job.status, job.progress_step, position)
             if (
                 presenter is None
+                or not job.show_progress  # the user turned progress updates off in /settings
                 or job.id not in held
                 or self._shown.get(job.id) == shown
                 or _chat_of(job) in self._busy

@@ -25,3 +25,15 @@ class NothingToDo(UserFacingError):
 
 class Unavailable(UserFacingError):
     """The bot cannot take the request now (its disk is full, its database busy); nothing was queued."""
+
+
+class RateLimited(QuotaExceeded):
+    """The user submitted as many jobs in the last hour as allowed; the text says when to try again."""
+
+
+class Banned(NotAllowed):
+    """An operator banned the user: every command is refused."""
+
+
+class PromptNotAllowed(InvalidRequest):
+    """The prompt (or the style suffix) has a word or pattern the operator does not allow."""

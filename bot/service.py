@@ -7,24 +7,33 @@ result. Every method raises only `bot.errors.UserFacingError` subclasses for thi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from bot import texts
 from bot.command_parser import ImagineArgs, check_args, check_job_id, check_seed
-from bot.errors import NotAllowed, NothingToDo, QuotaExceeded, Unavailable
+from bot.errors import InvalidRequest, NotAllowed, NothingToDo, QuotaExceeded, Unavailable
 from bot.eta import StepTimes, estimate
+from bot.moderation import Moderation, Operators, PromptSource, banned, rate_limited
 from bot.request_rules import random_seed, resolve_request
-from bot.settings import LimitsSettings
+from bot.settings import LimitsSettings, ModerationSettings
 from bot.standing import Queued, QueueOverview
+from bot.user_settings import SettingName, SettingsView, UserSettings, read_setting_name, settings_view
 from engine.settings import EngineSettings
+from storage.bans import Ban, BanList, UserBanned
 from storage.errors import StorageBusy, StorageFull
 from storage.images import ImageNotFound, ImageStore
 from storage.jobs import ImageRequest, Job, JobStatus, NewJob, Requester
-from storage.queue import ActiveLimitReached, JobNotFound, JobQueue
+from storage.queue import ActiveLimitReached, HourlyLimitReached, JobNotFound, JobQueue
+from storage.user_settings import StoredSettings, UserSettingsStore
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_BAN_REASON = 500
+MAX_USER_ID_DIGITS = 20  # Discord's snowflakes and Telegram's ids are 64-bit at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +46,8 @@ class Picture:
 
 
 class BotService:
-    """Platform-neutral commands: /imagine, /reroll, /history, /queue, /cancel, delete, details."""
+    """Platform-neutral commands: /imagine, /reroll, /history, /queue, /cancel, delete, details,
+    /settings, and the operators' ban and unban."""
 
     def __init__(
         self,
@@ -45,17 +55,38 @@ class BotService:
         images: ImageStore,
         limits: LimitsSettings,
         engine: EngineSettings,
+        *,
+        user_settings: UserSettingsStore,
+        bans: BanList,
+        moderation: Moderation | None = None,
     ) -> None:
         self._queue = queue
         self._images = images
         self._limits = limits
         self._engine = engine
+        self._user_settings = user_settings
+        self._bans = bans
+        self._moderation = moderation or Moderation(ModerationSettings(), Operators())
 
     async def imagine(self, requester: Requester, args: ImagineArgs, *, is_admin: bool = False) -> Queued:
-        """Validate against limits and quota, fill defaults (random seed, steps, 1024x1024), enqueue."""
-        request = resolve_request(args, self._limits, self._engine)
+        """Fill what the flags left unset from the user's settings, check the prompt against the
+        limits and the operator's word lists, fill the defaults (random seed, steps, 1024x1024), and
+        enqueue within the user's quotas."""
+        settings = await self._settings_of(requester)
+        request = resolve_request(settings.apply(args, self._limits), self._limits, self._engine)
+        self._moderation.check(requester, args.prompt, PromptSource.PROMPT)
+        self._moderation.check(requester, settings.style_suffix, PromptSource.STYLE_SUFFIX)
+        # A phrase or pattern may also span the two.
+        self._moderation.check(requester, request.prompt, PromptSource.PROMPT)
         return await self._enqueue(
-            NewJob(requester=requester, request=request, max_active=self._max_active(is_admin))
+            NewJob(
+                requester=requester,
+                request=request,
+                max_active=self._max_active(is_admin),
+                max_per_hour=self._max_per_hour(is_admin),
+                spoiler=self._moderation.is_spoiler(request.prompt),
+                show_progress=settings.show_progress,
+            )
         )
 
     async def reroll(
@@ -74,6 +105,8 @@ class BotService:
         if seed is not None:
             check_seed(seed)
         source = await self._reroll_source(requester, job_id, is_admin=is_admin)
+        # The word lists may have grown since the job ran, and anyone here may reroll it.
+        self._moderation.check(requester, source.request.prompt, PromptSource.RERUN, source)
         # A second press finds the first press's job (even when that job fills the quota): the queue
         # looks for the key before it counts the user's active jobs.
         dedupe_key = f"reroll:{source.id}:{requester.user_id}" if from_button else None
@@ -106,6 +139,9 @@ class BotService:
                 parent_id=source.id,
                 dedupe_key=dedupe_key,
                 max_active=self._max_active(is_admin),
+                max_per_hour=self._max_per_hour(is_admin),
+                spoiler=self._moderation.is_spoiler(request.prompt),
+                show_progress=(await self._settings_of(requester)).show_progress,
             )
         )
 
@@ -241,11 +277,122 @@ class BotService:
         interaction token that edits it), so any chat process can still edit it, after a restart too."""
         await self._queue.set_status_message(job_id, message_id, token=token, token_issued_at=token_issued_at)
 
+    # -- settings --------------------------------------------------------------------------------
+    async def settings(self, requester: Requester) -> SettingsView:
+        """The user's /settings: the text and the options, as both platforms show them."""
+        await self.check_not_banned(requester)
+        return self._settings_view(await self._settings_of(requester))
+
+    async def update_settings(
+        self, requester: Requester, name: SettingName | str, value: str
+    ) -> SettingsView:
+        """Set one setting from its text value ("default" puts it back); InvalidRequest saying how to
+        write it when the value is not allowed (nothing is changed then)."""
+        await self.check_not_banned(requester)
+        setting = name if isinstance(name, SettingName) else read_setting_name(name)
+        if setting is SettingName.STYLE:
+            self._moderation.check(requester, value, PromptSource.NEW_STYLE_SUFFIX)
+
+        def change(stored: StoredSettings) -> StoredSettings:
+            current = UserSettings.from_stored(stored, self._limits)
+            return current.with_value(setting, value, self._limits).to_stored()
+
+        stored = await self._write(self._user_settings.update(requester.platform, requester.user_id, change))
+        logger.info(
+            "settings changed platform=%s user=%s setting=%s", requester.platform, requester.user_id, setting
+        )
+        return self._settings_view(UserSettings.from_stored(stored, self._limits))
+
+    async def reset_settings(self, requester: Requester) -> SettingsView:
+        """Every setting back to the operator's default."""
+        await self.check_not_banned(requester)
+        await self._write(self._user_settings.reset(requester.platform, requester.user_id))
+        logger.info("settings reset platform=%s user=%s", requester.platform, requester.user_id)
+        return self._settings_view(UserSettings())
+
+    # -- moderation ------------------------------------------------------------------------------
+    async def check_not_banned(self, requester: Requester) -> None:
+        """Raise Banned (its text is the refusal) if an operator banned the user: adapters call it once
+        at their entrance, before any command; enqueueing checks again in its own transaction."""
+        ban = await self._bans.get(requester.platform, requester.user_id)
+        if ban is not None:
+            raise banned(ban)
+
+    def is_operator(self, requester: Requester) -> bool:
+        """Whether the user is in their platform's `admin_user_ids` (may ban and unban)."""
+        return self._moderation.is_operator(requester)
+
+    async def ban(self, operator: Requester, user_id: str, *, reason: str = "") -> Ban:
+        """Ban a user of the operator's platform: every command of theirs is refused from now on.
+        Their queued jobs stay (cancel them with /cancel <job>)."""
+        target = self._check_ban_target(operator, user_id)
+        reason = reason.strip()
+        if len(reason) > MAX_BAN_REASON:
+            raise InvalidRequest(f"The reason is {len(reason)} characters long; keep it to {MAX_BAN_REASON}.")
+        if self._moderation.operators.includes(operator.platform, target):
+            raise NotAllowed(
+                f"User {target} is an operator (admin_user_ids in the config); remove them there first."
+            )
+        ban = await self._write(
+            self._bans.ban(operator.platform, target, banned_by=operator.user_id, reason=reason)
+        )
+        logger.info("banned platform=%s user=%s by=%s", operator.platform, target, operator.user_id)
+        return ban
+
+    async def unban(self, operator: Requester, user_id: str) -> Ban:
+        """Lift a ban; NothingToDo if the user was not banned."""
+        target = self._check_ban_target(operator, user_id)
+        ban = await self._write(self._bans.unban(operator.platform, target))
+        if ban is None:
+            raise NothingToDo(f"User {target} is not banned.")
+        logger.info("unbanned platform=%s user=%s by=%s", operator.platform, target, operator.user_id)
+        return ban
+
+    async def bans(self, operator: Requester) -> Sequence[Ban]:
+        """The bans on the operator's platform, newest first."""
+        self._check_operator(operator)
+        return await self._bans.all(operator.platform)
+
     # -- internals -----------------------------------------------------------------------------
     def _max_active(self, is_admin: bool) -> int | None:
         if is_admin and self._limits.admins_exempt_from_quota:
             return None
         return self._limits.max_active_jobs_per_user
+
+    def _max_per_hour(self, is_admin: bool) -> int | None:
+        if self._limits.jobs_per_hour == 0 or (is_admin and self._limits.admins_exempt_from_quota):
+            return None
+        return self._limits.jobs_per_hour
+
+    async def _settings_of(self, requester: Requester) -> UserSettings:
+        return UserSettings.from_stored(
+            await self._user_settings.get(requester.platform, requester.user_id), self._limits
+        )
+
+    def _settings_view(self, settings: UserSettings) -> SettingsView:
+        return settings_view(settings, self._limits, self._engine.default_steps)
+
+    async def _write(self, write: Awaitable[T]) -> T:
+        try:
+            return await write
+        except StorageFull:
+            logger.error("the database has no space left: a settings change was refused; free disk space")
+            raise Unavailable(texts.STORAGE_FULL) from None
+        except StorageBusy:
+            raise Unavailable(texts.STORAGE_BUSY) from None
+
+    def _check_operator(self, operator: Requester) -> None:
+        if not self._moderation.is_operator(operator):
+            raise NotAllowed(
+                "Only the bot's operators (admin_user_ids in its config) can ban and unban users."
+            )
+
+    def _check_ban_target(self, operator: Requester, user_id: str) -> str:
+        self._check_operator(operator)
+        target = user_id.strip()
+        if not target.isascii() or not target.isdigit() or len(target) > MAX_USER_ID_DIGITS:
+            raise InvalidRequest(f'Give the user\'s numeric id, e.g. 123456789 (got "{user_id}").')
+        return target
 
     async def _reroll_source(self, requester: Requester, job_id: int | None, *, is_admin: bool) -> Job:
         if job_id is None:
@@ -270,6 +417,10 @@ class BotService:
             result = await self._queue.enqueue(new_job)
         except ActiveLimitReached as full:
             raise QuotaExceeded(texts.quota_text(full.limit, full.active)) from None
+        except HourlyLimitReached as limited:
+            raise rate_limited(limited.limit, limited.retry_at) from None
+        except UserBanned as refused:
+            raise banned(refused.ban) from None
         except StorageFull:
             logger.error("the database has no space left: a command was refused; free disk space")
             raise Unavailable(texts.STORAGE_FULL) from None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class LimitsSettings(BaseModel):
@@ -22,7 +23,13 @@ class LimitsSettings(BaseModel):
     max_active_jobs_per_user: int = Field(
         default=3, ge=1, description="Queued plus running jobs one user may have at once."
     )
+    jobs_per_hour: int = Field(
+        default=0, ge=0, description="Jobs one user may submit in any hour; 0: no limit."
+    )
     admins_exempt_from_quota: bool = True
+    max_images_per_command: int = Field(
+        default=4, ge=1, le=10, description="The most images a user may choose in /settings."
+    )
 
     @model_validator(mode="after")
     def _sides_in_order(self) -> LimitsSettings:
@@ -31,6 +38,43 @@ class LimitsSettings(BaseModel):
         if self.min_steps > self.max_steps:
             raise ValueError(f"min_steps {self.min_steps} is above max_steps {self.max_steps}")
         return self
+
+
+def _valid_pattern(pattern: str) -> str:
+    try:
+        re.compile(pattern, re.IGNORECASE)
+    except re.error as error:
+        raise ValueError(f"not a valid regular expression: {error}") from None
+    if re.fullmatch(pattern, "", re.IGNORECASE) is not None or not pattern.strip():
+        raise ValueError("matches an empty text, so it would match every prompt")
+    return pattern
+
+
+def _valid_word(word: str) -> str:
+    if not word.strip():
+        raise ValueError("an empty word matches nothing; remove it")
+    return word.strip()
+
+
+Pattern = Annotated[str, AfterValidator(_valid_pattern)]
+Word = Annotated[str, AfterValidator(_valid_word)]
+
+
+class ModerationSettings(BaseModel):
+    """Words and patterns checked in every prompt (the `[moderation]` section).
+
+    Words match whole words (or phrases), ignoring case; patterns are Python regular expressions,
+    searched anywhere in the prompt, ignoring case.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    banned_words: tuple[Word, ...] = Field(default=(), description="A prompt with one is refused.")
+    banned_patterns: tuple[Pattern, ...] = ()
+    spoiler_words: tuple[Word, ...] = Field(
+        default=(), description="A picture from a prompt with one is posted as a spoiler (Discord)."
+    )
+    spoiler_patterns: tuple[Pattern, ...] = ()
 
 
 class DeliverySettings(BaseModel):

@@ -26,9 +26,8 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 import contextlib
 import ctypes
 import gc
-import importlib.metadata
-import io
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,13 +36,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from engine.backend import LoadReporter, StepCallback
+from engine.diffsynth_import import SUPPORTED_DIFFSYNTH, DiffSynthImport, quiet_stdout
 from engine.errors import EngineStartError, RequestTooLarge
 from engine.fp8_linear import FP8, Fp8Linear, convert_linears, matmul_mode, scaled_fp8
 from engine.gpu_budget import LATE_KERNEL_BYTES, CardMemory, measure_card, outside_allocator_bytes
 from engine.host_memory import HostNeed, read_meminfo, shortfall
 from engine.layer_streaming import (
+    BlockSizes,
     PlacedTensor,
     StreamedBlocks,
+    block_layout_bytes,
     page_locked,
     place_outside_blocks,
     release_page_locked,
@@ -73,7 +75,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_DIFFSYNTH = "2.1.12"  # the backend uses its internals (pipeline units, model classes)
 COMPUTE_DTYPE = torch.bfloat16
 T5_SEQUENCE_LENGTH = 512
 # A negative prompt only acts through true classifier-free guidance (two DiT passes per step).
@@ -100,32 +101,6 @@ class PromptEmbedding:
         )
 
 
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """DiffSynth prints banners and loading notes; keep them out of the worker's stdout."""
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        yield
-    for line in buffer.getvalue().splitlines():
-        if line.strip():
-            log.debug("diffsynth: %s", line)
-
-
-def check_diffsynth_version() -> None:
-    """The backend relies on DiffSynth's internals: refuse any other version, saying how to fix it."""
-    try:
-        installed = importlib.metadata.version("diffsynth")
-    except importlib.metadata.PackageNotFoundError:
-        raise EngineStartError(
-            "diffsynth is not installed. Install the GPU extra: pip install 'majicbot[gpu]'."
-        ) from None
-    if installed != SUPPORTED_DIFFSYNTH:
-        raise EngineStartError(
-            f"diffsynth {installed} is installed; majicbot supports diffsynth {SUPPORTED_DIFFSYNTH} only. "
-            f"Fix: pip install 'diffsynth=={SUPPORTED_DIFFSYNTH}'."
-        )
-
-
 def _dit_dtypes(module: torch.nn.Module, name: str, tensor: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
     if isinstance(module, Fp8Linear) and name == "weight":
         return FP8, FP8  # Fp8Linear converts (or quantises) per call
@@ -141,6 +116,36 @@ def _t5_dtypes(
         return (COMPUTE_DTYPE, COMPUTE_DTYPE) if tensor.is_floating_point() else (tensor.dtype, tensor.dtype)
 
     return rule
+
+
+def t5_sizes_from_checkpoint(
+    index: dict[str, StoredTensor], names: dict[str, str], storage: torch.dtype
+) -> BlockSizes:
+    """T5's block sizes from its checkpoint's headers, as `_t5_dtypes` will lay out the model: the
+    linear layers' weights (2-D, other than the relative position bias) in `storage`, the rest in
+    bf16. Every model tensor counts, also two filled from one stored tensor (transformers 5 does not
+    tie T5's `shared` and `encoder.embed_tokens`); where they are tied, the layout check plans again."""
+    blocks: dict[int, list[tuple[int, torch.dtype, torch.dtype]]] = {}
+    outside: dict[str, int] = {}
+    for model_name, file_name in names.items():
+        stored = index.get(file_name)
+        if stored is None:
+            continue  # reading names the missing tensor
+        numel = math.prod(stored.shape)
+        parts = model_name.split(".")
+        if parts[:2] == ["encoder", "block"] and len(parts) > 2 and parts[2].isdigit():
+            linear = (
+                len(stored.shape) == 2 and parts[-1] == "weight" and parts[-2] != "relative_attention_bias"
+            )
+            blocks.setdefault(int(parts[2]), []).append(
+                (numel, storage if linear else COMPUTE_DTYPE, COMPUTE_DTYPE)
+            )
+        else:
+            outside[model_name] = numel * COMPUTE_DTYPE.itemsize
+    sizes = [block_layout_bytes(blocks[i]) for i in sorted(blocks)]
+    return BlockSizes(
+        tuple(size for size, _ in sizes), max((c for _, c in sizes), default=0), sum(outside.values())
+    )
 
 
 class _Progress:
@@ -176,7 +181,6 @@ class DiffSynthBackend:
     """The default backend: `generate(request, on_step) -> PIL.Image` on one GPU."""
 
     def __init__(self, settings: EngineSettings, report: LoadReporter) -> None:
-        check_diffsynth_version()
         # Missing files fail here, before CUDA is touched, with the command that fixes them.
         require_complete(settings.model_dir)
         self._paths: ModelPaths = model_paths(settings.model_dir)
@@ -189,6 +193,7 @@ class DiffSynthBackend:
             )
         self._matmul = matmul_mode(settings.matmul, self._device)
         started = time.perf_counter()
+        self._imports = DiffSynthImport().start()  # beside the card's measurement and the reading
         self._card: CardMemory = measure_card(self._device, fp8=self._matmul.fp8)
         log.info("card measured in %.1f s", time.perf_counter() - started)
         self._operator_budget = (
@@ -196,9 +201,8 @@ class DiffSynthBackend:
         )
         log.info("GPU: %s", self._card.describe(self._operator_budget))
         self._cache: PromptCache[tuple[str, int], PromptEmbedding] = PromptCache(settings.prompt_cache_size)
-        with _quiet_stdout():
-            self._build_models()
-        log.info("models laid out in %.1f s (DiffSynth imported)", time.perf_counter() - started)
+        self._build_models()
+        log.info("DiT laid out %.1f s after the start", time.perf_counter() - started)
         self._plans = PlanHolder(self._plan_for(self._card.allocator_budget(self._operator_budget)))
         self._check_host_memory()
         if self._operator_budget is not None:
@@ -227,40 +231,54 @@ class DiffSynthBackend:
 
     # -- loading -------------------------------------------------------------------------------
     def _build_models(self) -> None:
-        """The DiT and T5 as empty shells (no memory), their checkpoints indexed, their blocks laid out."""
-        from diffsynth.core.vram.initialization import skip_model_initialization
-        from diffsynth.models.flux_dit import FluxDiT
-        from diffsynth.models.flux_text_encoder_t5 import FluxTextEncoderT5
-        from diffsynth.utils.state_dict_converters.flux_dit import FluxDiTStateDictConverter
-        from diffsynth.utils.state_dict_converters.flux_text_encoder_t5 import (
-            FluxTextEncoderT5StateDictConverter,
-        )
-
-        with skip_model_initialization():
-            dit = FluxDiT()
-            t5 = FluxTextEncoderT5()
+        """The DiT as an empty shell (no memory), both checkpoints indexed, the DiT's blocks laid out,
+        and T5's layout worked out from its checkpoint's headers: T5's class comes with transformers,
+        whose import is left to run beside the reading of the DiT."""
+        waited = time.perf_counter()
+        classes = self._imports.models()
+        log.info("waited %.1f s for DiffSynth's DiT classes", time.perf_counter() - waited)
+        self._skip_initialization = classes.skip_model_initialization
+        with quiet_stdout(), classes.skip_model_initialization():
+            dit = classes.flux_dit()
         convert_linears(dit, COMPUTE_DTYPE, self._matmul)
         self._chunks = ChunkSetting()
         install(dit, self._chunks)
-        self._dit, self._t5 = dit.eval(), t5.eval()
+        self._dit = dit.eval()
         self._dit_index = index_checkpoint([self._paths.dit])
         self._t5_index = index_checkpoint(self._paths.text_encoder_t5)
-        self._dit_names = model_to_file_names(self._dit_index, FluxDiTStateDictConverter)
-        self._t5_names = model_to_file_names(self._t5_index, FluxTextEncoderT5StateDictConverter)
-        t5_storage = FP8 if self._settings.text_encoder_storage == "fp8" else COMPUTE_DTYPE
+        self._dit_names = model_to_file_names(self._dit_index, classes.dit_converter)
+        self._t5_names = model_to_file_names(self._t5_index, classes.t5_converter)
+        self._t5_storage = FP8 if self._settings.text_encoder_storage == "fp8" else COMPUTE_DTYPE
         self._dit_blocks = StreamedBlocks(
             list(dit.blocks) + list(dit.single_blocks), self._device, "dit", _dit_dtypes, wrap=True
         )
-        self._t5_blocks = StreamedBlocks(
-            list(t5.encoder.block), self._device, "t5", _t5_dtypes(t5_storage), wrap=False
-        )
-        small_files = [self._paths.text_encoder_clip, self._paths.vae]
+        self._t5_sizes = t5_sizes_from_checkpoint(self._t5_index, self._t5_names, self._t5_storage)
         # CLIP and the VAE are held in bf16: no more than their files' sizes.
-        self._fixed_bytes = (
-            _outside_bytes(dit, self._dit_blocks)
-            + _outside_bytes(t5, self._t5_blocks)
-            + sum(p.stat().st_size for p in small_files)
+        self._outside_t5_bytes = _outside_bytes(dit, self._dit_blocks) + sum(
+            p.stat().st_size for p in (self._paths.text_encoder_clip, self._paths.vae)
         )
+
+    def _build_t5(self) -> None:
+        """T5 as an empty shell, its blocks laid out; if the layout differs from the one planned with
+        (from the headers), the plan is made again before any of T5 is read."""
+        waited = time.perf_counter()
+        flux_t5 = self._imports.t5()
+        log.info("waited %.1f s for T5's class (transformers)", time.perf_counter() - waited)
+        with quiet_stdout(), self._skip_initialization():
+            t5 = flux_t5()
+        self._t5 = t5.eval()
+        self._t5_blocks = StreamedBlocks(
+            list(t5.encoder.block), self._device, "t5", _t5_dtypes(self._t5_storage), wrap=False
+        )
+        laid_out = BlockSizes(
+            self._t5_blocks.block_bytes, self._t5_blocks.compute_bytes, _outside_bytes(t5, self._t5_blocks)
+        )
+        if laid_out != self._t5_sizes:
+            log.warning("T5 is laid out unlike its checkpoint's headers said; planning again")
+            self._t5_sizes = laid_out
+            plan = self._plan_for(self._card.allocator_budget(self._operator_budget))
+            self._plans.rebase(plan)
+            self._apply(plan)
 
     def _plan_for(self, allocator_budget: int) -> EnginePlan:
         """The plan that keeps room for the largest image (engine.max_pixels)."""
@@ -268,10 +286,10 @@ class DiffSynthBackend:
             return plan_engine(
                 budget_bytes=allocator_budget,
                 workspace_bytes=planned_room_bytes(self._settings.max_pixels),
-                fixed_bytes=self._fixed_bytes,
+                fixed_bytes=self._outside_t5_bytes + self._t5_sizes.outside_bytes,
                 dit_blocks=self._dit_blocks.block_bytes,
-                t5_blocks=self._t5_blocks.block_bytes,
-                t5_extra_bytes=self._t5_blocks.compute_bytes + T5_ACTIVATION_BYTES,
+                t5_blocks=self._t5_sizes.block_bytes,
+                t5_extra_bytes=self._t5_sizes.compute_bytes + T5_ACTIVATION_BYTES,
             )
         except BudgetTooSmall as exc:
             raise EngineStartError(
@@ -282,7 +300,7 @@ class DiffSynthBackend:
             ) from None
 
     def _check_host_memory(self) -> None:
-        need = HostNeed(self._plans.base.dit.streamed_bytes + sum(self._t5_blocks.block_bytes))
+        need = HostNeed(self._plans.base.dit.streamed_bytes + sum(self._t5_sizes.block_bytes))
         machine = read_meminfo()
         log.info("host memory: the plan needs %s", need.describe())
         if machine is None:
@@ -299,33 +317,37 @@ class DiffSynthBackend:
         paths = self._paths
         small = sum(p.stat().st_size for p in (paths.text_encoder_clip, paths.vae))
         big = sum(t.nbytes for t in self._dit_index.values()) + sum(t.nbytes for t in self._t5_index.values())
-        loading = time.perf_counter()
         progress = _Progress(report, small + big)
-        with _quiet_stdout():
-            from diffsynth.core import ModelConfig
-            from diffsynth.pipelines.flux_image import FluxImagePipeline
-
+        started = time.perf_counter()
+        # The DiT while transformers is imported for T5, then T5 while DiffSynth's pipeline is.
+        with CheckpointReader(self._device, progress.add, page_locked, release_page_locked) as reader:
+            self._fill(reader, self._dit, self._dit_blocks, self._plan.dit, self._dit_index, self._dit_names)
+            self._build_t5()
+            self._fill(reader, self._t5, self._t5_blocks, self._plan.t5, self._t5_index, self._t5_names)
+        self._t5_blocks.release_slots()
+        log.info(
+            "read %.1f GB of weights in %.1f s (%s)",
+            reader.bytes_read / 1e9,
+            time.perf_counter() - started,
+            reader.timing.describe(time.perf_counter() - started),
+        )
+        loading = time.perf_counter()
+        classes = self._imports.pipeline()
+        with quiet_stdout():
             device = str(self._device)
             # CLIP and the VAE are small: DiffSynth's own loader puts them on the GPU.
-            pipe = FluxImagePipeline.from_pretrained(
+            pipe = classes.flux_image_pipeline.from_pretrained(
                 torch_dtype=COMPUTE_DTYPE,
                 device=device,
                 model_configs=[
-                    ModelConfig(path=str(paths.text_encoder_clip), computation_device=device),
-                    ModelConfig(path=str(paths.vae), computation_device=device),
+                    classes.model_config(path=str(paths.text_encoder_clip), computation_device=device),
+                    classes.model_config(path=str(paths.vae), computation_device=device),
                 ],
-                tokenizer_1_config=ModelConfig(path=str(paths.tokenizer_clip)),
-                tokenizer_2_config=ModelConfig(path=str(paths.tokenizer_t5)),
+                tokenizer_1_config=classes.model_config(path=str(paths.tokenizer_clip)),
+                tokenizer_2_config=classes.model_config(path=str(paths.tokenizer_t5)),
             )
         progress.add(small)
         log.info("CLIP and VAE loaded by DiffSynth in %.1f s", time.perf_counter() - loading)
-        started = time.perf_counter()
-        with CheckpointReader(self._device, progress.add, page_locked, release_page_locked) as reader:
-            plan = self._plan
-            self._fill(reader, self._dit, self._dit_blocks, plan.dit, self._dit_index, self._dit_names)
-            self._fill(reader, self._t5, self._t5_blocks, plan.t5, self._t5_index, self._t5_names)
-        log.info("read %.1f GB of weights in %.1f s", reader.bytes_read / 1e9, time.perf_counter() - started)
-        self._t5_blocks.release_slots()
         pipe.dit = self._dit
         pipe.text_encoder_2 = self._t5
         self._decoder = _PlannedDecoder(pipe.vae_decoder)
@@ -394,11 +416,11 @@ class DiffSynthBackend:
         blocks.load(plan, fill)
 
     def _install_prompt_cache(self) -> None:
-        from diffsynth.pipelines.flux_image import FluxImageUnit_PromptEmbedder
+        prompt_embedder: Any = self._imports.pipeline().prompt_embedder
 
         backend = self
 
-        class CachedPromptEmbedder(FluxImageUnit_PromptEmbedder):  # type: ignore[misc]
+        class CachedPromptEmbedder(prompt_embedder):  # type: ignore[misc]
             def process(
                 self, pipe: Any, prompt: str, t5_sequence_length: int, positive: bool
             ) -> dict[str, Any]:
@@ -417,7 +439,7 @@ class DiffSynthBackend:
 
         units = self._pipe.units
         for i, unit in enumerate(units):
-            if type(unit) is FluxImageUnit_PromptEmbedder:
+            if type(unit) is prompt_embedder:
                 units[i] = CachedPromptEmbedder()
                 return
         raise EngineStartError(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +57,27 @@ class PlacedTensor:
 
 def _aligned(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSizes:
+    """What a model's streamed blocks take, as `StreamedBlocks` lays them out: each block's bytes as
+    stored, the largest conversion buffer one block needs, and the model's bytes outside the blocks."""
+
+    block_bytes: tuple[int, ...]
+    compute_bytes: int
+    outside_bytes: int
+
+
+def block_layout_bytes(tensors: Iterable[tuple[int, torch.dtype, torch.dtype]]) -> tuple[int, int]:
+    """(bytes as stored, bytes of its conversion buffer) of a block holding tensors of
+    (element count, storage type, compute type): the same arithmetic as a laid-out block's."""
+    stored = compute = 0
+    for numel, storage, compute_dtype in tensors:
+        stored += _aligned(numel * storage.itemsize)
+        if storage != compute_dtype:
+            compute += _aligned(numel * compute_dtype.itemsize)
+    return stored, compute
 
 
 def _layout(block: torch.nn.Module, dtype_of: DtypeRule) -> tuple[list[PlacedTensor], int, int]:
@@ -173,16 +194,27 @@ class StreamedBlocks:
     # -- placement ---------------------------------------------------------------------------
     def load(self, plan: StreamPlan, fill: BlockFill) -> None:
         """Place every block for the first time: its tensors are written by `fill` straight into the
-        GPU buffer (resident) or the page-locked host buffer (streamed) that the plan gives it."""
+        GPU buffer (resident) or the host buffer (streamed) that the plan gives it.
+
+        A host buffer that the reading threads fill directly is page-locked once filled: they fault
+        its pages in side by side, where locking it empty has the driver fault and zero them one by
+        one (measured: 4.9 s of a 6.5 s load, against 1.3 s). A block whose types are converted is
+        written by the GPU, which writes page-locked memory several times faster: locked first."""
         self._check(plan)
         for index in range(len(self._blocks)):
             if index in plan.resident:
                 buffer = torch.empty(self.block_bytes[index], dtype=torch.uint8, device=self._device)
+                fill(index, self._placed[index], buffer)
                 self._gpu[index] = buffer
-            else:
+            elif self._converts[index]:
                 buffer = page_locked(self.block_bytes[index])
+                fill(index, self._placed[index], buffer)
                 self._host[index] = buffer
-            fill(index, self._placed[index], buffer)
+            else:
+                buffer = torch.empty(self.block_bytes[index], dtype=torch.uint8)
+                fill(index, self._placed[index], buffer)
+                buffer = lock_pages(buffer)
+                self._host[index] = buffer
             _point(self._placed[index], buffer)
         self._adopt(plan)
 
@@ -331,7 +363,11 @@ _registered: set[int] = set()
 def page_locked(nbytes: int) -> torch.Tensor:
     """A host byte buffer of exactly `nbytes`, page-locked in place so copies from it are asynchronous
     DMA (the pinned allocator would round it up to a power of two)."""
-    buffer = torch.empty(nbytes, dtype=torch.uint8)
+    return lock_pages(torch.empty(nbytes, dtype=torch.uint8))
+
+
+def lock_pages(buffer: torch.Tensor) -> torch.Tensor:
+    """`buffer` page-locked in place (contents kept); a pinned copy if the driver refuses."""
     cudart = torch.cuda.cudart()  # type: ignore[no-untyped-call]
     code = cudart.cudaHostRegister(buffer.data_ptr(), buffer.numel(), 0)
     if int(code) != 0:

@@ -97,6 +97,13 @@ class NewJob:
     # The most queued plus running jobs the requester may have, this one included; None: no limit.
     # Checked in the transaction that inserts, so a burst of commands cannot get past it.
     max_active: int | None = None
+    # The most jobs the requester may have submitted in the hour before this one, this one included;
+    # None: no limit. Checked in the same transaction as max_active.
+    max_per_hour: int | None = None
+    # Post the result behind a spoiler (the prompt matched the operator's spoiler list).
+    spoiler: bool = False
+    # Edit the job's status line with its position and progress; False: only the result is posted.
+    show_progress: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +150,10 @@ class Job:
     # it was issued.
     status_token: str | None = field(default=None, repr=False)
     status_token_at: datetime | None = None
+    # As the chat side decided when it queued the job (`NewJob`): post the result as a spoiler; edit
+    # the status line with progress.
+    spoiler: bool = False
+    show_progress: bool = True
 
     @property
     def is_final(self) -> bool:

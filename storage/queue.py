@@ -17,16 +17,17 @@ Fair order is kept in `user_turns` (one row per user: when their last job starte
 job), updated by every write that changes who has what queued, so a claim is a few index lookups
 whatever the length of the queue.
 
-An enqueue with a per-user limit counts the user's active jobs and inserts in one transaction under a
-per-user lock (SQLite's write lock; a transaction-scoped advisory lock on PostgreSQL), so bursts cannot
-get past it.
+An enqueue checks the user's ban, their active jobs (`max_active`) and their jobs of the last hour
+(`max_per_hour`) and inserts in one transaction under a per-user lock (SQLite's write lock; a
+transaction-scoped advisory lock on PostgreSQL), so bursts cannot get past the limits and a ban holds
+from the moment it commits.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, select, text, update
@@ -34,6 +35,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.bans import UserBanned, find_ban
+from storage.clock import database_now, dialect_name
 from storage.database import Database
 from storage.fair_order import UserKey, Waiting, fair_order
 from storage.jobs import (
@@ -57,6 +60,7 @@ from storage.tables import NEVER_STARTED, JobRow, UserTurnRow
 logger = logging.getLogger(__name__)
 
 _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+HOUR = timedelta(hours=1)
 CLAIM_LOCK_KEY = 0x6D616A6964  # the PostgreSQL advisory lock that serialises claims
 _FINAL = tuple(status.value for status in FINAL_STATUSES)
 
@@ -82,6 +86,15 @@ class ActiveLimitReached(Exception):
         self.active = tuple(active)
 
 
+class HourlyLimitReached(Exception):
+    """The requester already submitted `NewJob.max_per_hour` jobs in the last hour; nothing was queued."""
+
+    def __init__(self, limit: int, retry_at: datetime) -> None:
+        super().__init__(f"{limit} jobs in the last hour; the next one is accepted from {retry_at}")
+        self.limit = limit
+        self.retry_at = retry_at  # when the oldest of those jobs leaves the window
+
+
 class JobQueue:
     """Enqueue, claim in fair order, record progress and outcomes, and answer questions about jobs.
 
@@ -101,6 +114,11 @@ class JobQueue:
         self._lease = timedelta(seconds=lease_s)
 
     @property
+    def database(self) -> Database:
+        """The database the queue is on (the other stores of the chat side share it)."""
+        return self._db
+
+    @property
     def lease_s(self) -> float:
         """How long a claim stays valid without renewal."""
         return self._lease.total_seconds()
@@ -109,10 +127,12 @@ class JobQueue:
     async def enqueue(self, new_job: NewJob) -> EnqueueResult:
         """Store a queued job. With a dedupe key that an active job already holds, return that job.
 
-        With `max_active` set, raises ActiveLimitReached when the requester already has that many
-        queued or running jobs. The check and the insert are one transaction that holds a per-user
-        lock (SQLite: the write lock of BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory
-        lock on the user), so any number of concurrent commands accept exactly the limit.
+        Raises UserBanned for a banned requester. With `max_active` set, raises ActiveLimitReached
+        when the requester already has that many queued or running jobs; with `max_per_hour` set,
+        HourlyLimitReached when they submitted that many in the last hour. The checks and the insert
+        are one transaction that holds a per-user lock (SQLite: the write lock of BEGIN IMMEDIATE;
+        PostgreSQL: a transaction-scoped advisory lock on the user), so any number of concurrent
+        commands accept exactly the limit.
         """
         try:
             result = await self._enqueue_once(new_job)
@@ -136,6 +156,9 @@ class JobQueue:
         async with self._db.write() as session:
             requester, request = new_job.requester, new_job.request
             await _lock_user(session, requester)
+            ban = await find_ban(session, requester.platform, requester.user_id)
+            if ban is not None:
+                raise UserBanned(ban)
             if new_job.dedupe_key is not None:
                 existing = await session.scalar(
                     select(JobRow)
@@ -148,9 +171,11 @@ class JobQueue:
                 active = (await session.scalars(_active_query(requester.platform, requester.user_id))).all()
                 if len(active) >= new_job.max_active:
                     raise ActiveLimitReached(new_job.max_active, [_to_job(row) for row in active])
+            now = await database_now(session)
+            if new_job.max_per_hour is not None:
+                await _check_hourly(session, requester, new_job.max_per_hour, now)
             if new_job.parent_id is not None:
                 await _load(session, new_job.parent_id)  # a reroll of a job that does not exist
-            now = await _now(session)
             row = JobRow(
                 platform=requester.platform.value,
                 chat_id=requester.chat_id,
@@ -174,6 +199,8 @@ class JobQueue:
                 progress_total=request.steps,
                 created_at=now,
                 updated_at=now,
+                spoiler=new_job.spoiler,
+                show_progress=new_job.show_progress,
             )
             session.add(row)
             await session.flush()
@@ -190,13 +217,13 @@ class JobQueue:
         # Claimers poll an often empty queue: look without the write lock first, so idle hosts never
         # hold up the chat side's writes.
         async with self._db.sessions() as session:
-            now = await _now(session)
+            now = await database_now(session)
             any_queued = select(JobRow.id).where(JobRow.status == JobStatus.QUEUED.value).limit(1)
             if await session.scalar(any_queued) is None and await session.scalar(_expired(now)) is None:
                 return None
         async with self._db.write() as session:
             await _serialize_claims(session)
-            now = await _now(session)
+            now = await database_now(session)
             taken_back = await self._take_back_expired(session, now)
             job = await _claim(session, claimer, now, now + self._lease)
         if taken_back:
@@ -233,7 +260,7 @@ class JobQueue:
         """Extend the lease of claim number `claim`; False if the job is no longer running under it
         (cancelled, or taken over): its holder must stop working on it."""
         async with self._db.write() as session:
-            now = await _now(session)
+            now = await database_now(session)
             result = await session.execute(
                 update(JobRow)
                 .where(
@@ -251,7 +278,7 @@ class JobQueue:
         running (cancelled) or no longer under claim number `claim` (taken over): the claim loop then
         stops the worker's run."""
         async with self._db.write() as session:
-            now = await _now(session)
+            now = await database_now(session)
             query = update(JobRow).where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
             if claim is not None:
                 query = query.where(JobRow.claim_count == claim)
@@ -283,7 +310,7 @@ class JobQueue:
         (LeaseLost) unless that claim is still the job's latest."""
         async with self._db.write() as session:
             row = await _load_to_move(session, job_id, JobStatus.DONE, claim)
-            _finish(row, JobStatus.DONE, await _now(session))
+            _finish(row, JobStatus.DONE, await database_now(session))
             row.error = None  # left by an earlier attempt that crashed; this one worked
             row.result_path = image.path
             row.result_sha256 = image.sha256
@@ -302,7 +329,7 @@ class JobQueue:
         """running -> failed with a reason meant for people (the chat side words it for users)."""
         async with self._db.write() as session:
             row = await _load_to_move(session, job_id, JobStatus.FAILED, claim)
-            _finish(row, JobStatus.FAILED, await _now(session))
+            _finish(row, JobStatus.FAILED, await database_now(session))
             row.failure_kind = kind.value
             row.error = error
             await session.flush()
@@ -316,7 +343,7 @@ class JobQueue:
         once attempts reach max_attempts."""
         async with self._db.write() as session:
             row = await _load_to_move(session, job_id, JobStatus.QUEUED, claim)
-            job = await self._after_crash(session, row, reason, await _now(session))
+            job = await self._after_crash(session, row, reason, await database_now(session))
         self._signals.notify(Topic.QUEUED if job.status is JobStatus.QUEUED else Topic.UPDATED)
         return job
 
@@ -329,7 +356,7 @@ class JobQueue:
             row.claimed_by = None
             row.lease_expires_at = None
             row.progress_step = 0
-            row.updated_at = await _now(session)
+            row.updated_at = await database_now(session)
             await session.flush()
             await _refresh_turn(session, row.platform, row.user_id)
             job = _to_job(row)
@@ -347,7 +374,7 @@ class JobQueue:
             if JobStatus(row.status).is_final:
                 return _to_job(row)
             was_queued = row.status == JobStatus.QUEUED.value
-            _finish(row, JobStatus.CANCELLED, await _now(session))
+            _finish(row, JobStatus.CANCELLED, await database_now(session))
             row.lease_expires_at = None
             await session.flush()
             if was_queued:
@@ -368,7 +395,7 @@ class JobQueue:
                     f"Job {job_id} is {row.status}: only a finished job can be marked delivered; "
                     "wait until it is done, failed or cancelled."
                 )
-            now = await _now(session)
+            now = await database_now(session)
             row.delivered_at = now
             row.updated_at = now
             row.delivery_claimed_by = None
@@ -388,7 +415,7 @@ class JobQueue:
         if not job_ids:
             return set()
         async with self._db.write() as session:
-            now = await _now(session)
+            now = await database_now(session)
             # Locked in id order, skipping rows someone else is writing: two chat processes claiming
             # overlapping sets at once never deadlock (a skipped job is looked at again next pass).
             free = (
@@ -420,7 +447,7 @@ class JobQueue:
     async def renew_presentations(self, deliverer: str, lease_s: float) -> int:
         """Extend the delivery leases `deliverer` holds (on a timer, so a long upload keeps its job)."""
         async with self._db.write() as session:
-            now = await _now(session)
+            now = await database_now(session)
             result = await session.execute(
                 update(JobRow)
                 .where(JobRow.delivery_claimed_by == deliverer, JobRow.delivered_at.is_(None))
@@ -443,7 +470,7 @@ class JobQueue:
         when the next try is due."""
         async with self._db.write() as session:
             row = await _load(session, job_id, for_update=True)
-            now = await _now(session)
+            now = await database_now(session)
             row.delivery_attempts += 1
             if row.delivery_failing_since is None:
                 row.delivery_failing_since = now
@@ -467,8 +494,8 @@ class JobQueue:
             row.status_message_id = message_id
             if token is not None:
                 row.status_token = token
-                row.status_token_at = token_issued_at or await _now(session)
-            row.updated_at = await _now(session)
+                row.status_token_at = token_issued_at or await database_now(session)
+            row.updated_at = await database_now(session)
 
     async def recover(self, claimer: str | None = None) -> RecoveryReport:
         """At startup: jobs left running (by `claimer`, or by anyone when None) go back to queued with
@@ -482,7 +509,7 @@ class JobQueue:
                 query = query.where(JobRow.claimed_by == claimer)
             left_running = (await session.scalars(query.with_for_update())).all()
             reason = "The engine stopped while this job was running (the bot was restarted or crashed)."
-            now = await _now(session)
+            now = await database_now(session)
             moved = [await self._after_crash(session, row, reason, now) for row in left_running]
             undelivered = await session.scalars(
                 select(JobRow)
@@ -632,21 +659,6 @@ class JobQueue:
 
 
 # -- helpers shared by reads and writes ----------------------------------------------------------
-async def _now(session: AsyncSession) -> datetime:
-    """Now, by the database's clock where there is one to share (PostgreSQL), else this host's."""
-    if _dialect(session) == "postgresql":
-        value = await session.scalar(select(func.clock_timestamp()))
-        assert isinstance(value, datetime)
-        return value.astimezone(UTC)
-    return datetime.now(UTC)
-
-
-def _dialect(session: AsyncSession) -> str:
-    bind = session.bind
-    assert bind is not None, "sessions come from Database, which binds them"
-    return bind.dialect.name
-
-
 def _expired(now: datetime) -> Any:
     return (
         select(JobRow.id)
@@ -663,6 +675,30 @@ def _active_query(platform: Platform, user_id: str) -> Select[JobRow]:
     )
 
 
+async def _check_hourly(session: AsyncSession, requester: Requester, limit: int, now: datetime) -> None:
+    """Raise HourlyLimitReached if the requester submitted `limit` jobs in the hour before `now`.
+
+    Every job counts, whatever became of it (a cancelled one may have used the GPU). Called under the
+    user's lock, so concurrent commands see each other's jobs.
+    """
+    window_start = now - HOUR
+    # Only the newest `limit` matter: the oldest of them is the one whose leaving frees a place.
+    created = (
+        await session.scalars(
+            select(JobRow.created_at)
+            .where(
+                JobRow.platform == requester.platform.value,
+                JobRow.user_id == requester.user_id,
+                JobRow.created_at > window_start,
+            )
+            .order_by(JobRow.created_at.desc(), JobRow.id.desc())
+            .limit(limit)
+        )
+    ).all()
+    if len(created) >= limit:
+        raise HourlyLimitReached(limit, created[-1] + HOUR)
+
+
 async def _lock_user(session: AsyncSession, requester: Requester) -> None:
     """Serialise this transaction with every other one that locks the same user, until it ends.
 
@@ -670,7 +706,7 @@ async def _lock_user(session: AsyncSession, requester: Requester) -> None:
     IMMEDIATE. PostgreSQL's READ COMMITTED would let two transactions both count the same active jobs,
     so they take a transaction-scoped advisory lock keyed on the user.
     """
-    if _dialect(session) != "postgresql":
+    if dialect_name(session) != "postgresql":
         return
     key = f"majicbot-user:{requester.platform.value}:{requester.user_id}"
     await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
@@ -756,7 +792,7 @@ async def _serialize_claims(session: AsyncSession) -> None:
     """Claims take turns, as SQLite's write lock makes them: the fair order is strict only if each
     claim sees the previous one's turn update. A claim holds this lock for a few index lookups (about
     a millisecond), so even many claimers spend little time waiting."""
-    if _dialect(session) == "postgresql":
+    if dialect_name(session) == "postgresql":
         await session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
 
 
@@ -771,7 +807,7 @@ async def _oldest_queued(session: AsyncSession, platform: str, user_id: str) -> 
 
 async def _join_turn(session: AsyncSession, row: JobRow) -> None:
     """A job was enqueued: create the user's turn, or point it at this job if none was queued."""
-    insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    insert = postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
     statement = insert(UserTurnRow).values(
         platform=row.platform, user_id=row.user_id, last_started_at=NEVER_STARTED, next_job_id=row.id
     )
@@ -886,4 +922,6 @@ def _to_job(row: JobRow) -> Job:
         delivery_error=row.delivery_error,
         status_token=row.status_token,
         status_token_at=row.status_token_at,
+        spoiler=row.spoiler,
+        show_progress=row.show_progress,
     )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -121,6 +122,10 @@ class JobRow(Base):
     delivery_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     delivery_failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
     delivery_error: Mapped[str | None] = mapped_column(Text)
+    # decided by the chat side when it queued the job: how to post the result (behind a spoiler, for
+    # prompts matching the operator's spoiler list) and whether to edit the status line with progress
+    spoiler: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    show_progress: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
 
     __table_args__ = (
         CheckConstraint(
@@ -198,6 +203,35 @@ class ImageRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class UserSettingsRow(Base):
+    """A user's own defaults for their commands; no row: every default is the operator's."""
+
+    __tablename__ = "user_settings"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # NULL: the operator's default (which may change later, and then applies to this user too)
+    aspect_ratio: Mapped[str | None] = mapped_column(String(16))
+    steps: Mapped[int | None] = mapped_column(Integer)
+    images: Mapped[int | None] = mapped_column(Integer)
+    negative_prompt: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    style_suffix: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    show_progress: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class BanRow(Base):
+    """A user an operator banned: every command of theirs is refused, and nothing of theirs is queued."""
+
+    __tablename__ = "bans"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    banned_by: Mapped[str] = mapped_column(String(64))
+    banned_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    reason: Mapped[str] = mapped_column(Text, server_default=text("''"))
 
 
 NEVER_STARTED = datetime(1970, 1, 1, tzinfo=UTC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -395,3 +396,22 @@ async def test_failures_retries_and_giving_up_reach_the_metrics(
     async with running(make_loop(queue, signals, stubborn, give_up_after_s=0.0, metrics=given_up)):
         await wait_delivered(queue, signals, later.id)
     assert given_up.calls == [("telegram", True)]
+
+
+async def test_jobs_with_progress_turned_off_get_only_their_outcome(
+    queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    presenter = RecordingPresenter()
+    loop = make_loop(queue, signals, presenter)
+    quiet = (await queue.enqueue(dataclasses.replace(make_new_job(user_id="1"), show_progress=False))).job
+    shown = (await queue.enqueue(make_new_job(user_id="2"))).job
+    await loop.run_once()
+    claimed = await queue.claim_next("test")
+    assert claimed is not None and claimed.id == quiet.id
+    await queue.record_progress(quiet.id, 2, 4)
+    await loop.run_once()
+    assert {c.job_id for c in presenter.of("progress")} == {shown.id}
+    stored = await image_store.save(quiet.id, quiet.request.seed, b"png")
+    await queue.mark_done(quiet.id, stored, duration_s=2.0, step_seconds=0.25)
+    await loop.run_once()
+    assert [c.kind for c in presenter.calls if c.job_id == quiet.id] == ["deliver", "clean_up"]

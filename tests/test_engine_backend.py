@@ -41,7 +41,7 @@ def test_the_diffsynth_version_is_checked_at_load(
 ) -> None:
     import importlib.metadata
 
-    from engine import diffsynth_backend
+    from engine import diffsynth_import
     from engine.errors import EngineStartError
 
     def version(name: str) -> str:
@@ -52,7 +52,33 @@ def test_the_diffsynth_version_is_checked_at_load(
 
     monkeypatch.setattr(importlib.metadata, "version", version)
     with pytest.raises(EngineStartError, match=expected) as failed:
-        diffsynth_backend.check_diffsynth_version()
+        diffsynth_import.check_diffsynth_version()
     assert "pip install" in str(failed.value)
-    monkeypatch.setattr(importlib.metadata, "version", lambda name: diffsynth_backend.SUPPORTED_DIFFSYNTH)
-    diffsynth_backend.check_diffsynth_version()
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: diffsynth_import.SUPPORTED_DIFFSYNTH)
+    diffsynth_import.check_diffsynth_version()
+
+
+def test_torch_compile_is_deferred_to_the_first_call_while_diffsynth_imports() -> None:
+    """DiffSynth compiles flex attention at import; the deferred compile must not compile (and so
+    import torch's compiler) until the function is called, in either of torch.compile's forms."""
+    from engine.diffsynth_import import deferred_compile
+
+    compiled: list[tuple[object, dict[str, object]]] = []
+
+    def real(fn: object, **options: object) -> object:
+        compiled.append((fn, options))
+        return lambda *args, **kwargs: ("compiled", fn(*args, **kwargs))  # type: ignore[operator]
+
+    compile = deferred_compile(real)
+
+    def double(x: int) -> int:
+        return 2 * x
+
+    wrapped = compile(double, dynamic=False)
+    decorated = compile(mode="max-autotune")(double)
+    assert compiled == []
+    assert wrapped.__name__ == "double"
+    assert wrapped(3) == ("compiled", 6)
+    assert wrapped(4) == ("compiled", 8)
+    assert decorated(5) == ("compiled", 10)
+    assert compiled == [(double, {"dynamic": False}), (double, {"mode": "max-autotune"})]

@@ -8,9 +8,6 @@ from pathlib import Path
 import pytest
 
 from bot.errors import NothingToDo
-from bot.service import BotService
-from bot.settings import LimitsSettings
-from engine.settings import EngineSettings
 from storage.images import ImageStore
 from storage.jobs import Job
 from storage.queue import JobQueue
@@ -18,6 +15,7 @@ from storage.retention import ImageRetention
 from storage.settings import StorageSettings
 from tests.support.app_harness import running
 from tests.support.new_jobs import NewJobFactory
+from tests.support.services import build_service
 from tests.support.telegram_emulator import TelegramEmulator, TgChat
 from tests.support.telegram_harness import ANN, make_config, until
 
@@ -57,7 +55,7 @@ async def test_old_delivered_images_are_deleted_and_undelivered_ones_kept(
     assert exists(waiting.result_path)
     assert (await queue.get(waiting.id)).result_path == waiting.result_path
 
-    service = BotService(queue, image_store, LimitsSettings(), EngineSettings())
+    service = build_service(queue, image_store)
     with pytest.raises(NothingToDo, match="expired"):
         await service.image_bytes(expired)
     with pytest.raises(NothingToDo, match="expired"):

@@ -12,6 +12,7 @@ from engine.settings import EngineSettings
 from storage.images import ImageStore
 from storage.jobs import Job, JobStatus, Platform, Requester
 from storage.queue import JobQueue
+from tests.support.services import build_service
 
 pytestmark = pytest.mark.all_databases
 
@@ -25,7 +26,7 @@ def make_service(
     queue: JobQueue, image_store: ImageStore, *, max_active: int = 3, admins_exempt: bool = True
 ) -> BotService:
     limits = LimitsSettings(max_active_jobs_per_user=max_active, admins_exempt_from_quota=admins_exempt)
-    return BotService(queue, image_store, limits, EngineSettings(default_steps=20, default_guidance=3.5))
+    return build_service(queue, image_store, limits, EngineSettings(default_steps=20, default_guidance=3.5))
 
 
 @pytest.fixture

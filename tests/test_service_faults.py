@@ -11,7 +11,6 @@ from bot import texts
 from bot.command_parser import ImagineArgs
 from bot.errors import InvalidRequest, NothingToDo, Unavailable
 from bot.service import BotService
-from bot.settings import LimitsSettings
 from engine.settings import EngineSettings
 from storage.database import Database
 from storage.errors import StorageFull
@@ -19,6 +18,7 @@ from storage.images import ImageStore
 from storage.jobs import Platform, Requester
 from storage.queue import JobQueue
 from storage.signals import LocalSignals
+from tests.support.services import build_service
 
 ALICE = Requester(Platform.TELEGRAM, chat_id="100", user_id="1", user_name="alice")
 STRANGER = Requester(Platform.TELEGRAM, chat_id="555", user_id="9", user_name="eve")
@@ -26,7 +26,7 @@ HUGE = 99999999999999999999
 
 
 def make_service(queue: JobQueue, image_store: ImageStore) -> BotService:
-    return BotService(queue, image_store, LimitsSettings(), EngineSettings(default_steps=4))
+    return build_service(queue, image_store, engine=EngineSettings(default_steps=4))
 
 
 @pytest.mark.parametrize("job_id", [HUGE, 0, -1])

@@ -1,6 +1,6 @@
-"""The per-user limit on active jobs holds under any concurrency (SQLite, or PostgreSQL with
-MAJICBOT_TEST_POSTGRES_URL): many connections enqueueing for the same users at once accept exactly
-`max_active` jobs per user."""
+"""The per-user limits on active jobs and on jobs per hour hold under any concurrency (SQLite and
+PostgreSQL): many connections enqueueing for the same users at once accept exactly `max_active` (or
+`max_per_hour`) jobs per user."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from storage.database import Database
 from storage.jobs import JobStatus, NewJob
-from storage.queue import ActiveLimitReached, JobQueue
+from storage.queue import ActiveLimitReached, HourlyLimitReached, JobQueue
 from storage.signals import LocalSignals
 from tests.support.new_jobs import NewJobFactory
 
@@ -23,7 +23,12 @@ LIMIT = 3
 CONNECTIONS = 4
 
 
-async def test_a_burst_accepts_exactly_the_limit_per_user(db_url: str, make_new_job: NewJobFactory) -> None:
+@pytest.mark.parametrize(
+    ("limit", "refusal"), [("max_active", ActiveLimitReached), ("max_per_hour", HourlyLimitReached)]
+)
+async def test_a_burst_accepts_exactly_the_limit_per_user(
+    db_url: str, make_new_job: NewJobFactory, limit: str, refusal: type[Exception]
+) -> None:
     # Several engines (as several chat processes would have), each enqueueing concurrently.
     databases = [Database(db_url, busy_timeout_ms=30_000) for _ in range(CONNECTIONS)]
     await databases[0].upgrade()
@@ -33,7 +38,7 @@ async def test_a_burst_accepts_exactly_the_limit_per_user(db_url: str, make_new_
             NewJob(
                 requester=make_new_job(user_id=f"user-{user}").requester,
                 request=make_new_job().request,
-                max_active=LIMIT,
+                **{limit: LIMIT},  # type: ignore[arg-type]
             )
             for _ in range(COMMANDS_PER_USER)
             for user in range(USERS)
@@ -46,15 +51,17 @@ async def test_a_burst_accepts_exactly_the_limit_per_user(db_url: str, make_new_
             outcome.job.requester.user_id for outcome in outcomes if not isinstance(outcome, BaseException)
         )
         refused = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        assert all(isinstance(outcome, ActiveLimitReached) for outcome in refused), refused
+        assert all(isinstance(outcome, refusal) for outcome in refused), refused
         assert accepted == {f"user-{user}": LIMIT for user in range(USERS)}
         for user in range(USERS):
             active = await queues[0].active_jobs(commands[0].requester.platform, f"user-{user}")
             assert len(active) == LIMIT
-        # A refusal says what holds the slots.
+        # A refusal says what holds the slots, or when the hour frees one.
         first = refused[0]
-        assert isinstance(first, ActiveLimitReached)
-        assert first.limit == LIMIT and len(first.active) == LIMIT
+        if isinstance(first, ActiveLimitReached):
+            assert first.limit == LIMIT and len(first.active) == LIMIT
+        else:
+            assert isinstance(first, HourlyLimitReached) and first.limit == LIMIT
     finally:
         for db in databases:
             await db.close()

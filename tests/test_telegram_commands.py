@@ -18,15 +18,14 @@ from pydantic import SecretStr
 from bot import texts
 from bot.command_parser import FLAGS
 from bot.frontend import FrontendStartError
-from bot.service import BotService
 from bot.settings import LimitsSettings
 from bot.telegram.frontend import TelegramFrontend
 from bot.telegram.handlers import UNKNOWN_BUTTON
-from engine.settings import EngineSettings
 from storage.images import ImageStore
 from storage.jobs import JobStatus
 from storage.queue import JobQueue
 from tests.support.app_harness import running
+from tests.support.services import build_service
 from tests.support.telegram_emulator import BOT_USERNAME, TelegramEmulator, TgChat, TgUser
 from tests.support.telegram_harness import (
     ANN,
@@ -250,7 +249,7 @@ async def test_wrong_token_is_a_clear_error_and_never_logged(
     caplog.set_level(logging.DEBUG)
     wrong = "987654:WRONG-token-value-xyz"
     settings = make_config(tmp_path, emulator).telegram.model_copy(update={"token": SecretStr(wrong)})
-    service = BotService(queue, image_store, LimitsSettings(), EngineSettings())
+    service = build_service(queue, image_store)
     frontend = TelegramFrontend(settings, service, LimitsSettings())
     with pytest.raises(FrontendStartError) as raised:
         await frontend.start()

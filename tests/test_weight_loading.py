@@ -174,3 +174,88 @@ def test_a_block_is_read_in_parallel_and_converted(
     assert torch.equal(b, tensors["model.b"].float())
     assert torch.equal(norm, tensors["model.norm"].to(torch.bfloat16))
     assert staging_sizes == [512]  # the two staged tensors, each aligned to 256 bytes
+
+
+def test_t5_sizes_from_headers_follow_the_storage_rule() -> None:
+    """Linear weights (2-D, not the position bias) in the storage type, the rest in bf16; blocks by
+    number; every model name outside the blocks counts, also two filled from one stored tensor."""
+    from pathlib import Path
+
+    import torch
+
+    from engine.diffsynth_backend import t5_sizes_from_checkpoint
+    from engine.fp8_linear import FP8
+    from engine.layer_streaming import block_layout_bytes
+    from engine.weight_files import StoredTensor
+
+    def stored(*shape: int) -> StoredTensor:
+        n = 1
+        for d in shape:
+            n *= d
+        return StoredTensor(Path("t5.safetensors"), 0, 2 * n, torch.bfloat16, shape)
+
+    index = {
+        "shared.weight": stored(100, 8),
+        "encoder.final_layer_norm.weight": stored(8),
+        "encoder.block.0.layer.0.SelfAttention.q.weight": stored(8, 8),
+        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": stored(32, 4),
+        "encoder.block.0.layer.0.layer_norm.weight": stored(8),
+        "encoder.block.1.layer.1.DenseReluDense.wi_0.weight": stored(24, 8),
+        "encoder.block.1.layer.1.layer_norm.weight": stored(8),
+    }
+    names = {name: name for name in index} | {"encoder.embed_tokens.weight": "shared.weight"}
+    sizes = t5_sizes_from_checkpoint(index, names, FP8)
+    bf16 = torch.bfloat16
+    block0 = block_layout_bytes([(64, FP8, bf16), (128, bf16, bf16), (8, bf16, bf16)])
+    block1 = block_layout_bytes([(192, FP8, bf16), (8, bf16, bf16)])
+    assert sizes.block_bytes == (block0[0], block1[0])
+    assert sizes.compute_bytes == max(block0[1], block1[1]) > 0
+    assert sizes.outside_bytes == 2 * 800 * 2 + 8 * 2
+    assert t5_sizes_from_checkpoint(index, names, bf16).compute_bytes == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("storage", ["fp8", "bf16"])
+def test_t5_sizes_from_headers_equal_diffsynths_t5_as_laid_out(storage: str) -> None:
+    """The plan is made from T5's headers before transformers is imported; the model laid out later
+    must come to the same sizes (else the engine plans twice). Needs diffsynth (the device)."""
+    from pathlib import Path
+
+    import torch
+
+    pytest.importorskip("diffsynth")
+    from diffsynth.core.vram.initialization import skip_model_initialization
+    from diffsynth.models.flux_text_encoder_t5 import FluxTextEncoderT5
+    from diffsynth.utils.state_dict_converters.flux_text_encoder_t5 import (
+        FluxTextEncoderT5StateDictConverter,
+    )
+
+    from engine.diffsynth_backend import COMPUTE_DTYPE, _outside_bytes, _t5_dtypes, t5_sizes_from_checkpoint
+    from engine.fp8_linear import FP8
+    from engine.layer_streaming import BlockSizes, _layout
+    from engine.weight_files import StoredTensor, model_to_file_names
+
+    with skip_model_initialization():  # as the engine builds it
+        t5 = FluxTextEncoderT5()
+    files = {  # the checkpoint's names: the model's, without the alias DiffSynth's converter adds
+        k: StoredTensor(Path("t5"), 0, v.numel() * 2, torch.bfloat16, tuple(v.shape))
+        for k, v in t5.state_dict().items()
+        if k != "encoder.embed_tokens.weight"
+    }
+    dtype = FP8 if storage == "fp8" else COMPUTE_DTYPE
+    predicted = t5_sizes_from_checkpoint(
+        files, model_to_file_names(files, FluxTextEncoderT5StateDictConverter), dtype
+    )
+    rule = _t5_dtypes(dtype)
+    layouts = [_layout(block, rule) for block in t5.encoder.block]
+
+    class Blocks:  # what _outside_bytes reads of StreamedBlocks
+        modules = tuple(t5.encoder.block)
+        dtype_of = staticmethod(rule)
+
+    laid_out = BlockSizes(
+        tuple(size for _, size, _ in layouts),
+        max(c for _, _, c in layouts),
+        _outside_bytes(t5, Blocks),  # type: ignore[arg-type]
+    )
+    assert predicted == laid_out
