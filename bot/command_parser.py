@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bot.errors import InvalidRequest
@@ -142,7 +142,14 @@ class _Flag:
 
 
 def parse_imagine(text: str, limits: LimitsSettings) -> ImagineArgs:
-    """Split flags from the prompt and check them; raise InvalidRequest with how to write it."""
+    """`read_imagine`, then checked against the limits (for callers that use the arguments themselves;
+    `BotService.imagine` checks what it is given, so the chat adapters only read)."""
+    return check_args(read_imagine(text, limits), limits)
+
+
+def read_imagine(text: str, limits: LimitsSettings) -> ImagineArgs:
+    """Split flags from the prompt and read their values (InvalidRequest, saying how to write one,
+    for a flag that cannot be read); the limits are not checked here. `--ar` is sized to fit them."""
     prompt_words: list[str] = []
     flags: dict[str, _Flag] = {}
     current: _Flag | None = None
@@ -183,7 +190,7 @@ def parse_imagine(text: str, limits: LimitsSettings) -> ImagineArgs:
         width=width,
         height=height,
     )
-    return check_args(args, limits)
+    return args
 
 
 def known_aspect(aspect: str) -> str | None:
@@ -231,7 +238,8 @@ def with_options(
     """Merge typed command options (Discord's) into arguments parsed from the prompt text.
 
     An option and a flag for the same thing are fine when they agree; otherwise the user is asked to
-    keep one, since silently preferring either would surprise someone.
+    keep one, since silently preferring either would surprise someone. Not checked against the limits:
+    `BotService.imagine` does that, once.
     """
     width, height = args.width, args.height
     if aspect is not None:
@@ -255,7 +263,7 @@ def with_options(
         width=width,
         height=height,
     )
-    return check_args(merged, limits)
+    return merged
 
 
 def check_args(args: ImagineArgs, limits: LimitsSettings) -> ImagineArgs:
@@ -382,3 +390,28 @@ def _unknown_flag_message(name: str) -> str:
 
 def _example(name: str) -> str:
     return next(flag.example for flag in FLAGS if flag.name == name)
+
+
+def read_seed_argument(words: Sequence[str]) -> int | None:
+    """The words after a typed /reroll: none (a random seed) or one seed."""
+    if not words:
+        return None
+    if len(words) > 1 or not _INTEGER.match(words[0]):
+        raise InvalidRequest(
+            "Write /reroll for a new random seed, or /reroll <seed> with a whole number "
+            f"from 0 to {MAX_SEED}, e.g. /reroll 1234."
+        )
+    return check_seed(int(words[0]))
+
+
+def read_job_argument(words: Sequence[str], command: str) -> int | None:
+    """The words after a typed /cancel or /show: none or one job id ("42" or "#42")."""
+    if not words:
+        return None
+    if len(words) > 1 or not _INTEGER.match(words[0].lstrip("#")):
+        if command == "cancel":
+            raise InvalidRequest(
+                "Write /cancel to stop your newest job, or /cancel <job id>, e.g. /cancel 42."
+            )
+        raise InvalidRequest(f"Write /{command} <job id>, e.g. /{command} 42 (/history lists yours).")
+    return check_job_id(int(words[0].lstrip("#")))

@@ -43,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from bot.eta import StepTimes, estimate
+from bot.job_view import ButtonAction, JobView, build_view
 from bot.metrics import NO_DELIVERY_METRICS, DeliveryMetrics
 from storage.jobs import Job, JobStatus, Platform
 from storage.queue import JobQueue
@@ -57,20 +58,22 @@ class Presenter(Protocol):
     """One chat platform's way of showing a job's life to its user."""
 
     platform: Platform
+    result_actions: tuple[ButtonAction, ...]  # the buttons it offers under a finished picture
 
-    async def show_progress(self, job: Job, eta_s: float | None) -> None:
-        """Queue position or step n of N changed. The presenter throttles and skips unchanged text."""
+    async def show_progress(self, view: JobView) -> None:
+        """Queue position or step n of N changed: show `view.status_line`. The presenter throttles
+        (`bot.status_throttle`) and skips unchanged text."""
         ...
 
-    async def deliver(self, job: Job) -> str | None:
-        """Post the finished image; return the platform id of the message it sent."""
+    async def deliver(self, view: JobView) -> str | None:
+        """Post the finished image with `view.buttons`; return the platform id of the message it sent."""
         ...
 
-    async def report_failure(self, job: Job) -> None:
-        """Tell the user why the job failed (one line) and offer a retry."""
+    async def report_failure(self, view: JobView) -> None:
+        """Tell the user why the job failed (`view.status_line`) and offer `view.buttons` (a retry)."""
         ...
 
-    async def report_cancelled(self, job: Job) -> None:
+    async def report_cancelled(self, view: JobView) -> None:
         """Finalise the status message of a cancelled job."""
         ...
 
@@ -224,8 +227,13 @@ class DeliveryLoop:
             # Recorded before the call: a failed edit is retried by the next change, not every pass.
             self._shown[job.id] = shown
             ahead = queued[: position - 1] if position else ()
-            eta_s = estimate(job, ahead, running, times, now=now)
-            calls[_chat_of(job)].append(functools.partial(self._show, presenter, job, eta_s))
+            view = build_view(
+                job,
+                position=position,
+                jobs_ahead=len(ahead),
+                eta_s=estimate(job, ahead, running, times, now=now),
+            )
+            calls[_chat_of(job)].append(functools.partial(self._show, presenter, view))
 
         # Forget jobs that are neither active nor held here (e.g. another chat process delivers them).
         active_ids = {job.id for job, _ in active}
@@ -280,12 +288,12 @@ class DeliveryLoop:
         for call in calls:
             await call()
 
-    async def _show(self, presenter: Presenter, job: Job, eta_s: float | None) -> None:
+    async def _show(self, presenter: Presenter, view: JobView) -> None:
         try:
             async with asyncio.timeout(self._call_timeout_s):
-                await presenter.show_progress(job, eta_s)
+                await presenter.show_progress(view)
         except Exception:
-            logger.exception("showing progress failed job=%d", job.id)
+            logger.exception("showing progress failed job=%d", view.job.id)
 
     async def _finish(self, job: Job) -> None:
         presenter = self._presenters[job.requester.platform]
@@ -333,12 +341,13 @@ class DeliveryLoop:
             logger.warning("could not tell the user to use /show either job=%d", job.id, exc_info=True)
 
     async def _post_outcome(self, presenter: Presenter, job: Job) -> str | None:
+        view = build_view(job, result_actions=presenter.result_actions)
         if job.status is JobStatus.DONE:
-            return await presenter.deliver(job)
+            return await presenter.deliver(view)
         if job.status is JobStatus.FAILED:
-            await presenter.report_failure(job)
+            await presenter.report_failure(view)
         elif job.status is JobStatus.CANCELLED:
-            await presenter.report_cancelled(job)
+            await presenter.report_cancelled(view)
         return None
 
     async def _give_up_after_failure(self, job: Job, error: Exception) -> bool:

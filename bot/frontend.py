@@ -12,6 +12,7 @@ Each adapter module exposes a class with this constructor and protocol:
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from bot.delivery import Presenter
@@ -52,3 +53,23 @@ class Frontend(Protocol):
     def is_running(self) -> bool:
         """Connected and receiving updates (for /healthz)."""
         ...
+
+
+class FatalReason:
+    """Why an adapter ended for good (`Frontend.fatal_error`); the first reason given counts."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> str:
+        await self._event.wait()
+        return self.reason

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import dataclass
+
+from storage.jobs import Job
 
 JPEG_QUALITIES = (95, 90, 85, 75, 60, 40)
 
@@ -26,3 +29,24 @@ def _jpeg_under(png: bytes, limit: int) -> bytes:
 async def jpeg_under(png: bytes, limit: int) -> bytes:
     """The image as the best-quality JPEG of at most `limit` bytes (or the smallest tried), off the loop."""
     return await asyncio.to_thread(_jpeg_under, png, limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A job's picture as it will be uploaded."""
+
+    data: bytes
+    filename: str
+    note: str | None  # why this is not the original PNG
+
+
+async def fit_upload(job: Job, png: bytes, limit: int) -> Upload:
+    """The PNG if it is within the platform's `limit` bytes, else the best JPEG under it, saying so."""
+    name = f"majicbot-{job.id}-{job.request.seed}"
+    if len(png) <= limit:
+        return Upload(png, f"{name}.png", None)
+    note = (
+        f"The PNG ({len(png) / 2**20:.1f} MiB) is over this chat's upload limit "
+        f"({limit / 2**20:.0f} MiB), so this is a high-quality JPEG."
+    )
+    return Upload(await jpeg_under(png, limit), f"{name}.jpg", note)

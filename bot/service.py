@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -36,6 +37,15 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BAN_REASON = 500
 MAX_USER_ID_DIGITS = 20  # Discord's snowflakes and Telegram's ids are 64-bit at most
+
+
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """A finished job's stored PNG, with the file name to offer it under."""
+
+    job: Job
+    png: bytes
+    filename: str
 
 
 class BotService:
@@ -310,10 +320,7 @@ class BotService:
 
     async def show(self, requester: Requester, job_id: int, *, is_admin: bool = False) -> Job:
         """A done job whose picture the requester may see (theirs, or posted where they are), for /show."""
-        job = await self.job(job_id)
-        visible = _owns(requester, job) or _same_place(requester, job)
-        if not (visible or (is_admin and _same_platform(requester, job))):
-            raise NothingToDo(f"There is no job #{job_id} here.")
+        job = await self.visible_job(requester, job_id, is_admin=is_admin)
         if job.status is JobStatus.DONE:
             if job.result_path is None:
                 raise NothingToDo(texts.expired_text(job.id))
@@ -323,6 +330,30 @@ class BotService:
                 f"Job #{job.id} is {job.status.value}; its picture is posted here when it is done."
             )
         raise NothingToDo(f"Job #{job.id} has no picture: it has {_finished_phrase(job)}.")
+
+    async def visible_job(self, requester: Requester, job_id: int, *, is_admin: bool = False) -> Job:
+        """A job `requester` may see (for Details): one of theirs, or one posted where they are now;
+        an admin sees any on their platform. Others' jobs from other chats stay invisible, so their
+        prompts do not leak."""
+        job = await self.job(job_id)
+        if not _visible(requester, job, is_admin=is_admin):
+            raise NothingToDo(f"There is no job #{job_id} here.")
+        return job
+
+    async def retry(self, requester: Requester, job_id: int, *, is_admin: bool = False) -> Queued:
+        """A job again with its own seed (the Try again button under a failure); deduped per press."""
+        source = await self.visible_job(requester, job_id, is_admin=is_admin)
+        return await self.reroll(
+            requester, seed=source.request.seed, job_id=job_id, from_button=True, is_admin=is_admin
+        )
+
+    async def original_png(self, requester: Requester, job_id: int, *, is_admin: bool = False) -> Picture:
+        """The lossless PNG of a done job `requester` may see, named for saving."""
+        job = await self.visible_job(requester, job_id, is_admin=is_admin)
+        if job.status is not JobStatus.DONE:
+            raise NothingToDo(f"Job #{job.id} has no image.")
+        png = await self.image_bytes(job)  # says so if the picture expired
+        return Picture(job, png, f"majicbot-{job.id}-{job.request.seed}.png")
 
     async def image_bytes(self, job: Job, index: int = 0) -> bytes:
         """The stored PNG of image `index` (0-based) of a done job."""
@@ -488,14 +519,8 @@ class BotService:
             job = await self._queue.get(job_id)
         except JobNotFound:
             job = None
-        # Anyone may reroll a job they could see: one of theirs, or one posted where they are now.
-        # Jobs from other chats stay invisible, so their prompts do not leak.
-        visible = job is not None and (
-            _owns(requester, job)
-            or _same_place(requester, job)
-            or (is_admin and _same_platform(requester, job))
-        )
-        if job is None or not visible:
+        # Anyone may reroll a job they could see (`visible_job`).
+        if job is None or not _visible(requester, job, is_admin=is_admin):
             raise NothingToDo(f"There is no job #{job_id} here to reroll.")
         return job
 
@@ -574,6 +599,12 @@ def _owns(requester: Requester, job: Job) -> bool:
 
 def _same_place(requester: Requester, job: Job) -> bool:
     return _same_platform(requester, job) and job.requester.chat_id == requester.chat_id
+
+
+def _visible(requester: Requester, job: Job, *, is_admin: bool) -> bool:
+    return (
+        _owns(requester, job) or _same_place(requester, job) or (is_admin and _same_platform(requester, job))
+    )
 
 
 def _finished_phrase(job: Job) -> str:

@@ -119,7 +119,7 @@ def final_status_text(job: Job) -> str:
         took = "" if job.duration_s is None else f" in {format_duration(job.duration_s)}"
         return f"Job #{job.id} is done{took}."
     if job.status is JobStatus.CANCELLED:
-        return f"Job #{job.id} was cancelled."
+        return cancelled_text(job)
     if job.status is JobStatus.FAILED:
         return failure_text(job)
     return f"Job #{job.id} is {job.status.value}."

@@ -204,7 +204,7 @@ def test_with_options_refuses_disagreement() -> None:
     with pytest.raises(InvalidRequest, match=r"^The aspect option 1:1 and the size in the prompt"):
         with_options(parse("a fox --ar 16:9"), LIMITS, aspect="1:1")
     with pytest.raises(InvalidRequest, match=r"^--steps 99 is out of range"):
-        with_options(parse("a fox"), LIMITS, steps=99)
+        check_args(with_options(parse("a fox"), LIMITS, steps=99), LIMITS)
 
 
 def test_check_args_validates_arguments_built_directly() -> None:

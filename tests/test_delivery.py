@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import update
 
 from bot.delivery import DeliveryLoop
+from bot.job_view import JobView
 from storage.database import Database
 from storage.images import ImageStore
 from storage.jobs import FailureKind, Job, JobStatus, Platform
@@ -296,10 +297,10 @@ async def test_an_update_written_during_a_pass_wakes_the_next_one(
     stored = await image_store.save(job.id, job.request.seed, b"png")
 
     class FinishesWhileShown(RecordingPresenter):
-        async def show_progress(self, shown: Job, eta_s: float | None) -> None:
-            await super().show_progress(shown, eta_s)
+        async def show_progress(self, view: JobView) -> None:
+            await super().show_progress(view)
             # The claim loop finishing the job while this pass is still busy posting.
-            await queue.mark_done(shown.id, stored, duration_s=1.0, step_seconds=0.25)
+            await queue.mark_done(view.job.id, stored, duration_s=1.0, step_seconds=0.25)
 
     presenter = FinishesWhileShown()
     async with running(make_loop(queue, signals, presenter, poll_interval_s=60.0)):

@@ -1,92 +1,67 @@
-"""Persistent buttons under results: the action and job id live in the custom_id, the rest in the database.
+"""Persistent buttons: `bot.job_view.ButtonSpec`s as discord.py components.
 
-One `DynamicItem` class, registered at startup, matches every ``majicbot:<action>:<job id>`` custom_id,
-so a click on a message posted before a restart still reaches its action.
+The custom_id is ``majicbot:`` + the press's key (``majicbot:reroll:42``); one `DynamicItem` class,
+registered at startup, matches them all, so a click on a message posted before a restart still works.
 """
 
 from __future__ import annotations
 
-import enum
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import discord
 
 from bot.discord.client import MajicClient
+from bot.job_view import ButtonAction, ButtonPress, ButtonSpec, ButtonStyle, button
 
-
-class Action(enum.StrEnum):
-    REROLL = "reroll"
-    RETRY = "retry"
-    DETAILS = "details"
-    DELETE = "delete"
-
-
-@dataclass(frozen=True, slots=True)
-class _Look:
-    label: str
-    emoji: str | None
-    style: discord.ButtonStyle
-
-
-_LOOKS: dict[Action, _Look] = {
-    Action.REROLL: _Look("Reroll", "🎲", discord.ButtonStyle.primary),
-    Action.RETRY: _Look("Try again", "🔁", discord.ButtonStyle.primary),
-    Action.DETAILS: _Look("Details", None, discord.ButtonStyle.secondary),
-    Action.DELETE: _Look("Delete", "🗑️", discord.ButtonStyle.danger),
+_STYLES = {
+    ButtonStyle.PRIMARY: discord.ButtonStyle.primary,
+    ButtonStyle.SECONDARY: discord.ButtonStyle.secondary,
+    ButtonStyle.DANGER: discord.ButtonStyle.danger,
 }
-
-
-def custom_id(action: Action, job_id: int) -> str:
-    """At most 100 characters: "majicbot:" + action + ":" + up to 20 digits."""
-    return f"majicbot:{action.value}:{job_id}"
+_ACTIONS = "|".join(action.value for action in ButtonAction)
 
 
 class JobButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=re.compile(r"majicbot:(?P<action>reroll|retry|details|delete):(?P<job>[0-9]{1,20})"),
+    template=re.compile(rf"majicbot:(?P<key>(?:{_ACTIONS}):[0-9]{{1,20}})"),
 ):
-    def __init__(self, action: Action, job_id: int) -> None:
-        look = _LOOKS[action]
+    def __init__(self, spec: ButtonSpec) -> None:
         super().__init__(
             discord.ui.Button(
-                label=look.label, emoji=look.emoji, style=look.style, custom_id=custom_id(action, job_id)
+                label=spec.label,
+                emoji=spec.emoji,
+                style=_STYLES[spec.style],
+                custom_id=f"majicbot:{spec.press.key}",
             )
         )
-        self.action = action
-        self.job_id = job_id
+        self.press = spec.press
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> JobButton:
-        return cls(Action(match["action"]), int(match["job"]))
+        press = ButtonPress.parse(match["key"])
+        assert press is not None, "the template admits only keys ButtonPress reads"
+        return cls(button(press.action, press.job_id))
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return await _client(interaction).entrance.admit(interaction)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        client = interaction.client
-        assert isinstance(client, MajicClient), "JobButton is only registered on MajicClient"
-        actions = client.actions
-        assert actions is not None, "the frontend sets the actions before it logs in"
-        handler = {
-            Action.REROLL: actions.reroll,
-            Action.RETRY: actions.retry,
-            Action.DETAILS: actions.details,
-            Action.DELETE: actions.delete,
-        }[self.action]
-        await handler(interaction, self.job_id)
+        await _client(interaction).entrance.press(interaction, self.press)
 
 
-def result_view(job_id: int) -> discord.ui.View:
-    """Reroll, Details and Delete under a finished image."""
+def components(buttons: Sequence[ButtonSpec]) -> discord.ui.View:
+    """A persistent view holding `buttons` (five to a row, as Discord allows)."""
     view = discord.ui.View(timeout=None)
-    for action in (Action.REROLL, Action.DETAILS, Action.DELETE):
-        view.add_item(JobButton(action, job_id))
+    for spec in buttons:
+        view.add_item(JobButton(spec))
     return view
 
 
-def retry_view(job_id: int) -> discord.ui.View:
-    """Try again (same seed) under a failure notice."""
-    view = discord.ui.View(timeout=None)
-    view.add_item(JobButton(Action.RETRY, job_id))
-    return view
+def _client(interaction: discord.Interaction) -> MajicClient:
+    client = interaction.client
+    assert isinstance(client, MajicClient), "JobButton is only registered on MajicClient"
+    return client

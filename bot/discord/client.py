@@ -1,28 +1,38 @@
-"""The discord.py client: no privileged intents, no pings, and a hook that wires commands and buttons."""
+"""The discord.py client: no privileged intents, no pings, and one entrance for every interaction."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import discord
 from discord import app_commands
 
+if TYPE_CHECKING:
+    from bot.job_view import ButtonPress
 
-class ButtonActions(Protocol):
-    """What the persistent buttons do; each gets the click and the job id from its custom_id."""
 
-    async def reroll(self, interaction: discord.Interaction, job_id: int) -> None: ...
+class Entrance(Protocol):
+    """Where every command and button press comes in."""
 
-    async def retry(self, interaction: discord.Interaction, job_id: int) -> None: ...
+    async def admit(self, interaction: discord.Interaction) -> bool:
+        """Acknowledge the interaction and check access, once; False (having answered) to refuse."""
+        ...
 
-    async def details(self, interaction: discord.Interaction, job_id: int) -> None: ...
+    async def press(self, interaction: discord.Interaction, press: ButtonPress) -> None: ...
 
-    async def delete(self, interaction: discord.Interaction, job_id: int) -> None: ...
+
+class _Tree(app_commands.CommandTree["MajicClient"]):
+    async def interaction_check(self, interaction: discord.Interaction[MajicClient], /) -> bool:
+        if interaction.command is None:
+            return True  # a command this bot does not have: the tree's error handler says so at once
+        return await interaction.client.entrance.admit(interaction)
 
 
 class MajicClient(discord.Client):
-    """A plain Client with a command tree; buttons find their actions through `interaction.client`."""
+    """A plain Client with a command tree; commands and buttons reach `entrance` through it."""
+
+    entrance: Entrance  # set by the frontend before it logs in
 
     def __init__(self, on_setup: Callable[[MajicClient], Awaitable[None]]) -> None:
         # Interactions need no gateway intents; without the guilds intent nothing is cached or chunked,
@@ -32,8 +42,7 @@ class MajicClient(discord.Client):
             allowed_mentions=discord.AllowedMentions.none(),
             guild_ready_timeout=0.0,
         )
-        self.actions: ButtonActions | None = None  # set by the frontend once its handlers exist
-        self.tree: app_commands.CommandTree[MajicClient] = app_commands.CommandTree(self)
+        self.tree: app_commands.CommandTree[MajicClient] = _Tree(self)
         self._on_setup = on_setup
 
     async def setup_hook(self) -> None:

@@ -13,13 +13,14 @@ from discord.errors import ConnectionClosed
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from bot.access import AccessPolicy
+from bot.chat_commands import ChatCommands
 from bot.delivery import Presenter
-from bot.discord.access import Access
 from bot.discord.buttons import JobButton
 from bot.discord.client import MajicClient
 from bot.discord.commands import DiscordHandlers, build_commands, on_tree_error
 from bot.discord.presenter import DiscordPresenter
-from bot.frontend import FrontendStartError
+from bot.frontend import FatalReason, FrontendStartError
 from bot.log_setup import SecretRedactor, guard_loggers
 from bot.service import BotService
 from bot.settings import DiscordSettings, LimitsSettings
@@ -61,16 +62,22 @@ class DiscordFrontend:
             token_key=settings.token.get_secret_value(),
             on_token_refused=self._token_refused,
         )
-        self._handlers = DiscordHandlers(service, Access(settings), self._presenter, limits)
-        self._client.actions = self._handlers
+        policy = AccessPolicy(
+            admin_user_ids=frozenset(settings.admin_user_ids),
+            allowed_chat_ids=frozenset(settings.allowed_channel_ids),
+            allowed_guild_ids=frozenset(settings.allowed_guild_ids),
+            allowed_role_ids=frozenset(settings.allowed_role_ids),
+            allow_private=settings.allow_dms,
+        )
+        self._handlers = DiscordHandlers(ChatCommands(service, limits), policy, self._presenter)
+        self._client.entrance = self._handlers
         self._gateway: asyncio.Task[None] | None = None
         # discord.py logs request URLs and gateway payloads (interaction tokens in both) at DEBUG:
         # scrub them where the records are made, so no handler of anyone's ever sees them.
         self._redactor = SecretRedactor([settings.token.get_secret_value()])
         self._guarded_loggers = guard_loggers(self._redactor, _TOKEN_LEAKING_LOGGERS)
         self._stopping = False
-        self._fatal = asyncio.Event()
-        self._fatal_reason = ""
+        self._fatal = FatalReason()
 
     @property
     def presenter(self) -> Presenter:
@@ -108,7 +115,7 @@ class DiscordFrontend:
             problem = "the connection closed" if self._gateway in done else "no answer"
             await self.stop()
             if self._fatal.is_set():  # e.g. the gateway refused the token (4004): say that
-                raise FrontendStartError(self._fatal_reason)
+                raise FrontendStartError(self._fatal.reason)
             raise FrontendStartError(
                 f"Discord's gateway did not become ready ({problem}). "
                 "Check the network, or discord.gateway_url if you use a proxy."
@@ -120,8 +127,7 @@ class DiscordFrontend:
             log.info("discord: invite the bot to a server with %s", invite_url(application_id))
 
     async def fatal_error(self) -> str:
-        await self._fatal.wait()
-        return self._fatal_reason
+        return await self._fatal.wait()
 
     async def stop(self) -> None:
         """Let answers in progress finish (bounded), then close the gateway and HTTP session."""
@@ -137,15 +143,10 @@ class DiscordFrontend:
             self._gateway = None
 
     def _token_refused(self) -> None:
-        self._fail(
+        self._fatal.set(
             "Discord refused the bot token (401 Unauthorized) when posting: it was revoked or reset. "
             "Set the new token in discord.token or MAJICBOT_DISCORD_TOKEN, then restart."
         )
-
-    def _fail(self, reason: str) -> None:
-        if not self._fatal.is_set():
-            self._fatal_reason = reason
-            self._fatal.set()
 
     def _gateway_ended(self, task: asyncio.Task[None]) -> None:
         # discord.py reconnects by itself after network trouble; the gateway task ends only on errors
@@ -170,7 +171,7 @@ class DiscordFrontend:
                 f"the Discord gateway connection ended ({type(error).__name__}: {error}); "
                 "check the token and network, then restart majicbot."
             )
-        self._fail(reason)
+        self._fatal.set(reason)
 
     @property
     def is_running(self) -> bool:

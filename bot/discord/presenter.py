@@ -11,24 +11,24 @@ which works however long the queue.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import discord
 
 from bot import texts
-from bot.discord.buttons import result_view, retry_view
+from bot.discord.buttons import components
 from bot.discord.sealed_token import seal, unseal
-from bot.image_fallback import jpeg_under
+from bot.image_fallback import Upload, fit_upload
+from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.service import BotService
 from bot.standing import Queued
+from bot.status_presenter import StatusPresenter
 from storage.jobs import Job, Platform
 
 log = logging.getLogger(__name__)
@@ -38,43 +38,32 @@ NO_MENTIONS = discord.AllowedMentions.none()
 # earlier so a slow edit never lands on a dead token.
 TOKEN_LIFETIME_S = 14.5 * 60
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-_REMEMBERED_FINALS = 1000
 
 
 @dataclass(slots=True)
 class _StatusLine:
-    """One job's deferred interaction response and its edit throttle.
-
-    Opened by a command here (`interaction` set), or restored from the job row (token and message id
-    only, edited as a webhook message).
-    """
+    """One job's deferred interaction response: opened by a command here (`interaction` set), or
+    restored from the job row (token and message id only, edited as a webhook message)."""
 
     interaction: discord.Interaction | None
     token: str
     opened: float  # time.monotonic() when the interaction was created
     message_id: int | None = None
     stored: bool = False  # token and message id are in the job row
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    shown: str | None = None
-    last_edit: float = float("-inf")
-    waiting: str | None = None
-    flush: asyncio.Task[None] | None = None
 
-    def expired(self, now: float) -> bool:
-        return now - self.opened > TOKEN_LIFETIME_S
+    def expired(self) -> bool:
+        return time.monotonic() - self.opened > TOKEN_LIFETIME_S
 
 
-@dataclass(frozen=True, slots=True)
-class _Upload:
-    data: bytes
-    filename: str
-    note: str | None  # why this is not the original PNG
-
-
-class DiscordPresenter:
-    """Implements `bot.delivery.Presenter` for Discord."""
+class DiscordPresenter(StatusPresenter):
+    """Implements `bot.delivery.Presenter` for Discord: renders `JobView`s (`bot.status_presenter`)."""
 
     platform = Platform.DISCORD
+    result_actions: tuple[ButtonAction, ...] = (
+        ButtonAction.REROLL,
+        ButtonAction.DETAILS,
+        ButtonAction.DELETE,
+    )
 
     def __init__(
         self,
@@ -85,6 +74,7 @@ class DiscordPresenter:
         token_key: str,
         on_token_refused: Callable[[], None] = lambda: None,
     ) -> None:
+        super().__init__()
         self._client = client
         self._token_key = token_key  # seals interaction tokens in job rows (bot/discord/sealed_token.py)
         self._on_token_refused = on_token_refused
@@ -92,82 +82,134 @@ class DiscordPresenter:
         self._interval = edit_interval_s
         self._lines: dict[int, _StatusLine] = {}
         self._upload_limits: dict[str, int] = {}  # channel id -> bytes, as the last interaction said
-        # Jobs that ended before their handler opened a status line (fast jobs): the final text to show.
-        self._finals: OrderedDict[int, str] = OrderedDict()
-        # Posted images whose status line still has to say so (see clean_up).
-        self._to_clean: dict[int, str] = {}
 
     # -- from the command handlers --------------------------------------------------------------
     async def open(self, interaction: discord.Interaction, queued: Queued) -> None:
         """Start showing `queued` in the interaction's deferred response."""
-        job_id = queued.job.id
+        job = queued.job
         self._upload_limits[str(interaction.channel_id)] = interaction.filesize_limit
-        line = self._lines.get(job_id)
+        line = self._lines.get(job.id)
         if line is None or line.interaction is None or line.interaction.id != interaction.id:
             if line is not None:  # a second press returned the same job: the newest click shows it
-                self._close(job_id)
-            line = self._lines[job_id] = _StatusLine(interaction, interaction.token, time.monotonic())
-        final = self._finals.get(job_id)
-        await self._edit(job_id, line, final or texts.queued_text(queued), final=final is not None)
-        if final is not None:
-            self._close(job_id)
+                self._close_line(job.id)
+            self._lines[job.id] = _StatusLine(interaction, interaction.token, time.monotonic())
+        ending = self._ending(job.id)
+        await self._show(job, ending or texts.queued_text(queued), final=ending is not None)
+        if ending is not None:
+            self._close_line(job.id)
 
     async def show_result(self, interaction: discord.Interaction, job: Job) -> None:
         """Answer /show: the finished picture in the (deferred, ephemeral) response."""
         self._upload_limits[str(interaction.channel_id)] = interaction.filesize_limit
         upload = await self._upload(job)
-        file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
         await interaction.edit_original_response(
             embed=result_embed(job, upload),
-            attachments=[file],
-            view=result_view(job.id),
+            attachments=[discord.File(io.BytesIO(upload.data), filename=upload.filename)],
+            view=components(build_view(job, result_actions=self.result_actions).buttons),
             allowed_mentions=NO_MENTIONS,
         )
-
-    # -- Presenter ------------------------------------------------------------------------------
-    async def show_progress(self, job: Job, eta_s: float | None) -> None:
-        line = self._line(job)
-        if line is None:
-            return
-        await self._edit(job.id, line, texts.progress_text(job, eta_s), final=False)
-
-    async def deliver(self, job: Job) -> str | None:
-        self._line(job)
-        upload = await self._upload(job)
-        embed = result_embed(job, upload)
-        file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
-        try:
-            message = await self._post(job, embed=embed, file=file, view=result_view(job.id))
-        except (discord.Forbidden, discord.NotFound) as error:
-            # Retrying cannot help (the channel is gone or the bot may not post there): give up on it.
-            log.warning("job=%s could not be posted to channel %s: %s", job.id, job.requester.chat_id, error)
-            await self._finish(job.id, f"Job #{job.id} is done, but I may not post in this channel.")
-            return None
-        log.info("job=%s delivered as message %s", job.id, message.id)
-        final = f"{texts.final_status_text(job)} It is posted in this channel."
-        self._remember_final(job.id, final)
-        self._to_clean[job.id] = final
-        return str(message.id)
-
-    async def clean_up(self, job: Job) -> None:
-        """Point the status line at the posted image (a separate step: the image is out already)."""
-        final = self._to_clean.pop(job.id, None)
-        if final is not None:
-            await self._finish(job.id, final)
 
     async def report_ready_later(self, job: Job) -> None:
         await self._post(job, content=f"{job.requester.user_name}: {texts.ready_later_text(job)}")
 
-    async def report_failure(self, job: Job) -> None:
-        text = texts.failure_text(job)
-        self._line(job)
-        if await self._finish(job.id, text, view=retry_view(job.id)):
-            return
-        # No status line can show it (a restart, or the token died): say it in the channel instead.
+    async def close(self) -> None:
+        """Stop waiting edits (on shutdown)."""
+        self._lines.clear()
+        await self._throttle.close()
+
+    # -- bot.status_presenter primitives --------------------------------------------------------
+    async def _post_picture(self, view: JobView) -> str | None:
+        job = view.job
+        upload = await self._upload(job)
+        file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
         try:
-            await self._post(job, content=f"{job.requester.user_name}: {text}", view=retry_view(job.id))
+            message = await self._post(
+                job, embed=result_embed(job, upload), file=file, view=components(view.buttons)
+            )
         except (discord.Forbidden, discord.NotFound) as error:
-            log.warning("job=%s failure notice could not be posted: %s", job.id, error)
+            # Retrying cannot help (the channel is gone or the bot may not post there): give up on it.
+            log.warning("job=%s could not be posted to channel %s: %s", job.id, job.requester.chat_id, error)
+            await self._finish(job, f"Job #{job.id} is done, but I may not post in this channel.")
+            return None
+        log.info("job=%s delivered as message %s", job.id, message.id)
+        return str(message.id)
+
+    async def _post_text(self, job: Job, text: str, buttons: Sequence[ButtonSpec]) -> None:
+        try:
+            await self._post(job, content=f"{job.requester.user_name}: {text}", view=components(buttons))
+        except (discord.Forbidden, discord.NotFound) as error:
+            log.warning("job=%s notice could not be posted: %s", job.id, error)
+
+    async def _tidy(self, job: Job, ending: str) -> None:
+        """Point the status line at the posted image (a separate step: the image is out already)."""
+        await self._finish(job, ending)
+
+    def _edit_interval(self, job: Job) -> float:
+        return self._interval
+
+    def _open_line(self, job: Job) -> bool:
+        """The job's status line: opened here, or restored from the token stored in its row (another
+        chat process opened it, or this one before a restart) while that token still lives."""
+        if job.id in self._lines:
+            return True
+        if job.status_token is None or job.status_token_at is None:
+            return False
+        if not (job.status_message_id or "").isdigit():
+            return False
+        age_s = (datetime.now(UTC) - job.status_token_at).total_seconds()
+        token = unseal(job.status_token, self._token_key)
+        if age_s >= TOKEN_LIFETIME_S or token is None:
+            return False
+        opened = time.monotonic() - age_s
+        self._lines[job.id] = _StatusLine(None, token, opened, int(job.status_message_id or 0), stored=True)
+        return True
+
+    def _close_line(self, job_id: int) -> None:
+        self._lines.pop(job_id, None)
+        super()._close_line(job_id)
+
+    def _job_ending(self, job: Job) -> None:
+        pass  # the status line stays open until the outcome is out: it shows the last words
+
+    async def _edit(self, job: Job, text: str, *, buttons: Sequence[ButtonSpec], progress: bool) -> bool:
+        line = self._lines.get(job.id)
+        if line is None:
+            return False
+        if line.expired():
+            self._close_line(job.id)
+            return False
+        try:
+            message = await self._edit_line(line, text, components(buttons) if buttons else None)
+        except discord.DiscordException as error:
+            # The token died or the message was dismissed: the result still arrives in the channel.
+            log.info("job=%s status line can no longer be edited: %s", job.id, error)
+            self._close_line(job.id)
+            return False
+        if not line.stored:
+            line.stored = True
+            line.message_id = message.id
+            issued = datetime.now(UTC) - timedelta(seconds=time.monotonic() - line.opened)
+            try:
+                await self._service.set_status_message(
+                    job.id, str(message.id), token=seal(line.token, self._token_key), token_issued_at=issued
+                )
+            except Exception:
+                log.exception("job=%s: could not store its status line for other chat processes", job.id)
+        return True
+
+    async def _edit_line(self, line: _StatusLine, text: str, view: discord.ui.View | None) -> discord.Message:
+        extra: dict[str, Any] = {} if view is None else {"view": view}
+        if line.interaction is not None:
+            return await line.interaction.edit_original_response(
+                content=text, allowed_mentions=NO_MENTIONS, **extra
+            )
+        application_id = self._client.application_id
+        if application_id is None or line.message_id is None:
+            raise discord.ClientException("the status line cannot be edited before the client is ready")
+        webhook = discord.Webhook.partial(application_id, line.token, client=self._client)
+        return await webhook.edit_message(
+            line.message_id, content=text, allowed_mentions=NO_MENTIONS, **extra
+        )
 
     async def _post(self, job: Job, **content: Any) -> discord.Message:
         """A message in the job's channel, with the bot token; a 401 means the token was revoked."""
@@ -179,148 +221,14 @@ class DiscordPresenter:
                 self._on_token_refused()
             raise
 
-    async def report_cancelled(self, job: Job) -> None:
-        self._line(job)
-        await self._finish(job.id, texts.final_status_text(job))
-
-    async def close(self) -> None:
-        """Stop waiting edits (on shutdown)."""
-        for job_id in list(self._lines):
-            self._close(job_id)
-
-    # -- status lines ---------------------------------------------------------------------------
-    def _line(self, job: Job) -> _StatusLine | None:
-        """The job's status line: opened here, or restored from the token stored in its row (another
-        chat process opened it, or this one before a restart) while that token still lives."""
-        line = self._lines.get(job.id)
-        if line is not None or job.status_token is None or job.status_token_at is None:
-            return line
-        if not (job.status_message_id or "").isdigit():
-            return None
-        age_s = (datetime.now(UTC) - job.status_token_at).total_seconds()
-        token = unseal(job.status_token, self._token_key)
-        if age_s >= TOKEN_LIFETIME_S or token is None:
-            return None
-        line = _StatusLine(
-            interaction=None,
-            token=token,
-            opened=time.monotonic() - age_s,
-            message_id=int(job.status_message_id or 0),
-            stored=True,
-        )
-        self._lines[job.id] = line
-        return line
-
-    async def _finish(self, job_id: int, text: str, *, view: discord.ui.View | None = None) -> bool:
-        """Show a job's last status; False if no live status line could show it."""
-        self._remember_final(job_id, text)
-        line = self._lines.get(job_id)
-        if line is None:
-            return False
-        await self._edit(job_id, line, text, final=True, view=view)
-        self._close(job_id)
-        return line.shown == text
-
-    async def _edit(
-        self, job_id: int, line: _StatusLine, text: str, *, final: bool, view: discord.ui.View | None = None
-    ) -> None:
-        async with line.lock:
-            now = time.monotonic()
-            if line.expired(now):
-                self._close(job_id)
-                return
-            if text == line.shown and view is None:
-                line.waiting = None
-                return
-            wait = line.last_edit + self._interval - now
-            if not final and wait > 0:
-                line.waiting = text
-                if line.flush is None:
-                    line.flush = asyncio.create_task(self._flush_later(job_id, line, wait))
-                return
-            if final and line.flush is not None:
-                line.flush.cancel()
-                line.flush = None
-            line.waiting = None
-            await self._send(job_id, line, text, view)
-
-    async def _flush_later(self, job_id: int, line: _StatusLine, delay: float) -> None:
-        await asyncio.sleep(delay)
-        async with line.lock:
-            line.flush = None
-            text, line.waiting = line.waiting, None
-            if text is None or text == line.shown or line.expired(time.monotonic()):
-                return
-            await self._send(job_id, line, text, None)
-
-    async def _send(self, job_id: int, line: _StatusLine, text: str, view: discord.ui.View | None) -> None:
-        try:
-            message = await self._edit_line(line, text, view)
-        except discord.DiscordException as error:
-            # The token died or the message was dismissed: the result still arrives in the channel.
-            log.info("job=%s status line can no longer be edited: %s", job_id, error)
-            self._close(job_id)
-            return
-        finally:
-            # Counted from when Discord has the edit, so no two edits land closer than the interval.
-            line.last_edit = time.monotonic()
-        line.shown = text
-        if not line.stored:
-            line.stored = True
-            line.message_id = message.id
-            issued = datetime.now(UTC) - timedelta(seconds=time.monotonic() - line.opened)
-            try:
-                await self._service.set_status_message(
-                    job_id, str(message.id), token=seal(line.token, self._token_key), token_issued_at=issued
-                )
-            except Exception:
-                log.exception("job=%s: could not store its status line for other chat processes", job_id)
-
-    async def _edit_line(self, line: _StatusLine, text: str, view: discord.ui.View | None) -> discord.Message:
-        if line.interaction is not None:
-            if view is None:
-                return await line.interaction.edit_original_response(
-                    content=text, allowed_mentions=NO_MENTIONS
-                )
-            return await line.interaction.edit_original_response(
-                content=text, view=view, allowed_mentions=NO_MENTIONS
-            )
-        application_id = self._client.application_id
-        if application_id is None or line.message_id is None:
-            raise discord.ClientException("the status line cannot be edited before the client is ready")
-        webhook = discord.Webhook.partial(application_id, line.token, client=self._client)
-        if view is None:
-            return await webhook.edit_message(line.message_id, content=text, allowed_mentions=NO_MENTIONS)
-        return await webhook.edit_message(
-            line.message_id, content=text, view=view, allowed_mentions=NO_MENTIONS
-        )
-
-    def _close(self, job_id: int) -> None:
-        line = self._lines.pop(job_id, None)
-        if line is not None and line.flush is not None:
-            line.flush.cancel()
-
-    def _remember_final(self, job_id: int, text: str) -> None:
-        self._finals[job_id] = text
-        while len(self._finals) > _REMEMBERED_FINALS:
-            self._finals.popitem(last=False)
-
-    # -- the image ------------------------------------------------------------------------------
-    async def _upload(self, job: Job) -> _Upload:
+    async def _upload(self, job: Job) -> Upload:
         png = await self._service.image_bytes(job)
-        limit = self._upload_limits.get(job.requester.chat_id, DEFAULT_UPLOAD_LIMIT)
-        name = f"majicbot-{job.id}-{job.request.seed}"
-        if len(png) <= limit:
-            return _Upload(png, f"{name}.png", None)
-        jpeg = await jpeg_under(png, limit)
-        note = (
-            f"The PNG ({len(png) / 2**20:.1f} MiB) is over this channel's upload limit "
-            f"({limit / 2**20:.0f} MiB), so this is a high-quality JPEG."
+        return await fit_upload(
+            job, png, self._upload_limits.get(job.requester.chat_id, DEFAULT_UPLOAD_LIMIT)
         )
-        return _Upload(jpeg, f"{name}.jpg", note)
 
 
-def result_embed(job: Job, upload: _Upload) -> discord.Embed:
+def result_embed(job: Job, upload: Upload) -> discord.Embed:
     """Prompt, seed, steps, size, seconds and job id, with the image shown inside the embed."""
     request = job.request
     embed = discord.Embed(description=texts.shorten(request.prompt, 4000), colour=discord.Colour.blurple())

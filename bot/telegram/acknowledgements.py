@@ -1,8 +1,7 @@
 """The immediate answer to /imagine and /reroll on Telegram: the job's number, position and ETA.
 
-In a private chat the answer goes out at once and becomes the job's status message. A group may get
-only about 20 messages a minute, so a burst of commands there would wait minutes for their answers one
-by one: answers that arrive within `batch_s` of each other share one message instead.
+In a private chat the answer goes out at once and becomes the job's status message; in a group,
+answers that arrive within `batch_s` of each other share one message (`bot.reply_batch`).
 
 A job that is queued stays queued whatever happens to its answer: a failed send is tried again a
 couple of times and then only logged (never "try again", which would queue a second job), and the
@@ -13,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from telegram import Message, ReplyParameters
@@ -22,6 +21,7 @@ from telegram.error import Forbidden, NetworkError, TelegramError, TimedOut
 from telegram.ext import ExtBot
 
 from bot import texts
+from bot.reply_batch import ReplyBatcher
 from bot.standing import Queued
 from bot.telegram.presenter import TelegramPresenter
 from bot.telegram.rate_limiter import Priority
@@ -38,54 +38,22 @@ class _Ask:
     queued: Queued
 
 
-@dataclass(slots=True)
-class _Batch:
-    asks: list[_Ask] = field(default_factory=list)
-    sent: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 class Acknowledger:
-    """Sends the answers to queued jobs; one per chat and job, batched in groups."""
+    """Sends the answers to queued jobs; one per chat and job, batched in groups (`bot.reply_batch`)."""
 
     def __init__(self, bot: ExtBot[Any], presenter: TelegramPresenter, *, batch_s: float = 0.5) -> None:
         self._bot = bot
         self._presenter = presenter
-        self._batch_s = batch_s
-        self._open: dict[int, _Batch] = {}
-        self._flushing: set[asyncio.Task[None]] = set()
+        self._batcher = ReplyBatcher(self._send, batch_s=batch_s)
 
     async def acknowledge(self, reply_to: Message, queued: Queued) -> None:
         """Answer `reply_to` with where `queued` stands; returns once the answer was sent (or given up)."""
-        ask = _Ask(reply_to, queued)
-        if reply_to.chat.type == "private" or self._batch_s <= 0:
-            await self._send([ask])
-            return
-        batch = self._open.get(reply_to.chat_id)
-        if batch is None:
-            batch = self._open[reply_to.chat_id] = _Batch()
-            task = asyncio.create_task(self._flush_later(reply_to.chat_id, batch), name="telegram-acks")
-            self._flushing.add(task)
-            task.add_done_callback(self._flushing.discard)
-        batch.asks.append(ask)
-        await batch.sent.wait()
+        batch = reply_to.chat.type != "private"
+        await self._batcher.add(reply_to.chat_id, _Ask(reply_to, queued), batch=batch)
 
     async def close(self) -> None:
         """Send what is waiting now (on shutdown)."""
-        for task in list(self._flushing):
-            task.cancel()
-        batches, self._open = list(self._open.values()), {}
-        for batch in batches:
-            await self._send(batch.asks)
-            batch.sent.set()
-
-    async def _flush_later(self, chat_id: int, batch: _Batch) -> None:
-        await asyncio.sleep(self._batch_s)
-        if self._open.get(chat_id) is batch:
-            del self._open[chat_id]
-        try:
-            await self._send(batch.asks)
-        finally:
-            batch.sent.set()
+        await self._batcher.close()
 
     async def _send(self, asks: list[_Ask]) -> None:
         first = asks[0].reply_to

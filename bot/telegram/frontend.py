@@ -15,12 +15,13 @@ from telegram import Update
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import ApplicationBuilder
 
+from bot.access import AccessPolicy
+from bot.chat_commands import ChatCommands
 from bot.delivery import Presenter
-from bot.frontend import FrontendStartError
+from bot.frontend import FatalReason, FrontendStartError
 from bot.log_setup import SecretRedactor, guard_loggers
 from bot.service import BotService
 from bot.settings import LimitsSettings, TelegramSettings
-from bot.telegram.access import AccessPolicy
 from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.handlers import COMMANDS, TelegramApp, TelegramHandlers
 from bot.telegram.presenter import TelegramPresenter
@@ -61,12 +62,16 @@ class TelegramFrontend:
         )
         self._presenter = TelegramPresenter(self._app.bot, service, settings)
         self._stopping = False
-        self._fatal = asyncio.Event()
-        self._fatal_reason = ""
+        self._fatal = FatalReason()
         self._acks = Acknowledger(self._app.bot, self._presenter, batch_s=settings.group_reply_batch_s)
-        TelegramHandlers(
-            service, limits, AccessPolicy.from_settings(settings), self._presenter, self._acks
-        ).register(self._app)
+        policy = AccessPolicy(
+            admin_user_ids=frozenset(settings.admin_user_ids),
+            allowed_user_ids=frozenset(settings.allowed_user_ids),
+            allowed_chat_ids=frozenset(settings.allowed_chat_ids),
+        )
+        TelegramHandlers(ChatCommands(service, limits), policy, self._presenter, self._acks).register(
+            self._app
+        )
 
     @property
     def presenter(self) -> Presenter:
@@ -100,8 +105,7 @@ class TelegramFrontend:
         logger.info("Telegram bot @%s is running (%s)", self._app.bot.username, self._settings.mode)
 
     async def fatal_error(self) -> str:
-        await self._fatal.wait()
-        return self._fatal_reason
+        return await self._fatal.wait()
 
     async def stop(self) -> None:
         """Stop receiving updates, let in-flight handlers finish, close connections."""
@@ -160,7 +164,7 @@ class TelegramFrontend:
             return
         error = None if task.cancelled() else task.exception()
         if isinstance(error, InvalidToken):
-            self._fail(
+            self._fatal.set(
                 "Telegram rejected the bot token while polling (401 Unauthorized): it was revoked or "
                 "changed. Set the new token in telegram.token or MAJICBOT_TELEGRAM_TOKEN, then restart."
             )
@@ -170,12 +174,7 @@ class TelegramFrontend:
                 if error is None
                 else self._redactor.redact(f"{type(error).__name__}: {error}")
             )
-            self._fail(f"receiving Telegram updates stopped ({cause}); restart majicbot.")
-
-    def _fail(self, reason: str) -> None:
-        if not self._fatal.is_set():
-            self._fatal_reason = reason
-            self._fatal.set()
+            self._fatal.set(f"receiving Telegram updates stopped ({cause}); restart majicbot.")
 
     async def _shutdown(self) -> None:
         updater = self._app.updater

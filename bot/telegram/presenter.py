@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import math
 import time
-from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from telegram import Message, ReplyParameters
@@ -17,10 +16,12 @@ from telegram.ext import ExtBot
 
 from bot import texts
 from bot.errors import UserFacingError
-from bot.image_fallback import jpeg_under
+from bot.image_fallback import fit_upload
+from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.service import BotService
 from bot.settings import TelegramSettings
-from bot.telegram import keyboards
+from bot.status_presenter import StatusPresenter
+from bot.telegram.keyboards import markup
 from bot.telegram.rate_limiter import Priority, ProgressDropped
 from storage.jobs import Job, JobStatus, Platform
 
@@ -31,87 +32,104 @@ MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_PHOTO_SIDES = 10_000
 CHAT_ACTION_EVERY_S = 4.0  # an action shows for about 5 s
 CHAT_ACTION_MAX_S = 30 * 60.0  # a job whose outcome never reaches us must not spin forever
-_REMEMBERED_FINISHED = 1000
 # An upload answered late is still an upload: waiting longer for the answer than PTB's 5 s default keeps
 # a slow Bot API from making us send the same picture twice (within delivery.post_timeout_s).
 UPLOAD_TIMEOUT_S = 60.0
 
 
-class TelegramPresenter:
-    """The `bot.delivery.Presenter` for Telegram. One instance per bot, used from one event loop."""
+class TelegramPresenter(StatusPresenter):
+    """The `bot.delivery.Presenter` for Telegram: renders `JobView`s (`bot.status_presenter`). One
+    instance per bot, used from one event loop."""
 
     platform = Platform.TELEGRAM
+    result_actions: tuple[ButtonAction, ...] = (
+        ButtonAction.REROLL,
+        ButtonAction.ORIGINAL,
+        ButtonAction.DELETE,
+    )
 
     def __init__(self, bot: ExtBot[Any], service: BotService, settings: TelegramSettings) -> None:
+        super().__init__()
         self._bot = bot
         self._service = service
         self._settings = settings
         self._started = False
         # Status messages the handlers posted; the row's status_message_id covers restarts.
         self._status_messages: dict[int, int] = {}
-        self._last_text: dict[int, str] = {}
-        self._last_edit: dict[int, float] = {}
         self._chat_actions: dict[int, asyncio.Task[None]] = {}
-        self._trailing_edits: dict[int, asyncio.Task[None]] = {}
-        # Jobs finished before their status message was attached (a very fast job): the handler's
-        # late status message is removed when it arrives.
-        self._finished: OrderedDict[int, None] = OrderedDict()
-        # Outcomes posted whose status message still has to go (see clean_up).
-        self._to_clean: set[int] = set()
 
     def mark_started(self) -> None:
         self._started = True
 
     async def close(self) -> None:
         self._started = False
-        tasks = [*self._chat_actions.values(), *self._trailing_edits.values()]
+        tasks = list(self._chat_actions.values())
         self._chat_actions.clear()
-        self._trailing_edits.clear()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, self._throttle.close(), return_exceptions=True)
 
     # -- called by the handlers ---------------------------------------------------------------
     async def attach_status(self, job: Job, message_id: int, text: str) -> None:
         """The handler posted `message_id` (saying `text`) as `job`'s status message."""
-        if job.id in self._finished:
+        if self._ending(job.id) is not None:  # a very fast job: its outcome is out already
             await self._delete(job, message_id)
             return
         self._status_messages[job.id] = message_id
-        self._last_text[job.id] = text
-        self._last_edit[job.id] = time.monotonic()
+        self._throttle.mark_shown(job.id, text)
         await self._service.set_status_message(job.id, str(message_id))
 
-    # -- bot.delivery.Presenter ---------------------------------------------------------------
-    async def show_progress(self, job: Job, eta_s: float | None) -> None:
+    async def post_image(self, job: Job, *, reply_to: int | None = None) -> Message:
+        """Post a done job's picture with its caption and buttons (for /show: a reply)."""
+        png = await self._service.image_bytes(job)
+        view = build_view(job, result_actions=self.result_actions)
+        return await self._send_image(view, png, reply_to=reply_to, priority=Priority.REPLY)
+
+    async def report_ready_later(self, job: Job) -> None:
         self._require_started()
-        if job.status is JobStatus.RUNNING:
-            self._keep_chat_action(job)
+        self._close_line(job.id)
+        await self._bot.send_message(
+            _chat_id(job), texts.ready_later_text(job), rate_limit_args=Priority.RESULT
+        )
+
+    # -- bot.status_presenter primitives --------------------------------------------------------
+    def _open_line(self, job: Job) -> bool:
+        return self._status_message(job) is not None
+
+    async def _edit(self, job: Job, text: str, *, buttons: Sequence[ButtonSpec], progress: bool) -> bool:
         message_id = self._status_message(job)
         if message_id is None:
-            return
-        position: int | None = None
-        if job.status is JobStatus.QUEUED:
-            standing = await self._service.standing(job)
-            job, eta_s, position = standing.job, standing.eta_s, standing.position or None
-        text = texts.progress_text(job, eta_s, position)
-        self._cancel_trailing_edit(job)
-        wait = self._last_edit.get(job.id, -math.inf) + self._edit_interval(job) - time.monotonic()
-        if wait > 0:
-            # Too soon after the last edit: show this text once the interval has passed, unless a
-            # newer change replaces it first.
-            self._trailing_edits[job.id] = asyncio.create_task(
-                self._edit_later(job, message_id, text, wait), name=f"telegram-edit-{job.id}"
+            return False
+        priority = Priority.PROGRESS if progress else Priority.RESULT
+        try:
+            await self._bot.edit_message_text(
+                text,
+                chat_id=_chat_id(job),
+                message_id=message_id,
+                reply_markup=markup(buttons),
+                rate_limit_args=priority,
             )
-            return
-        await self._edit(job, message_id, text)
+        except ProgressDropped:
+            return False  # not shown: the next change is worth sending
+        except TelegramError as error:
+            # A user may delete the status message; progress is a courtesy, the outcome still comes.
+            logger.info("job=%s could not edit its status message: %s", job.id, error)
+            return progress
+        return True
 
-    async def deliver(self, job: Job) -> str | None:
-        self._require_started()
-        self._job_ending(job)
+    async def _post_text(self, job: Job, text: str, buttons: Sequence[ButtonSpec]) -> None:
+        try:
+            await self._bot.send_message(
+                _chat_id(job), text, reply_markup=markup(buttons), rate_limit_args=Priority.RESULT
+            )
+        except Forbidden as error:
+            self._unreachable(job, error)
+
+    async def _post_picture(self, view: JobView) -> str | None:
+        job = view.job
         try:
             try:
-                sent = await self._send_image(job, await self._service.image_bytes(job))
+                sent = await self._send_image(view, await self._service.image_bytes(job))
             except UserFacingError as error:  # the file is gone: say so rather than retry forever
                 sent = await self._bot.send_message(
                     _chat_id(job), str(error), rate_limit_args=Priority.RESULT
@@ -119,123 +137,69 @@ class TelegramPresenter:
         except Forbidden as error:
             self._unreachable(job, error)
             return None
-        self._to_clean.add(job.id)
         logger.info("job=%s delivered to telegram chat %s", job.id, job.requester.chat_id)
         return str(sent.message_id)
 
-    async def clean_up(self, job: Job) -> None:
+    async def _tidy(self, job: Job, ending: str) -> None:
         """Delete the status message of a posted image or failure notice (a separate, later step)."""
-        if job.id in self._to_clean:
-            self._to_clean.discard(job.id)
-            await self._finalise_status(job, delete=True)
-
-    async def report_ready_later(self, job: Job) -> None:
-        self._require_started()
-        self._forget(job)
-        await self._bot.send_message(
-            _chat_id(job), texts.ready_later_text(job), rate_limit_args=Priority.RESULT
-        )
-
-    async def report_failure(self, job: Job) -> None:
-        self._require_started()
-        self._job_ending(job)
-        text = texts.failure_text(job)
-        markup = keyboards.retry_keyboard(job)
         message_id = self._status_message(job)
-        try:
-            if message_id is not None:
-                try:
-                    await self._bot.edit_message_text(
-                        text,
-                        chat_id=_chat_id(job),
-                        message_id=message_id,
-                        reply_markup=markup,
-                        rate_limit_args=Priority.RESULT,
-                    )
-                    self._forget(job)
-                    return
-                except BadRequest as error:  # e.g. the user deleted the status message
-                    logger.info("job=%s could not edit its status message: %s", job.id, error)
-            await self._bot.send_message(
-                _chat_id(job), text, reply_markup=markup, rate_limit_args=Priority.RESULT
-            )
-        except Forbidden as error:
-            self._unreachable(job, error)
-            return
-        self._to_clean.add(job.id)
-
-    async def report_cancelled(self, job: Job) -> None:
-        self._require_started()
-        self._job_ending(job)
-        message_id = self._status_message(job)
+        self._close_line(job.id)
         if message_id is not None:
-            try:
-                await self._bot.edit_message_text(
-                    texts.cancelled_text(job),
-                    chat_id=_chat_id(job),
-                    message_id=message_id,
-                    rate_limit_args=Priority.RESULT,
-                )
-            except TelegramError as error:  # deleted, or the bot was blocked: nothing left to tidy
-                logger.info("job=%s could not edit its status message: %s", job.id, error)
-        self._forget(job)
+            await self._delete(job, message_id)
 
-    async def post_image(self, job: Job, *, reply_to: int | None = None) -> Message:
-        """Post a done job's picture with its caption and buttons (for /show: a reply)."""
-        png = await self._service.image_bytes(job)
-        return await self._send_image(job, png, reply_to=reply_to, priority=Priority.REPLY)
+    def _edit_interval(self, job: Job) -> float:
+        if _chat_id(job) > 0:  # Telegram's private chats have positive ids, groups negative
+            return self._settings.progress_interval_private_s
+        return self._settings.progress_interval_group_s
+
+    def _close_line(self, job_id: int) -> None:
+        self._status_messages.pop(job_id, None)
+        super()._close_line(job_id)
+
+    def _running(self, job: Job) -> None:
+        self._require_started()
+        if job.status is JobStatus.RUNNING:
+            task = self._chat_actions.get(job.id)
+            if task is None or task.done():
+                self._chat_actions[job.id] = asyncio.create_task(
+                    self._chat_action_loop(job), name=f"telegram-chat-action-{job.id}"
+                )
+
+    def _job_ending(self, job: Job) -> None:
+        self._require_started()
+        task = self._chat_actions.pop(job.id, None)
+        if task is not None:
+            task.cancel()
+        super()._job_ending(job)
 
     # -- internals ------------------------------------------------------------------------------
     async def _send_image(
-        self, job: Job, png: bytes, *, reply_to: int | None = None, priority: Priority = Priority.RESULT
+        self, view: JobView, png: bytes, *, reply_to: int | None = None, priority: Priority = Priority.RESULT
     ) -> Message:
-        chat_id = _chat_id(job)
-        caption = texts.caption(job, MAX_CAPTION)
-        markup = keyboards.result_keyboard(job)
-        request = job.request
+        job, request = view.job, view.job.request
+        common: dict[str, Any] = {
+            "caption": texts.caption(job, MAX_CAPTION),
+            "reply_markup": markup(view.buttons),
+            "reply_parameters": _reply_parameters(reply_to),
+            "rate_limit_args": priority,
+            "write_timeout": UPLOAD_TIMEOUT_S,
+            "read_timeout": UPLOAD_TIMEOUT_S,
+        }
         if request.width + request.height <= MAX_PHOTO_SIDES:
             # Telegram recompresses photos anyway; only a PNG over the photo limit is re-encoded here.
-            photo, name = (
-                (png, "png")
-                if len(png) <= MAX_PHOTO_BYTES
-                else (await jpeg_under(png, MAX_PHOTO_BYTES), "jpg")
-            )
+            photo = await fit_upload(job, png, MAX_PHOTO_BYTES)
             try:
                 return await self._bot.send_photo(
-                    chat_id,
-                    photo=photo,
-                    filename=f"majicbot-{job.id}.{name}",
-                    caption=caption,
-                    reply_markup=markup,
-                    reply_parameters=_reply_parameters(reply_to),
-                    rate_limit_args=priority,
-                    write_timeout=UPLOAD_TIMEOUT_S,
-                    read_timeout=UPLOAD_TIMEOUT_S,
+                    _chat_id(job), photo=photo.data, filename=photo.filename, **common
                 )
             except BadRequest as error:
                 logger.warning("job=%s Telegram refused the photo (%s); sending a document", job.id, error)
         return await self._bot.send_document(
-            chat_id,
+            _chat_id(job),
             document=io.BytesIO(png),
             filename=f"majicbot-{job.id}-{request.seed}.png",
-            caption=caption,
-            reply_markup=markup,
-            reply_parameters=_reply_parameters(reply_to),
-            rate_limit_args=priority,
-            write_timeout=UPLOAD_TIMEOUT_S,
-            read_timeout=UPLOAD_TIMEOUT_S,
+            **common,
         )
-
-    async def _finalise_status(self, job: Job, *, delete: bool) -> None:
-        message_id = self._status_message(job)
-        self._forget(job)
-        if message_id is None:
-            self._finished[job.id] = None
-            while len(self._finished) > _REMEMBERED_FINISHED:
-                self._finished.popitem(last=False)
-            return
-        if delete:
-            await self._delete(job, message_id)
 
     async def _delete(self, job: Job, message_id: int) -> None:
         try:
@@ -248,59 +212,10 @@ class TelegramPresenter:
             return self._status_messages[job.id]
         return int(job.status_message_id) if job.status_message_id else None
 
-    def _forget(self, job: Job) -> None:
-        self._status_messages.pop(job.id, None)
-        self._last_text.pop(job.id, None)
-        self._last_edit.pop(job.id, None)
-
     def _unreachable(self, job: Job, error: Forbidden) -> None:
         # Blocked by the user, or removed from the group: trying again cannot help.
         logger.warning("job=%s cannot post to telegram chat %s: %s", job.id, job.requester.chat_id, error)
-        self._forget(job)
-
-    def _edit_interval(self, job: Job) -> float:
-        if _chat_id(job) > 0:  # Telegram's private chats have positive ids, groups negative
-            return self._settings.progress_interval_private_s
-        return self._settings.progress_interval_group_s
-
-    def _keep_chat_action(self, job: Job) -> None:
-        task = self._chat_actions.get(job.id)
-        if task is None or task.done():
-            self._chat_actions[job.id] = asyncio.create_task(
-                self._chat_action_loop(job), name=f"telegram-chat-action-{job.id}"
-            )
-
-    def _job_ending(self, job: Job) -> None:
-        """The outcome is about to be posted: no more chat actions or progress edits."""
-        task = self._chat_actions.pop(job.id, None)
-        if task is not None:
-            task.cancel()
-        self._cancel_trailing_edit(job)
-
-    def _cancel_trailing_edit(self, job: Job) -> None:
-        task = self._trailing_edits.pop(job.id, None)
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-
-    async def _edit_later(self, job: Job, message_id: int, text: str, wait: float) -> None:
-        await asyncio.sleep(wait)
-        self._trailing_edits.pop(job.id, None)
-        await self._edit(job, message_id, text)
-
-    async def _edit(self, job: Job, message_id: int, text: str) -> None:
-        if text == self._last_text.get(job.id):
-            return
-        self._last_text[job.id] = text
-        self._last_edit[job.id] = time.monotonic()
-        try:
-            await self._bot.edit_message_text(
-                text, chat_id=_chat_id(job), message_id=message_id, rate_limit_args=Priority.PROGRESS
-            )
-        except ProgressDropped:
-            self._last_text.pop(job.id, None)  # not shown: the next change is worth sending
-        except TelegramError as error:
-            # A user may delete the status message; progress is a courtesy, the photo still comes.
-            logger.info("job=%s could not edit its status message: %s", job.id, error)
+        self._close_line(job.id)
 
     async def _chat_action_loop(self, job: Job) -> None:
         deadline = time.monotonic() + CHAT_ACTION_MAX_S

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bot.job_view import ButtonAction, JobView
 from storage.jobs import Job, JobStatus, Platform
 
 WAIT_S = 20.0
@@ -22,6 +23,7 @@ class Call:
     status: JobStatus
     step: int = 0
     eta_s: float | None = None
+    view: JobView | None = None
 
 
 @dataclass
@@ -29,6 +31,7 @@ class RecordingPresenter:
     """Records every call; `failures` makes the next outcome posts raise, `hang` makes them never return."""
 
     platform: Platform = Platform.TELEGRAM
+    result_actions: tuple[ButtonAction, ...] = (ButtonAction.REROLL, ButtonAction.DELETE)
     failures: int = 0
     hang: bool = False
     cleanup_fails: bool = False
@@ -36,20 +39,21 @@ class RecordingPresenter:
     calls: list[Call] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    async def show_progress(self, job: Job, eta_s: float | None) -> None:
-        await self._record(Call("progress", job.id, job.status, job.progress_step, eta_s))
+    async def show_progress(self, view: JobView) -> None:
+        job = view.job
+        await self._record(Call("progress", job.id, job.status, job.progress_step, view.eta_s, view))
 
-    async def deliver(self, job: Job) -> str | None:
-        await self._record(Call("deliver", job.id, job.status))
+    async def deliver(self, view: JobView) -> str | None:
+        await self._record(Call("deliver", view.job.id, view.job.status, view=view))
         await self._maybe_fail()
-        return f"message-{job.id}"
+        return f"message-{view.job.id}"
 
-    async def report_failure(self, job: Job) -> None:
-        await self._record(Call("failure", job.id, job.status))
+    async def report_failure(self, view: JobView) -> None:
+        await self._record(Call("failure", view.job.id, view.job.status, view=view))
         await self._maybe_fail()
 
-    async def report_cancelled(self, job: Job) -> None:
-        await self._record(Call("cancelled", job.id, job.status))
+    async def report_cancelled(self, view: JobView) -> None:
+        await self._record(Call("cancelled", view.job.id, view.job.status, view=view))
         await self._maybe_fail()
 
     async def clean_up(self, job: Job) -> None:

@@ -1,0 +1,133 @@
+"""Every chat command and button press as one call that answers with data, for any adapter to render.
+
+An adapter admits the event at its entrance (`bot.access`), reads it into one call here, and renders
+the `Answer`: words (`Reply`), a queued job (`Queued`, shown by the presenter's status line), a picture
+to post (`Shown`), a file (`Picture`), a job's details (`Details`) or a posted picture to take down
+(`Deleted`). Mistakes raise `bot.errors.UserFacingError`, whose text is the answer.
+
+Typed commands (`text_command`) are read here too, so a platform that only has text gets every command
+by calling one method.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot import texts
+from bot.access import Caller
+from bot.command_parser import ImagineArgs, read_imagine, read_job_argument, read_seed_argument
+from bot.errors import InvalidRequest
+from bot.job_view import ButtonAction, ButtonPress, ButtonSpec, history_buttons
+from bot.service import BotService, Picture
+from bot.settings import LimitsSettings
+from bot.standing import Queued
+from storage.jobs import Job
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str
+    buttons: tuple[ButtonSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """A finished picture to post again (for /show)."""
+
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    """Everything about a job (the Details button): `text`, for an embed or a message."""
+
+    job: Job
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """The pressed message holds this job's picture: take it down."""
+
+    job: Job
+
+
+Answer = Reply | Queued | Shown | Picture | Details | Deleted
+
+
+class ChatCommands:
+    """The commands both adapters offer, over `BotService`."""
+
+    def __init__(self, service: BotService, limits: LimitsSettings) -> None:
+        self.service = service
+        self.limits = limits
+
+    async def imagine(self, caller: Caller, args: ImagineArgs) -> Queued:
+        """`args` as read from the platform; the service checks them, once."""
+        return await self.service.imagine(caller.requester, args, is_admin=caller.is_admin)
+
+    async def reroll(self, caller: Caller, seed: int | None = None, job_id: int | None = None) -> Queued:
+        return await self.service.reroll(caller.requester, seed=seed, job_id=job_id, is_admin=caller.is_admin)
+
+    async def history(self, caller: Caller) -> Reply:
+        jobs = await self.service.history(caller.requester, 10)
+        return Reply(texts.history_text(jobs), history_buttons(jobs))
+
+    async def queue(self, caller: Caller) -> Reply:
+        return Reply(texts.queue_text(await self.service.queue_overview(caller.requester)))
+
+    async def cancel(self, caller: Caller, job_id: int | None = None) -> Reply:
+        cancelled = await self.service.cancel(caller.requester, job_id, is_admin=caller.is_admin)
+        logger.info(
+            "cancelled from %s by user %s job=%d",
+            caller.requester.platform,
+            caller.requester.user_id,
+            cancelled.id,
+        )
+        return Reply(texts.cancelled_text(cancelled))
+
+    async def show(self, caller: Caller, job_id: int) -> Shown:
+        return Shown(await self.service.show(caller.requester, job_id, is_admin=caller.is_admin))
+
+    def help(self, commands: Sequence[tuple[str, str]]) -> Reply:
+        """/help for a platform's commands as (usage, what it does)."""
+        return Reply(texts.help_text(commands, self.limits))
+
+    async def text_command(self, caller: Caller, name: str, argument: str) -> Answer:
+        """A typed /imagine, /reroll [seed], /history, /queue, /cancel [job id] or /show <job id>;
+        `argument` is the text after the command."""
+        words = argument.split()
+        if name == "imagine":
+            return await self.imagine(caller, read_imagine(argument, self.limits))
+        if name == "reroll":
+            return await self.reroll(caller, seed=read_seed_argument(words))
+        if name == "history":
+            return await self.history(caller)
+        if name == "queue":
+            return await self.queue(caller)
+        if name == "cancel":
+            return await self.cancel(caller, read_job_argument(words, "cancel"))
+        if name == "show":
+            job_id = read_job_argument(words, "show")
+            if job_id is None:
+                raise InvalidRequest("Write /show <job id>, e.g. /show 42 (/history lists yours).")
+            return await self.show(caller, job_id)
+        raise InvalidRequest(f"I don't know /{name}. Send /help for what I can do.")
+
+    async def press(self, caller: Caller, press: ButtonPress) -> Answer:
+        """What a button under a job does; every rule (who may see or delete what) is the service's."""
+        requester, job_id, is_admin = caller.requester, press.job_id, caller.is_admin
+        if press.action is ButtonAction.REROLL:
+            return await self.service.reroll(requester, job_id=job_id, from_button=True, is_admin=is_admin)
+        if press.action is ButtonAction.RETRY:
+            return await self.service.retry(requester, job_id, is_admin=is_admin)
+        if press.action is ButtonAction.ORIGINAL:
+            return await self.service.original_png(requester, job_id, is_admin=is_admin)
+        if press.action is ButtonAction.DETAILS:
+            job = await self.service.visible_job(requester, job_id, is_admin=is_admin)
+            return Details(job, texts.details_text(job))
+        return Deleted(await self.service.job_for_owner_or_admin(requester, job_id, is_admin=is_admin))
