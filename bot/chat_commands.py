@@ -66,9 +66,17 @@ class ChatCommands:
         self.service = service
         self.limits = limits
 
-    async def imagine(self, caller: Caller, args: ImagineArgs) -> Queued:
-        """`args` as read from the platform; the service checks them, once."""
-        return await self.service.imagine(caller.requester, args, is_admin=caller.is_admin)
+    async def imagine(self, caller: Caller, args: ImagineArgs, image: bytes | None = None) -> Queued:
+        """`args` as read from the platform (with --n and --strength), and the image the user sent
+        with it (an image prompt); the service checks them, once."""
+        return await self.service.imagine(
+            caller.requester,
+            args,
+            is_admin=caller.is_admin,
+            count=args.count,
+            image=image,
+            strength=args.strength,
+        )
 
     async def reroll(self, caller: Caller, seed: int | None = None, job_id: int | None = None) -> Queued:
         return await self.service.reroll(caller.requester, seed=seed, job_id=job_id, is_admin=caller.is_admin)
@@ -97,12 +105,14 @@ class ChatCommands:
         """/help for a platform's commands as (usage, what it does)."""
         return Reply(texts.help_text(commands, self.limits))
 
-    async def text_command(self, caller: Caller, name: str, argument: str) -> Answer:
+    async def text_command(
+        self, caller: Caller, name: str, argument: str, image: bytes | None = None
+    ) -> Answer:
         """A typed /imagine, /reroll [seed], /history, /queue, /cancel [job id] or /show <job id>;
-        `argument` is the text after the command."""
+        `argument` is the text after the command, `image` a picture sent with an /imagine."""
         words = argument.split()
         if name == "imagine":
-            return await self.imagine(caller, read_imagine(argument, self.limits))
+            return await self.imagine(caller, read_imagine(argument, self.limits), image)
         if name == "reroll":
             return await self.reroll(caller, seed=read_seed_argument(words))
         if name == "history":
@@ -127,6 +137,11 @@ class ChatCommands:
             return await self.service.retry(requester, job_id, is_admin=is_admin)
         if press.action is ButtonAction.ORIGINAL:
             return await self.service.original_png(requester, job_id, is_admin=is_admin)
+        if press.action is ButtonAction.UPSCALE:
+            return await self.service.upscale(requester, job_id, press.image, is_admin=is_admin)
+        if press.action in (ButtonAction.VARY_SUBTLE, ButtonAction.VARY_STRONG):
+            strong = press.action is ButtonAction.VARY_STRONG
+            return await self.service.vary(requester, job_id, press.image, strong=strong, is_admin=is_admin)
         if press.action is ButtonAction.DETAILS:
             job = await self.service.visible_job(requester, job_id, is_admin=is_admin)
             return Details(job, texts.details_text(job))

@@ -1,4 +1,5 @@
-"""Parsing `/imagine` text: the prompt with `--seed`, `--steps`, `--ar`, `--size`, `--no` flags.
+"""Parsing `/imagine` text: the prompt with `--seed`, `--steps`, `--ar`, `--size`, `--no`, `--n` and
+`--strength` flags.
 
 Both adapters feed it raw text; Discord also passes its typed options through `ImagineArgs` fields
 directly (`with_options` merges them with flags written in the prompt, and `check_args` validates
@@ -7,6 +8,7 @@ arguments that did not come through `parse_imagine`).
 The language::
 
     /imagine <prompt> [--seed N] [--steps N] [--ar W:H | --size WxH] [--no <negative prompt>]
+             [--n 1..4] [--strength 0.1..1.0]
 
 Flags may stand anywhere after the start of the prompt; words that belong to no flag are the prompt.
 ``--no`` takes every word up to the next flag. ``--flag=value`` works too. Phones turn ``--`` into an
@@ -35,9 +37,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bot.errors import InvalidRequest
 from bot.settings import LimitsSettings
@@ -46,6 +50,8 @@ ASPECT_RATIOS: tuple[str, ...] = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2
 MAX_SEED = 2**32 - 1
 MAX_JOB_ID = 2**53  # Discord's integer options stop here; far below the database's 64-bit ids
 SIDE_MULTIPLE = 16
+
+N = TypeVar("N", int, float)
 
 _ASPECT_SIZES: dict[str, tuple[int, int]] = {
     "1:1": (1024, 1024),
@@ -108,6 +114,21 @@ FLAGS: tuple[Flag, ...] = (
             "it takes every word up to the next flag)"
         ),
     ),
+    Flag(
+        "n",
+        "--n N",
+        "--n 4",
+        lambda limits: (
+            f"how many pictures to draw at once, 1 to {limits.max_images} "
+            "(one job; each picture gets U and V buttons)"
+        ),
+    ),
+    Flag(
+        "strength",
+        "--strength S",
+        "--strength 0.6",
+        lambda limits: "with a picture attached: 0.1 stays close to it, 1.0 keeps only its idea",
+    ),
 )
 FLAG_USAGE: dict[str, str] = {flag.name: flag.usage for flag in FLAGS}
 KNOWN_FLAGS = ", ".join(FLAG_USAGE.values())
@@ -133,6 +154,8 @@ class ImagineArgs:
     steps: int | None = None
     width: int | None = None
     height: int | None = None
+    count: int | None = None  # --n: how many images (checked by the service)
+    strength: float | None = None  # --strength: how far from the attached image (checked by the service)
 
 
 @dataclass(slots=True)
@@ -189,6 +212,8 @@ def read_imagine(text: str, limits: LimitsSettings) -> ImagineArgs:
         steps=_parse_int("steps", values["steps"]) if "steps" in values else None,
         width=width,
         height=height,
+        count=_parse_int("n", values["n"]) if "n" in values else None,
+        strength=_parse_strength(values["strength"]) if "strength" in values else None,
     )
     return args
 
@@ -234,6 +259,8 @@ def with_options(
     steps: int | None = None,
     aspect: str | None = None,
     negative_prompt: str | None = None,
+    count: int | None = None,
+    strength: float | None = None,
 ) -> ImagineArgs:
     """Merge typed command options (Discord's) into arguments parsed from the prompt text.
 
@@ -262,6 +289,8 @@ def with_options(
         steps=_merge("steps", args.steps, steps),
         width=width,
         height=height,
+        count=_merge("n", args.count, count),
+        strength=_merge("strength", args.strength, strength),
     )
     return merged
 
@@ -358,7 +387,19 @@ def _parse_size(value: str) -> tuple[int, int]:
     return int(match.group("width")), int(match.group("height"))
 
 
-def _merge(name: str, from_text: int | None, from_option: int | None) -> int | None:
+def _parse_strength(value: str) -> float:
+    try:
+        strength = float(value)
+    except ValueError:
+        strength = math.nan
+    if not math.isfinite(strength):
+        raise InvalidRequest(
+            f'--strength must be a number from 0.1 to 1.0, e.g. --strength 0.6 (got "{value}").'
+        )
+    return strength
+
+
+def _merge(name: str, from_text: N | None, from_option: N | None) -> N | None:
     if from_option is None:
         return from_text
     if from_text is not None and from_text != from_option:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from storage.jobs import Job
@@ -40,9 +41,11 @@ class Upload:
     note: str | None  # why this is not the original PNG
 
 
-async def fit_upload(job: Job, png: bytes, limit: int) -> Upload:
-    """The PNG if it is within the platform's `limit` bytes, else the best JPEG under it, saying so."""
-    name = f"majicbot-{job.id}-{job.request.seed}"
+async def fit_upload(job: Job, png: bytes, limit: int, index: int = 0) -> Upload:
+    """The PNG of image `index` if it is within the platform's `limit` bytes, else the best JPEG under
+    it, saying so."""
+    several = job.request.count > 1
+    name = f"majicbot-{job.id}-{index + 1}" if several else f"majicbot-{job.id}-{job.request.seed}"
     if len(png) <= limit:
         return Upload(png, f"{name}.png", None)
     note = (
@@ -50,3 +53,8 @@ async def fit_upload(job: Job, png: bytes, limit: int) -> Upload:
         f"({limit / 2**20:.0f} MiB), so this is a high-quality JPEG."
     )
     return Upload(await jpeg_under(png, limit), f"{name}.jpg", note)
+
+
+async def fit_uploads(job: Job, pngs: Sequence[bytes], limit: int) -> list[Upload]:
+    """`fit_upload` for every image of a job, in order."""
+    return [await fit_upload(job, png, limit, index) for index, png in enumerate(pngs)]

@@ -33,11 +33,7 @@ def check_input_image(data: bytes, limits: LimitsSettings) -> CheckedImage:
     what to send instead); return the image as a clean PNG. CPU-bound: call it in a thread."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if len(data) > limits.max_input_image_bytes:
-        raise InvalidRequest(
-            f"That image is {_size(len(data))}; the limit is {_size(limits.max_input_image_bytes)}. "
-            "Send a smaller file (a screenshot or a compressed JPEG works)."
-        )
+    check_file_size(len(data), limits)
     names = list(ACCEPTED_FORMATS.values())
     kinds = f"{', '.join(names[:-1])} or {names[-1]}"
     try:
@@ -60,6 +56,16 @@ def check_input_image(data: bytes, limits: LimitsSettings) -> CheckedImage:
     out = io.BytesIO()
     rgb.save(out, format="PNG", compress_level=6)
     return CheckedImage(png=out.getvalue(), width=rgb.width, height=rgb.height)
+
+
+def check_file_size(size: int, limits: LimitsSettings) -> None:
+    """Refuse an image file of `size` bytes over the limit (before fetching it, where the platform
+    says its size)."""
+    if size > limits.max_input_image_bytes:
+        raise InvalidRequest(
+            f"That image is {_size(size)}; the limit is {_size(limits.max_input_image_bytes)}. "
+            "Send a smaller file (a screenshot or a compressed JPEG works)."
+        )
 
 
 def size_for_image(width: int, height: int, limits: LimitsSettings) -> tuple[int, int]:

@@ -4,8 +4,13 @@
 and hands it to the job's presenter, which only renders it (Discord: message content and components,
 Telegram: text and an inline keyboard). So both platforms say the same words about the same job.
 
-A button carries only an action and a job id (`ButtonPress.key`, e.g. ``reroll:42``), everything else is
-read from the database when it is pressed, so buttons keep working after a restart.
+A button carries only an action, a job id and, for the buttons of one image of several, the image's
+number (`ButtonPress.key`, e.g. ``reroll:42`` or ``upscale:42:2`` for U2), everything else is read from
+the database when it is pressed, so buttons keep working after a restart.
+
+Under a finished job: a set of several images gets U1..Un (upscale image i) and V1..Vn (vary image i,
+subtle) over one row of the platform's buttons (one Reroll for the set); a single image gets Vary
+(Subtle), Vary (Strong) and Upscale 2x over that row.
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ class ButtonAction(enum.StrEnum):
     DETAILS = "details"  # the full prompt and parameters
     ORIGINAL = "png"  # the lossless PNG as a file
     DELETE = "delete"  # remove the posted image (its owner or an admin)
+    VARY_SUBTLE = "vary"  # image i again, close to it (new seed, the subtle strength)
+    VARY_STRONG = "varystrong"  # image i again, further from it
+    UPSCALE = "upscale"  # image i at twice its size
+
+
+# Actions about one image of a job: their keys may name the image.
+IMAGE_ACTIONS = frozenset({ButtonAction.VARY_SUBTLE, ButtonAction.VARY_STRONG, ButtonAction.UPSCALE})
+MAX_IMAGES_IN_KEY = 9
 
 
 class ButtonStyle(enum.StrEnum):
@@ -40,22 +53,31 @@ class ButtonPress:
 
     action: ButtonAction
     job_id: int
+    image: int = 0  # which of the job's images (0-based), for IMAGE_ACTIONS
 
     @property
     def key(self) -> str:
-        """At most 27 characters: the action and up to 20 digits."""
-        return f"{self.action.value}:{self.job_id}"
+        """At most 33 characters: the action, up to 20 digits and, past the first image, its number
+        (1-based, as the buttons say: ``upscale:42:2`` is U2)."""
+        key = f"{self.action.value}:{self.job_id}"
+        return key if self.image == 0 else f"{key}:{self.image + 1}"
 
     @classmethod
     def parse(cls, key: str | None) -> ButtonPress | None:
         """The press behind `key`, or None for keys this bot never made (old or forged buttons)."""
-        action, _, job = (key or "").partition(":")
+        action, _, rest = (key or "").partition(":")
+        job, _, image = rest.partition(":")
         if not (job.isascii() and job.isdigit()) or len(job) > 20:
             return None
         try:
-            return cls(ButtonAction(action), int(job))
+            press = cls(ButtonAction(action), int(job))
         except ValueError:
             return None
+        if not image:
+            return press
+        if press.action not in IMAGE_ACTIONS or len(image) != 1 or not "1" <= image <= str(MAX_IMAGES_IN_KEY):
+            return None
+        return cls(press.action, press.job_id, int(image) - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +86,7 @@ class ButtonSpec:
     label: str
     emoji: str | None
     style: ButtonStyle
+    row: int | None = None  # buttons of one row stay together (`button_rows`); None: any row
 
 
 _LOOKS: dict[ButtonAction, tuple[str, str | None, ButtonStyle]] = {
@@ -72,13 +95,55 @@ _LOOKS: dict[ButtonAction, tuple[str, str | None, ButtonStyle]] = {
     ButtonAction.DETAILS: ("Details", None, ButtonStyle.SECONDARY),
     ButtonAction.ORIGINAL: ("Original PNG", "🖼", ButtonStyle.SECONDARY),
     ButtonAction.DELETE: ("Delete", "🗑️", ButtonStyle.DANGER),
+    ButtonAction.VARY_SUBTLE: ("Vary (Subtle)", None, ButtonStyle.SECONDARY),
+    ButtonAction.VARY_STRONG: ("Vary (Strong)", None, ButtonStyle.SECONDARY),
+    ButtonAction.UPSCALE: ("Upscale 2x", None, ButtonStyle.SECONDARY),
 }
+# Under a set of images: U1..Un and V1..Vn.
+_SET_LABELS = {ButtonAction.UPSCALE: "U", ButtonAction.VARY_SUBTLE: "V"}
+# Under one image, the first row.
+_SINGLE_IMAGE_ACTIONS = (ButtonAction.VARY_SUBTLE, ButtonAction.VARY_STRONG, ButtonAction.UPSCALE)
 
 
-def button(action: ButtonAction, job_id: int, label: str | None = None) -> ButtonSpec:
-    """The button for `action` on job `job_id`, with its usual look (or another label)."""
+def button(
+    action: ButtonAction, job_id: int, label: str | None = None, *, image: int = 0, row: int | None = None
+) -> ButtonSpec:
+    """The button for `action` on job `job_id` (image `image`, 0-based), with its usual look (or
+    another label)."""
     usual, emoji, style = _LOOKS[action]
-    return ButtonSpec(ButtonPress(action, job_id), label or usual, emoji, style)
+    return ButtonSpec(ButtonPress(action, job_id, image), label or usual, emoji, style, row)
+
+
+def result_buttons(job: Job, result_actions: Sequence[ButtonAction]) -> tuple[ButtonSpec, ...]:
+    """The buttons under a finished job's pictures: the per-image rows, then the platform's row
+    (`result_actions`; Original PNG only under a single image, a set's files are the originals)."""
+    count = min(len(job.images) or job.request.count, MAX_IMAGES_IN_KEY)
+    per_image: list[ButtonSpec] = []
+    actions: list[ButtonAction]
+    if count > 1:
+        for row, action in enumerate(_SET_LABELS):
+            per_image += [
+                button(action, job.id, f"{_SET_LABELS[action]}{index + 1}", image=index, row=row)
+                for index in range(count)
+            ]
+        actions = [action for action in result_actions if action is not ButtonAction.ORIGINAL]
+    else:
+        per_image = [button(action, job.id, row=0) for action in _SINGLE_IMAGE_ACTIONS]
+        actions = [*result_actions]
+    last = per_image[-1].row or 0
+    return (*per_image, *(button(action, job.id, row=last + 1) for action in actions))
+
+
+def button_rows(buttons: Sequence[ButtonSpec], per_row: int) -> list[list[ButtonSpec]]:
+    """`buttons` laid out in rows: those of one `row` together, at most `per_row` in each."""
+    rows: list[list[ButtonSpec]] = []
+    current: int | None = None
+    for spec in buttons:
+        if not rows or spec.row != current or len(rows[-1]) >= per_row:
+            rows.append([])
+            current = spec.row
+        rows[-1].append(spec)
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +174,7 @@ def build_view(
         position, eta_s = None, None
     buttons: tuple[ButtonSpec, ...] = ()
     if job.status is JobStatus.DONE:
-        buttons = tuple(button(action, job.id) for action in result_actions)
+        buttons = result_buttons(job, result_actions) if result_actions else ()
     elif job.status is JobStatus.FAILED:
         buttons = (button(ButtonAction.RETRY, job.id),)
     return JobView(

@@ -129,15 +129,6 @@ class BotService:
                 show_progress=settings.show_progress,
             )
         )
-        return await self._enqueue(
-            NewJob(
-                requester=requester,
-                request=request,
-                origin=JobOrigin.IMAGE_PROMPT,
-                input_png=checked.png,
-                max_active=self._max_active(is_admin),
-            )
-        )
 
     async def vary(
         self, requester: Requester, job_id: int, image_index: int, *, strong: bool, is_admin: bool = False
@@ -372,6 +363,10 @@ class BotService:
                 f"The picture of job #{job.id} is no longer on the server; its Reroll button draws it "
                 "again with a new seed."
             ) from None
+
+    async def all_image_bytes(self, job: Job) -> tuple[bytes, ...]:
+        """The stored PNGs of every image of a done job, in order (what delivery and /show post)."""
+        return tuple([await self.image_bytes(job, index) for index in range(max(len(job.images), 1))])
 
     async def standing(self, job: Job) -> Queued:
         """Where `job` stands now: its queue position and ETA (position 0 once it runs)."""

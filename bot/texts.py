@@ -12,7 +12,7 @@ from bot.command_parser import EXAMPLE, FLAGS
 from bot.settings import LimitsSettings
 from bot.standing import Queued, QueueOverview
 from storage.errors import StorageFull
-from storage.jobs import FailureKind, Job, JobStatus
+from storage.jobs import FailureKind, Job, JobOrigin, JobStatus
 
 ELLIPSIS = "…"
 
@@ -162,6 +162,9 @@ def parameters_line(job: Job) -> str:
     if job.duration_s is not None:
         parts.append(f"{job.duration_s:.1f} s")
     parts.append(f"job #{job.id}")
+    origin = lineage_text(job)
+    if origin is not None:
+        parts.append(origin)
     return " · ".join(parts)
 
 
@@ -185,7 +188,16 @@ def details_text(job: Job) -> str:
         f"Steps: {request.steps}",
         f"Size: {request.width}x{request.height}",
         f"Guidance: {request.guidance:g}",
-        f"Job: #{job.id}" + ("" if job.parent_id is None else f" (reroll of #{job.parent_id})"),
+        f"Job: #{job.id}",
+    ]
+    origin = lineage_text(job)
+    if origin is not None:
+        lines.append(f"Made by: {origin}")
+    if request.count > 1:
+        lines.append(f"Images: {request.count} (seeds counting up from {request.seed})")
+    if request.strength is not None:
+        lines.append(f"Strength: {request.strength:g} (0.1 stays close to its image, 1.0 keeps the idea)")
+    lines += [
         f"By: {job.requester.user_name}",
         f"Status: {job.status.value}",
     ]
@@ -208,12 +220,38 @@ def rerun_command(job: Job) -> str:
 
 
 def history_line(job: Job, prompt_limit: int = 60) -> str:
-    """One /history entry: id, shortened prompt, seed, size and, unless done, the status."""
+    """One /history entry: id, shortened prompt, seed, size, how many images, what made it (when not
+    a plain /imagine) and, unless done, the status."""
     status = "" if job.status is JobStatus.DONE else f" · {job.status.value}"
+    count = f" · {job.request.count} images" if job.request.count > 1 else ""
+    origin = lineage_text(job)
+    made = "" if origin is None else f" · {origin}"
     return (
         f"#{job.id} {shorten(job.request.prompt, prompt_limit)} · seed {job.request.seed} · "
-        f"{job.request.width}x{job.request.height}{status}"
+        f"{job.request.width}x{job.request.height}{count}{made}{status}"
     )
+
+
+_ORIGIN_WORDS: dict[JobOrigin, str] = {
+    JobOrigin.REROLL: "reroll",
+    JobOrigin.VARY_SUBTLE: "vary (subtle)",
+    JobOrigin.VARY_STRONG: "vary (strong)",
+    JobOrigin.UPSCALE: "upscale 2x",
+    JobOrigin.IMAGE_PROMPT: "from your image",
+}
+
+
+def lineage_text(job: Job) -> str | None:
+    """What made the job and from which picture ("vary (strong) of #9 image 2"); None for a plain
+    /imagine."""
+    # Rows from before lineage was recorded have a parent only when they were rerolls.
+    words = _ORIGIN_WORDS.get(job.origin, "reroll" if job.parent_id is not None else None)
+    if words is None:
+        return None
+    if job.parent_id is None:
+        return words
+    image = "" if job.parent_image_index is None else f" image {job.parent_image_index + 1}"
+    return f"{words} of #{job.parent_id}{image}"
 
 
 def history_text(jobs: Sequence[Job]) -> str:

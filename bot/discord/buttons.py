@@ -13,27 +13,31 @@ from typing import Any
 import discord
 
 from bot.discord.client import MajicClient
-from bot.job_view import ButtonAction, ButtonPress, ButtonSpec, ButtonStyle, button
+from bot.job_view import ButtonAction, ButtonPress, ButtonSpec, ButtonStyle, button, button_rows
 
 _STYLES = {
     ButtonStyle.PRIMARY: discord.ButtonStyle.primary,
     ButtonStyle.SECONDARY: discord.ButtonStyle.secondary,
     ButtonStyle.DANGER: discord.ButtonStyle.danger,
 }
-_ACTIONS = "|".join(action.value for action in ButtonAction)
+# Longest first: "vary" must not match the start of "varystrong".
+_ACTIONS = "|".join(sorted((action.value for action in ButtonAction), key=len, reverse=True))
+PER_ROW = 5
+MAX_ROWS = 5
 
 
 class JobButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=re.compile(rf"majicbot:(?P<key>(?:{_ACTIONS}):[0-9]{{1,20}})"),
+    template=re.compile(rf"majicbot:(?P<key>(?:{_ACTIONS}):[0-9]{{1,20}}(?::[1-9])?)"),
 ):
-    def __init__(self, spec: ButtonSpec) -> None:
+    def __init__(self, spec: ButtonSpec, row: int | None = None) -> None:
         super().__init__(
             discord.ui.Button(
                 label=spec.label,
                 emoji=spec.emoji,
                 style=_STYLES[spec.style],
                 custom_id=f"majicbot:{spec.press.key}",
+                row=row,
             )
         )
         self.press = spec.press
@@ -43,8 +47,9 @@ class JobButton(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> JobButton:
         press = ButtonPress.parse(match["key"])
-        assert press is not None, "the template admits only keys ButtonPress reads"
-        return cls(button(press.action, press.job_id))
+        if press is None:  # e.g. an image number on an action that has none: never made by this bot
+            raise ValueError(f"not a button of this bot: {match['key']}")
+        return cls(button(press.action, press.job_id, image=press.image))
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         return await _client(interaction).entrance.admit(interaction)
@@ -54,10 +59,12 @@ class JobButton(
 
 
 def components(buttons: Sequence[ButtonSpec]) -> discord.ui.View:
-    """A persistent view holding `buttons` (five to a row, as Discord allows)."""
+    """A persistent view holding `buttons` in their rows (five to a row and five rows, as Discord
+    allows; buttons past the fifth row are left out)."""
     view = discord.ui.View(timeout=None)
-    for spec in buttons:
-        view.add_item(JobButton(spec))
+    for row, specs in enumerate(button_rows(buttons, PER_ROW)[:MAX_ROWS]):
+        for spec in specs:
+            view.add_item(JobButton(spec, row))
     return view
 
 

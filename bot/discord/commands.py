@@ -22,9 +22,11 @@ from bot.chat_commands import Answer, ChatCommands, Details, Reply, Shown
 from bot.command_parser import ASPECT_RATIOS, MAX_JOB_ID, MAX_SEED, read_imagine, with_options
 from bot.discord.buttons import components
 from bot.discord.presenter import NO_MENTIONS, DiscordPresenter
-from bot.errors import UserFacingError
+from bot.errors import InvalidRequest, UserFacingError
+from bot.input_images import check_file_size
 from bot.job_view import ButtonPress, ButtonSpec
 from bot.service import Picture
+from bot.settings import LimitsSettings
 from bot.standing import Queued
 from storage.jobs import Platform, Requester
 
@@ -154,16 +156,21 @@ JobId = app_commands.Range[int, 1, MAX_JOB_ID]
 def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, Any, None]]:
     """/imagine, /reroll, /history, /queue, /cancel, /show and /help, answered by `handlers`."""
     commands, limits = handlers.commands, handlers.commands.limits
+    count_choices = [app_commands.Choice(name=str(n), value=n) for n in range(1, limits.max_images + 1)]
 
     @app_commands.command(name="imagine", description="Draw a picture from your words.")
     @app_commands.describe(
-        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --steps 20 --no text",
+        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --steps 20 --no text --n 4",
         seed="The same seed and prompt give the same picture (0 to 4294967295)",
         steps="More steps, more detail, more time",
         aspect="Width to height",
         negative="What to leave out of the picture",
+        n="How many pictures to draw at once",
+        image="Start from this picture (PNG, JPEG or WebP)",
+        strength="With an image: 0.1 stays close to it, 1.0 keeps only its idea",
     )
     @app_commands.choices(aspect=ASPECT_CHOICES)
+    @app_commands.choices(n=count_choices)
     async def imagine(
         interaction: discord.Interaction,
         prompt: str,
@@ -171,6 +178,9 @@ def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, 
         steps: app_commands.Range[int, 1, 100] | None = None,
         aspect: app_commands.Choice[str] | None = None,
         negative: str | None = None,
+        n: app_commands.Choice[int] | None = None,
+        image: discord.Attachment | None = None,
+        strength: float | None = None,
     ) -> None:
         async def call(caller: Caller) -> Answer:
             # Only read here: the service checks the merged arguments, once.
@@ -181,8 +191,11 @@ def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, 
                 steps=steps,
                 aspect=None if aspect is None else aspect.value,
                 negative_prompt=negative,
+                count=None if n is None else n.value,
+                strength=strength,
             )
-            return await commands.imagine(caller, args)
+            data = None if image is None else await read_attachment(image, limits)
+            return await commands.imagine(caller, args, data)
 
         await handlers.answer(interaction, call)
 
@@ -230,6 +243,16 @@ def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, 
     # /help lists the commands as registered, so it cannot name an option a command does not have.
     usage = [(command_usage(command), command.description) for command in registered]
     return registered
+
+
+async def read_attachment(attachment: discord.Attachment, limits: LimitsSettings) -> bytes:
+    """The bytes of an image prompt's attachment; too large a file is refused before it is fetched."""
+    check_file_size(attachment.size, limits)
+    try:
+        return await attachment.read()  # its size is checked again, with its type, by the service
+    except discord.HTTPException as error:
+        log.warning("attachment %s could not be fetched: %s", attachment.id, error)
+        raise InvalidRequest("I could not fetch your image from Discord; attach it again.") from None
 
 
 def command_usage(command: app_commands.Command[Any, Any, None]) -> str:

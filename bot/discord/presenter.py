@@ -24,7 +24,7 @@ import discord
 from bot import texts
 from bot.discord.buttons import components
 from bot.discord.sealed_token import seal, unseal
-from bot.image_fallback import Upload, fit_upload
+from bot.image_fallback import Upload, fit_uploads
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.service import BotService
 from bot.standing import Queued
@@ -38,6 +38,7 @@ NO_MENTIONS = discord.AllowedMentions.none()
 # earlier so a slow edit never lands on a dead token.
 TOKEN_LIFETIME_S = 14.5 * 60
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+MAX_FILES = 10  # attachments in one message
 
 
 @dataclass(slots=True)
@@ -101,10 +102,10 @@ class DiscordPresenter(StatusPresenter):
     async def show_result(self, interaction: discord.Interaction, job: Job) -> None:
         """Answer /show: the finished picture in the (deferred, ephemeral) response."""
         self._upload_limits[str(interaction.channel_id)] = interaction.filesize_limit
-        upload = await self._upload(job)
+        uploads = await self._uploads(job)
         await interaction.edit_original_response(
-            embed=result_embed(job, upload),
-            attachments=[discord.File(io.BytesIO(upload.data), filename=upload.filename)],
+            embed=result_embed(job, uploads),
+            attachments=_files(uploads),
             view=components(build_view(job, result_actions=self.result_actions).buttons),
             allowed_mentions=NO_MENTIONS,
         )
@@ -120,11 +121,10 @@ class DiscordPresenter(StatusPresenter):
     # -- bot.status_presenter primitives --------------------------------------------------------
     async def _post_picture(self, view: JobView) -> str | None:
         job = view.job
-        upload = await self._upload(job)
-        file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
+        uploads = await self._uploads(job)
         try:
             message = await self._post(
-                job, embed=result_embed(job, upload), file=file, view=components(view.buttons)
+                job, embed=result_embed(job, uploads), files=_files(uploads), view=components(view.buttons)
             )
         except (discord.Forbidden, discord.NotFound) as error:
             # Retrying cannot help (the channel is gone or the bot may not post there): give up on it.
@@ -221,15 +221,21 @@ class DiscordPresenter(StatusPresenter):
                 self._on_token_refused()
             raise
 
-    async def _upload(self, job: Job) -> Upload:
-        png = await self._service.image_bytes(job)
-        return await fit_upload(
-            job, png, self._upload_limits.get(job.requester.chat_id, DEFAULT_UPLOAD_LIMIT)
+    async def _uploads(self, job: Job) -> list[Upload]:
+        """Every image of the job (up to Discord's 10 files a message), each fitted to the limit."""
+        pngs = await self._service.all_image_bytes(job)
+        return await fit_uploads(
+            job, pngs[:MAX_FILES], self._upload_limits.get(job.requester.chat_id, DEFAULT_UPLOAD_LIMIT)
         )
 
 
-def result_embed(job: Job, upload: Upload) -> discord.Embed:
-    """Prompt, seed, steps, size, seconds and job id, with the image shown inside the embed."""
+def _files(uploads: Sequence[Upload]) -> list[discord.File]:
+    return [discord.File(io.BytesIO(upload.data), filename=upload.filename) for upload in uploads]
+
+
+def result_embed(job: Job, uploads: Sequence[Upload]) -> discord.Embed:
+    """Prompt, seed, steps, size, seconds, job id and what made it; one image is shown inside the
+    embed, several as the message's files (Discord lays them out as a grid)."""
     request = job.request
     embed = discord.Embed(description=texts.shorten(request.prompt, 4000), colour=discord.Colour.blurple())
     embed.set_author(name=texts.shorten(f"for {job.requester.user_name}", 256))
@@ -239,9 +245,18 @@ def result_embed(job: Job, upload: Upload) -> discord.Embed:
     if job.duration_s is not None:
         embed.add_field(name="Time", value=f"{job.duration_s:.1f} s")
     embed.add_field(name="Job", value=f"#{job.id}")
+    if len(uploads) > 1:
+        embed.add_field(name="Images", value=f"{len(uploads)} (U upscales, V varies image n)")
+    origin = texts.lineage_text(job)
+    if origin is not None:
+        embed.add_field(name="Made by", value=origin)
+    if request.strength is not None:
+        embed.add_field(name="Strength", value=f"{request.strength:g}")
     if request.negative_prompt:
         embed.add_field(name="Leave out", value=texts.shorten(request.negative_prompt, 1000), inline=False)
-    embed.set_image(url=f"attachment://{upload.filename}")
-    if upload.note:
-        embed.set_footer(text=upload.note)
+    if len(uploads) == 1:
+        embed.set_image(url=f"attachment://{uploads[0].filename}")
+    notes = sorted({upload.note for upload in uploads if upload.note})
+    if notes:
+        embed.set_footer(text=texts.shorten(" ".join(notes), 2048))
     return embed

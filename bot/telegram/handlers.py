@@ -5,6 +5,7 @@ Every handler is registered through `_entrance`, the one place that checks acces
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -23,13 +24,14 @@ from telegram.ext import (
 from bot import texts
 from bot.access import AccessPolicy, Caller, Place
 from bot.chat_commands import Answer, ChatCommands, Details, Reply, Shown
-from bot.errors import UserFacingError
+from bot.errors import InvalidRequest, UserFacingError
+from bot.input_images import check_file_size
 from bot.job_view import ButtonPress
 from bot.service import Picture
 from bot.standing import Queued
 from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.keyboards import markup
-from bot.telegram.presenter import TelegramPresenter
+from bot.telegram.presenter import TelegramPresenter, album_of
 from storage.jobs import Job, Platform, Requester
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ MAX_MESSAGE = 4096
 UNKNOWN_BUTTON = "This button is from an older version of the bot and no longer works."
 PRIVATE_CHAT_NOTE = "In a private chat with me, any message that is not a command is a prompt too.\n"
 
+_IMAGINE_CAPTION = r"^/imagine(?:@\w+)?(?:\s|$)"
 # Edited messages must not queue a second job, so commands react to new messages only.
 _NEW_MESSAGES = filters.UpdateType.MESSAGE
 
@@ -78,6 +81,14 @@ class TelegramHandlers:
         names = [c.command for c in COMMANDS if c.command != "help"]
         app.add_handler(CommandHandler(names, self._entrance(self.command), filters=_NEW_MESSAGES))
         app.add_handler(CommandHandler(["help", "start"], self._entrance(self.help), filters=_NEW_MESSAGES))
+        # A picture with "/imagine ..." as its caption: an image prompt (commands never see captions).
+        pictures = filters.PHOTO | filters.Document.IMAGE
+        app.add_handler(
+            MessageHandler(
+                _NEW_MESSAGES & pictures & filters.CaptionRegex(_IMAGINE_CAPTION),
+                self._entrance(self.picture_prompt),
+            )
+        )
         private = _NEW_MESSAGES & filters.ChatType.PRIVATE
         app.add_handler(
             MessageHandler(private & filters.TEXT & ~filters.COMMAND, self._entrance(self.private_text))
@@ -111,7 +122,49 @@ class TelegramHandlers:
     async def command(self, update: Update, caller: Caller) -> None:
         message = _message(update)
         name, argument = _command(message)
-        await self._answer(update, lambda: self._commands.text_command(caller, name, argument))
+        # "/imagine ..." written as a reply to a picture starts from that picture.
+        picture = message.reply_to_message if name == "imagine" else None
+
+        async def call() -> Answer:
+            image = None if picture is None else await self._picture_bytes(picture)
+            return await self._commands.text_command(caller, name, argument, image)
+
+        await self._answer(update, call)
+
+    async def picture_prompt(self, update: Update, caller: Caller) -> None:
+        message = _message(update)
+        name, argument = _command(message, caption=True)
+        if name != "imagine" or not _addressed_to_me(message, caption=True):
+            return
+
+        async def call() -> Answer:
+            image = await self._picture_bytes(message)
+            return await self._commands.text_command(caller, "imagine", argument, image)
+
+        await self._answer(update, call)
+
+    async def _picture_bytes(self, message: Message) -> bytes | None:
+        """The picture a message carries (its largest photo size, or an image document), fetched
+        from Telegram after its announced size passed the limit; None when it carries none."""
+        if message.photo:
+            file_id, size = message.photo[-1].file_id, message.photo[-1].file_size
+        elif message.document is not None and (message.document.mime_type or "").startswith("image/"):
+            file_id, size = message.document.file_id, message.document.file_size
+        else:
+            return None
+        if size is not None:
+            check_file_size(size, self._commands.limits)
+        try:
+            file = await message.get_bot().get_file(file_id)
+            if file.file_size is not None:
+                check_file_size(file.file_size, self._commands.limits)
+            return bytes(await file.download_as_bytearray())
+        except TelegramError as error:
+            logger.warning("a picture from chat %s could not be fetched: %s", message.chat_id, error)
+            raise InvalidRequest(
+                "I could not fetch your picture from Telegram (bots may fetch files up to 20 MB); "
+                "send it again, or a smaller one."
+            ) from None
 
     async def private_text(self, update: Update, caller: Caller) -> None:
         text = _message(update).text or ""
@@ -203,8 +256,12 @@ class TelegramHandlers:
         if query.message is None:
             await query.answer("That message is too old for me to delete.", show_alert=True)
             return
+        chat_id, message_id = query.message.chat.id, query.message.message_id
         try:
-            await query.get_bot().delete_message(query.message.chat.id, query.message.message_id)
+            for album_message in album_of(job.result_message_id, message_id):
+                with contextlib.suppress(BadRequest):  # already deleted by hand
+                    await query.get_bot().delete_message(chat_id, album_message)
+            await query.get_bot().delete_message(chat_id, message_id)
         except BadRequest as error:
             logger.info("job=%s could not delete its image message: %s", job.id, error)
             await query.answer("Telegram would not let me delete that message; it may be too old.")
@@ -247,15 +304,23 @@ def _is_on_its_message(query: CallbackQuery) -> bool:
     return any(button.callback_data == query.data for row in markup.inline_keyboard for button in row)
 
 
-def _command(message: Message) -> tuple[str, str]:
-    """The command's name (without /, or @bot) and the text after it."""
-    text = message.text or ""
-    for entity in message.entities:
+def _command(message: Message, *, caption: bool = False) -> tuple[str, str]:
+    """The command's name (without /, or @bot) and the text after it (in the caption with `caption`)."""
+    text = (message.caption if caption else message.text) or ""
+    entities = message.caption_entities if caption else message.entities
+    for entity in entities:
         if entity.type == "bot_command" and entity.offset == 0:
-            command = message.parse_entity(entity)
+            command = message.parse_caption_entity(entity) if caption else message.parse_entity(entity)
             return command[1:].partition("@")[0].lower(), text[len(command) :].strip()
     command, _, argument = text.partition(" ")
     return command[1:].partition("@")[0].lower(), argument.strip()
+
+
+def _addressed_to_me(message: Message, *, caption: bool = False) -> bool:
+    """Whether a command is for this bot: "/imagine" or "/imagine@thisbot", not "@otherbot"."""
+    command = ((message.caption if caption else message.text) or "").split(maxsplit=1)[0]
+    target = command.partition("@")[2]
+    return not target or target.lower() == (message.get_bot().username or "").lower()
 
 
 def _reply_parameters(message: object) -> ReplyParameters | None:

@@ -7,19 +7,23 @@ from collections.abc import Sequence
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.job_view import ButtonSpec
+from bot.job_view import ButtonSpec, button_rows
 
-PER_ROW = 5
+PER_ROW = 5  # short rows stay readable on a phone (U1..U4, V1..V4 are a row each)
 
 
 def markup(buttons: Sequence[ButtonSpec]) -> InlineKeyboardMarkup | None:
-    """The keyboard for `buttons`, five to a row; None for no buttons."""
+    """The keyboard for `buttons` in their rows, five to a row at most; None for no buttons."""
     if not buttons:
         return None
-    keys = [
-        InlineKeyboardButton(
-            f"{spec.emoji} {spec.label}" if spec.emoji else spec.label, callback_data=spec.press.key
-        )
-        for spec in buttons
-    ]
-    return InlineKeyboardMarkup([keys[start : start + PER_ROW] for start in range(0, len(keys), PER_ROW)])
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    f"{spec.emoji} {spec.label}" if spec.emoji else spec.label, callback_data=spec.press.key
+                )
+                for spec in row
+            ]
+            for row in button_rows(buttons, PER_ROW)
+        ]
+    )

@@ -9,14 +9,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from telegram import Message, ReplyParameters
+from telegram import InputMediaDocument, InputMediaPhoto, Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import ExtBot
 
 from bot import texts
 from bot.errors import UserFacingError
-from bot.image_fallback import fit_upload
+from bot.image_fallback import fit_upload, fit_uploads
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.service import BotService
 from bot.settings import TelegramSettings
@@ -28,6 +28,7 @@ from storage.jobs import Job, JobStatus, Platform
 logger = logging.getLogger(__name__)
 
 MAX_CAPTION = 1024
+MAX_MESSAGE = 4096
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_PHOTO_SIDES = 10_000
 CHAT_ACTION_EVERY_S = 4.0  # an action shows for about 5 s
@@ -80,10 +81,11 @@ class TelegramPresenter(StatusPresenter):
         await self._service.set_status_message(job.id, str(message_id))
 
     async def post_image(self, job: Job, *, reply_to: int | None = None) -> Message:
-        """Post a done job's picture with its caption and buttons (for /show: a reply)."""
-        png = await self._service.image_bytes(job)
+        """Post a done job's pictures with their caption and buttons (for /show: a reply)."""
+        pngs = await self._service.all_image_bytes(job)
         view = build_view(job, result_actions=self.result_actions)
-        return await self._send_image(view, png, reply_to=reply_to, priority=Priority.REPLY)
+        sent, _ = await self._send_images(view, pngs, reply_to=reply_to, priority=Priority.REPLY)
+        return sent
 
     async def report_ready_later(self, job: Job) -> None:
         self._require_started()
@@ -127,9 +129,10 @@ class TelegramPresenter(StatusPresenter):
 
     async def _post_picture(self, view: JobView) -> str | None:
         job = view.job
+        album: tuple[int, ...] = ()
         try:
             try:
-                sent = await self._send_image(view, await self._service.image_bytes(job))
+                sent, album = await self._send_images(view, await self._service.all_image_bytes(job))
             except UserFacingError as error:  # the file is gone: say so rather than retry forever
                 sent = await self._bot.send_message(
                     _chat_id(job), str(error), rate_limit_args=Priority.RESULT
@@ -138,7 +141,7 @@ class TelegramPresenter(StatusPresenter):
             self._unreachable(job, error)
             return None
         logger.info("job=%s delivered to telegram chat %s", job.id, job.requester.chat_id)
-        return str(sent.message_id)
+        return result_message_id(sent.message_id, album)
 
     async def _tidy(self, job: Job, ending: str) -> None:
         """Delete the status message of a posted image or failure notice (a separate, later step)."""
@@ -173,6 +176,49 @@ class TelegramPresenter(StatusPresenter):
         super()._job_ending(job)
 
     # -- internals ------------------------------------------------------------------------------
+    async def _send_images(
+        self,
+        view: JobView,
+        pngs: Sequence[bytes],
+        *,
+        reply_to: int | None = None,
+        priority: Priority = Priority.RESULT,
+    ) -> tuple[Message, tuple[int, ...]]:
+        """One image: a photo with caption and buttons. Several: an album (Telegram puts no buttons
+        under one), then one message with the caption and the buttons. The message with the buttons,
+        and the album's message ids."""
+        if len(pngs) == 1:
+            return await self._send_image(view, pngs[0], reply_to=reply_to, priority=priority), ()
+        job = view.job
+        timeouts: dict[str, Any] = {"write_timeout": UPLOAD_TIMEOUT_S, "read_timeout": UPLOAD_TIMEOUT_S}
+        album = await self._album(job, pngs)
+        posted = await self._bot.send_media_group(
+            _chat_id(job),
+            album,
+            reply_parameters=_reply_parameters(reply_to),
+            rate_limit_args=priority,
+            **timeouts,
+        )
+        buttons = await self._bot.send_message(
+            _chat_id(job),
+            texts.caption(job, MAX_MESSAGE),
+            reply_markup=markup(view.buttons),
+            rate_limit_args=priority,
+        )
+        return buttons, tuple(message.message_id for message in posted)
+
+    async def _album(self, job: Job, pngs: Sequence[bytes]) -> list[InputMediaPhoto | InputMediaDocument]:
+        """The images as an album of photos (each fitted to the photo limit), or of PNG documents
+        when the size is past what Telegram takes as a photo."""
+        request = job.request
+        if request.width + request.height > MAX_PHOTO_SIDES:
+            return [
+                InputMediaDocument(png, filename=f"majicbot-{job.id}-{index + 1}.png")
+                for index, png in enumerate(pngs)
+            ]
+        uploads = await fit_uploads(job, pngs, MAX_PHOTO_BYTES)
+        return [InputMediaPhoto(upload.data, filename=upload.filename) for upload in uploads]
+
     async def _send_image(
         self, view: JobView, png: bytes, *, reply_to: int | None = None, priority: Priority = Priority.RESULT
     ) -> Message:
@@ -231,6 +277,21 @@ class TelegramPresenter(StatusPresenter):
     def _require_started(self) -> None:
         if not self._started:
             raise RuntimeError("The Telegram frontend is not running; start it before delivering jobs.")
+
+
+def result_message_id(buttons: int, album: Sequence[int] = ()) -> str:
+    """What the job row records of a delivery: the message with the buttons and, for several
+    images, the album's messages before it ("17 album 13-16"), so Delete takes them all down."""
+    return str(buttons) if not album else f"{buttons} album {min(album)}-{max(album)}"
+
+
+def album_of(recorded: str | None, buttons: int) -> range:
+    """The album message ids posted with the buttons message `buttons` (empty if none was)."""
+    head, _, album = (recorded or "").partition(" album ")
+    first, _, last = album.partition("-")
+    if head != str(buttons) or not (first.isdigit() and last.isdigit()) or int(last) - int(first) > 9:
+        return range(0)
+    return range(int(first), int(last) + 1)
 
 
 def _reply_parameters(message_id: int | None) -> ReplyParameters | None:

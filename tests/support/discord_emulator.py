@@ -114,6 +114,7 @@ class DiscordEmulator:
         self.commands: dict[str, list[JsonObject]] = {}  # "global" or a guild id -> synced commands
         self.identify_count = 0
         self.upload_limits: dict[str, int] = {}  # channel id -> bytes per file
+        self.user_attachments: dict[str, bytes] = {}  # files users attached to commands, by id
         self._ids = itertools.count(1_100_000_000_000_000_000)
         self._interactions: dict[str, _Interaction] = {}
         self._rate_limits: list[_RateLimit] = []
@@ -126,6 +127,7 @@ class DiscordEmulator:
     async def start(self) -> None:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/gateway", self._gateway_socket)
+        app.router.add_get("/user-attachments/{attachment}/{filename}", self._get_user_attachment)
         api = "/api/v10"
         routes: list[tuple[str, str, Callable[[web.Request], Any]]] = [
             ("GET", "/users/@me", self._get_me),
@@ -217,8 +219,9 @@ class DiscordEmulator:
     async def inject_slash(
         self,
         name: str,
-        options: Mapping[str, str | int] | None = None,
+        options: Mapping[str, str | int | float] | None = None,
         *,
+        attachments: Mapping[str, tuple[str, bytes]] | None = None,
         user_id: int,
         user_name: str = "someone",
         channel_id: int = 1_000,
@@ -229,6 +232,7 @@ class DiscordEmulator:
         """A user runs `/name` with `options`; guild_id None means a DM.
 
         upload_limit: the channel's attachment size limit (default 10 MiB); posts over it get a 413.
+        attachments: attachment options, option name -> (file name, bytes), served for download.
         """
         if upload_limit is not None:
             self.upload_limits[str(channel_id)] = upload_limit
@@ -243,10 +247,26 @@ class DiscordEmulator:
             "name": name,
             "type": 1,
             "options": [
-                {"name": key, "type": 4 if isinstance(value, int) else 3, "value": value}
+                {"name": key, "type": _option_type(value), "value": value}
                 for key, value in (options or {}).items()
             ],
         }
+        resolved: dict[str, JsonObject] = {}
+        for option, (filename, content) in (attachments or {}).items():
+            attachment_id = str(next(self._ids))
+            self.user_attachments[attachment_id] = content
+            url = f"http://127.0.0.1:{self.port}/user-attachments/{attachment_id}/{filename}"
+            resolved[attachment_id] = {
+                "id": attachment_id,
+                "filename": filename,
+                "size": len(content),
+                "url": url,
+                "proxy_url": url,
+                "content_type": "image/png",
+            }
+            data["options"].append({"name": option, "type": 11, "value": attachment_id})
+        if resolved:
+            data["resolved"] = {"attachments": resolved}
         if "guild_id" in command:
             data["guild_id"] = command["guild_id"]
         return await self._inject(
@@ -451,6 +471,12 @@ class DiscordEmulator:
             )
             await self._notify()
         return response
+
+    async def _get_user_attachment(self, request: web.Request) -> web.Response:
+        content = self.user_attachments.get(request.match_info["attachment"])
+        if content is None:
+            return web.Response(status=404)
+        return web.Response(body=content, content_type="image/png")
 
     async def _get_me(self, request: web.Request) -> web.Response:
         return _json(self._bot_user())
@@ -673,6 +699,13 @@ class DiscordEmulator:
             return await asyncio.wait_for(wait(), within)
         except TimeoutError:
             raise AssertionError(f"the emulator saw nothing matching within {within} s") from None
+
+
+def _option_type(value: str | int | float) -> int:
+    """Discord's option types: 4 integer, 10 number, 3 string."""
+    if isinstance(value, str):
+        return 3
+    return 4 if isinstance(value, int) else 10
 
 
 def _answer_of(response: web.StreamResponse) -> Any:

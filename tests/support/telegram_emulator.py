@@ -113,6 +113,8 @@ class TelegramEmulator:
         self._group_limit: tuple[int, float] | None = None
         self._group_sends: dict[int, list[float]] = {}
         self._polls_waiting = 0
+        self.files: dict[str, bytes] = {}  # file_id -> what a user sent (getFile, then a download)
+        self.hide_file_sizes = False  # a client that does not say a file's size (checked after download)
         self._closing = False
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -122,6 +124,7 @@ class TelegramEmulator:
         emulator = cls(token)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/bot{token}/{method}", emulator._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", emulator._download)
         runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)  # it would log the token
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -188,7 +191,60 @@ class TelegramEmulator:
         await self._add_update(update)
         return int(update["message"]["message_id"])
 
-    def message_update(self, user: TgUser, chat: TgChat, text: str) -> JsonObject:
+    async def send_reply(self, user: TgUser, chat: TgChat, text: str, reply_to: int) -> int:
+        """A user answers message `reply_to` (theirs or the bot's) with `text`; returns its id."""
+        update = self.message_update(user, chat, text, reply_to=reply_to)
+        await self._add_update(update)
+        return int(update["message"]["message_id"])
+
+    async def send_picture(
+        self, user: TgUser, chat: TgChat, data: bytes, caption: str = "", *, as_document: bool = False
+    ) -> int:
+        """A user sends a picture (a photo, or a file with `as_document`) with `caption`; returns its
+        message id. The bytes are served by getFile and the file download URL."""
+        message_id = self._next_message_id(chat.id)
+        file_id = f"user-file-{chat.id}-{message_id}"
+        self.files[file_id] = data
+        size = None if self.hide_file_sizes else len(data)
+        message: JsonObject = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": chat.as_json(),
+            "from": user.as_json(),
+        }
+        if as_document:
+            message["document"] = _without_none(
+                {
+                    "file_id": file_id,
+                    "file_unique_id": file_id,
+                    "file_name": "picture.png",
+                    "mime_type": "image/png",
+                    "file_size": size,
+                }
+            )
+        else:
+            width, height = await asyncio.to_thread(_image_size, data)
+            message["photo"] = [
+                _without_none(
+                    {
+                        "file_id": file_id,
+                        "file_unique_id": file_id,
+                        "width": width,
+                        "height": height,
+                        "file_size": size,
+                    }
+                )
+            ]
+        if caption:
+            message["caption"] = caption
+            message["caption_entities"] = _command_entities(caption)
+        self.messages[(chat.id, message_id)] = message
+        await self._add_update({"update_id": next(self._update_ids), "message": message})
+        return message_id
+
+    def message_update(
+        self, user: TgUser, chat: TgChat, text: str, *, reply_to: int | None = None
+    ) -> JsonObject:
         """The update for a user writing `text` in `chat`, without queueing it (for webhook tests).
 
         A leading /command gets its bot_command entity, as Telegram's clients send it.
@@ -202,8 +258,9 @@ class TelegramEmulator:
             "text": text,
         }
         if text.startswith("/"):
-            command = text.split(maxsplit=1)[0]
-            message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(command)}]
+            message["entities"] = _command_entities(text)
+        if reply_to is not None:
+            message["reply_to_message"] = self.messages[(chat.id, reply_to)]
         self.messages[(chat.id, message_id)] = message
         return {"update_id": next(self._update_ids), "message": message}
 
@@ -263,6 +320,16 @@ class TelegramEmulator:
         return [call for call in self.calls[after:] if call.method == method and call.status == 200]
 
     # -- the server ------------------------------------------------------------------------------
+    async def _download(self, request: web.Request) -> web.Response:
+        """A file a user sent, as Telegram's file server gives it (GET {base_file_url}{token}/{path})."""
+        if request.match_info["token"] != self.token:
+            return web.Response(status=401)
+        file_id = request.match_info["path"].rpartition("/")[2].partition(".")[0]
+        data = self.files.get(file_id)
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data, content_type="application/octet-stream")
+
     async def _handle(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]
         method = request.match_info["method"]
@@ -454,6 +521,55 @@ class TelegramEmulator:
             content["caption"] = call.params["caption"]
         return self._bot_message(call, **content)
 
+    async def _api_getFile(self, call: Call) -> JsonObject:
+        file_id = call.params["file_id"]
+        if file_id not in self.files:
+            raise _ApiError("invalid file_id")
+        size = None if self.hide_file_sizes else len(self.files[file_id])
+        return _without_none(
+            {
+                "file_id": file_id,
+                "file_unique_id": file_id,
+                "file_size": size,
+                "file_path": f"photos/{file_id}.jpg",
+            }
+        )
+
+    async def _api_sendMediaGroup(self, call: Call) -> list[JsonObject]:
+        """An album: 2 to 10 photos or documents, each uploaded as the part `media` points at."""
+        media = call.json("media")
+        if not 2 <= len(media) <= 10:
+            raise _ApiError("wrong number of media in the album")
+        messages: list[JsonObject] = []
+        for index, item in enumerate(media):
+            data = call.files[item["media"].removeprefix("attach://")]
+            if item["type"] == "photo":
+                width, height = await asyncio.to_thread(_image_size, data)
+                content: JsonObject = {
+                    "photo": [
+                        {
+                            "file_id": f"photo{call.index}-{index}",
+                            "file_unique_id": f"u{call.index}-{index}",
+                            "width": width,
+                            "height": height,
+                            "file_size": len(data),
+                        }
+                    ]
+                }
+            else:
+                content = {
+                    "document": {
+                        "file_id": f"doc{call.index}-{index}",
+                        "file_unique_id": f"d{call.index}-{index}",
+                        "file_size": len(data),
+                    }
+                }
+            content["media_group_id"] = f"album{call.index}"
+            if "caption" in item:
+                content["caption"] = item["caption"]
+            messages.append(self._bot_message(call, **content))
+        return messages
+
     async def _api_sendDocument(self, call: Call) -> JsonObject:
         data = call.files["document"]
         document = {
@@ -468,7 +584,7 @@ class TelegramEmulator:
         return self._bot_message(call, **content)
 
 
-_FLOOD_COUNTED = frozenset({"sendMessage", "sendPhoto", "sendDocument", "editMessageText"})
+_FLOOD_COUNTED = frozenset({"sendMessage", "sendPhoto", "sendDocument", "sendMediaGroup", "editMessageText"})
 
 
 class _ApiError(Exception):
@@ -482,6 +598,18 @@ def _bot_user() -> JsonObject:
 def _image_size(data: bytes) -> tuple[int, int]:
     with Image.open(io.BytesIO(data)) as image:
         return image.size
+
+
+def _command_entities(text: str) -> list[JsonObject]:
+    """The bot_command entity of a text or caption that starts with a /command."""
+    if not text.startswith("/"):
+        return []
+    command = text.split(maxsplit=1)[0]
+    return [{"type": "bot_command", "offset": 0, "length": _utf16_len(command)}]
+
+
+def _without_none(data: JsonObject) -> JsonObject:
+    return {key: value for key, value in data.items() if value is not None}
 
 
 def _utf16_len(text: str) -> int:
