@@ -11,6 +11,7 @@ from bot.command_parser import (
     check_args,
     fit_to_limits,
     parse_imagine,
+    read_imagine,
     size_for_aspect,
     with_options,
 )
@@ -19,7 +20,10 @@ from bot.settings import LimitsSettings
 
 LIMITS = LimitsSettings()
 EMPTY = "Your prompt is empty. Write what to draw, e.g. /imagine a red fox in the snow --ar 16:9 --seed 42"
-FLAGS = "The flags are: --seed N, --steps N, --ar W:H, --size WxH, --no <things to leave out>."
+FLAGS = (
+    "The flags are: --seed N, --steps N, --ar W:H, --size WxH, --no <things to leave out>, "
+    "--n N, --strength S."
+)
 
 
 def parse(text: str, limits: LimitsSettings = LIMITS) -> ImagineArgs:
@@ -213,3 +217,36 @@ def test_check_args_validates_arguments_built_directly() -> None:
     with pytest.raises(InvalidRequest, match=r"^--seed -5 is out of range"):
         check_args(ImagineArgs("x", seed=-5), LIMITS)
     assert check_args(ImagineArgs("  x  ", negative_prompt=" y "), LIMITS) == ImagineArgs("x", "y")
+
+
+def test_n_and_strength_are_read_and_left_to_the_service_to_check() -> None:
+    args = read_imagine("a fox --n 4 --strength 0.6", LIMITS)
+    assert (args.prompt, args.count, args.strength) == ("a fox", 4, 0.6)
+    # Out of range is the service's to refuse (with the operator's limits), not the reader's.
+    assert read_imagine("a fox --n 9 --strength 3", LIMITS).count == 9
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a fox --n four", '--n must be a whole number, e.g. --n 4 (got "four").'),
+        (
+            "a fox --strength lots",
+            '--strength must be a number from 0.1 to 1.0, e.g. --strength 0.6 (got "lots").',
+        ),
+        (
+            "a fox --strength nan",
+            '--strength must be a number from 0.1 to 1.0, e.g. --strength 0.6 (got "nan").',
+        ),
+    ],
+)
+def test_unreadable_n_and_strength_say_how_to_write_them(text: str, message: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        read_imagine(text, LIMITS)
+    assert str(refused.value) == message
+
+
+def test_typed_options_and_flags_for_n_must_agree() -> None:
+    with pytest.raises(InvalidRequest, match="The n option"):
+        with_options(read_imagine("a fox --n 2", LIMITS), LIMITS, count=3)
+    assert with_options(read_imagine("a fox", LIMITS), LIMITS, count=3, strength=0.5).count == 3

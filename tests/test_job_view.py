@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.job_view import ButtonAction, ButtonPress, ButtonStyle, build_view, history_buttons
-from storage.jobs import FailureKind, JobStatus
+from bot.job_view import ButtonAction, ButtonPress, ButtonStyle, build_view, button_rows, history_buttons
+from storage.jobs import FailureKind, ImageRequest, JobStatus, StoredImage
 from tests.test_texts import make_job
 
 RESULT_ACTIONS = (ButtonAction.REROLL, ButtonAction.DETAILS, ButtonAction.DELETE)
@@ -32,12 +32,55 @@ def test_a_done_job_offers_the_platforms_buttons_in_order() -> None:
     )
     assert (view.position, view.eta_s) == (None, None)
     assert view.status_line == "Job #12 is done in 12 s."
-    assert [button.press.key for button in view.buttons] == ["reroll:12", "details:12", "delete:12"]
-    assert [button.style for button in view.buttons] == [
+    # One image: Vary (Subtle), Vary (Strong), Upscale 2x on a row, then the platform's row.
+    assert [(b.press.key, b.label, b.row) for b in view.buttons] == [
+        ("vary:12", "Vary (Subtle)", 0),
+        ("varystrong:12", "Vary (Strong)", 0),
+        ("upscale:12", "Upscale 2x", 0),
+        ("reroll:12", "Reroll", 1),
+        ("details:12", "Details", 1),
+        ("delete:12", "Delete", 1),
+    ]
+    assert [button.style for button in view.buttons][3:] == [
         ButtonStyle.PRIMARY,
         ButtonStyle.SECONDARY,
         ButtonStyle.DANGER,
     ]
+
+
+def test_a_set_of_four_offers_u1_to_u4_and_v1_to_v4_and_one_reroll() -> None:
+    images = tuple(StoredImage(f"12-{i}.png", "0" * 64, 100) for i in range(4))
+    job = make_job(
+        status=JobStatus.DONE, request=ImageRequest("a fox", 42, 20, 64, 64, 3.5, count=4), images=images
+    )
+    actions = (ButtonAction.REROLL, ButtonAction.ORIGINAL, ButtonAction.DELETE)
+    view = build_view(job, result_actions=actions)
+    assert [(b.label, b.press.key) for b in view.buttons] == [
+        ("U1", "upscale:12"),
+        ("U2", "upscale:12:2"),
+        ("U3", "upscale:12:3"),
+        ("U4", "upscale:12:4"),
+        ("V1", "vary:12"),
+        ("V2", "vary:12:2"),
+        ("V3", "vary:12:3"),
+        ("V4", "vary:12:4"),
+        ("Reroll", "reroll:12"),  # the set's files are the originals: no Original PNG under a set
+        ("Delete", "delete:12"),
+    ]
+    assert [ButtonPress.parse(b.press.key) for b in view.buttons][5] == ButtonPress(
+        ButtonAction.VARY_SUBTLE, 12, 1
+    )
+    rows = button_rows(view.buttons, 5)
+    assert [[b.label for b in row] for row in rows] == [
+        ["U1", "U2", "U3", "U4"],
+        ["V1", "V2", "V3", "V4"],
+        ["Reroll", "Delete"],
+    ]
+
+
+def test_buttons_without_a_row_flow_five_to_a_row() -> None:
+    buttons = history_buttons([make_job(id=n) for n in range(1, 8)])
+    assert [len(row) for row in button_rows(buttons, 5)] == [5, 2]
 
 
 def test_a_failed_job_offers_only_a_retry_and_says_why() -> None:
@@ -73,12 +116,38 @@ def test_button_keys_round_trip_within_telegrams_64_bytes(action: ButtonAction) 
 
 def test_keys_stay_what_posted_buttons_carry() -> None:
     # Buttons posted by earlier versions must still decode after an upgrade.
-    assert [action.value for action in ButtonAction] == ["reroll", "retry", "details", "png", "delete"]
+    assert [action.value for action in ButtonAction] == [
+        "reroll",
+        "retry",
+        "details",
+        "png",
+        "delete",
+        "vary",
+        "varystrong",
+        "upscale",
+    ]
+    assert ButtonPress.parse("upscale:42:2") == ButtonPress(ButtonAction.UPSCALE, 42, 1)
+    assert ButtonPress(ButtonAction.VARY_STRONG, 42, 3).key == "varystrong:42:4"
 
 
 @pytest.mark.parametrize(
     "key",
-    [None, "", "reroll", "reroll:", "reroll:abc", "explode:1", ":1", "png:1:2", "reroll:-1", "reroll:١"],
+    [
+        None,
+        "",
+        "reroll",
+        "reroll:",
+        "reroll:abc",
+        "explode:1",
+        ":1",
+        "png:1:2",
+        "reroll:-1",
+        "reroll:١",
+        "upscale:1:0",
+        "upscale:1:10",
+        "vary:1:x",
+        "vary:1:2:3",
+    ],
 )
 def test_foreign_keys_are_not_a_press(key: str | None) -> None:
     assert ButtonPress.parse(key) is None

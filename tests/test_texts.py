@@ -117,7 +117,13 @@ def test_history_and_quota_and_queue() -> None:
 def test_details_show_everything_needed_to_reproduce() -> None:
     job = make_job(parent_id=3, request=ImageRequest("a fox", 42, 20, 1024, 768, 3.5, "blur"))
     details = texts.details_text(job)
-    for line in ("Prompt: a fox", "Leave out (--no): blur", "Seed: 42", "Size: 1024x768", "Made by: reroll of #3"):
+    for line in (
+        "Prompt: a fox",
+        "Leave out (--no): blur",
+        "Seed: 42",
+        "Size: 1024x768",
+        "Made by: reroll of #3",
+    ):
         assert line in details
 
 
