@@ -70,11 +70,14 @@ async def test_imagine_defers_shows_progress_and_posts_the_png_with_buttons(
     gaps = [b.arrived - a.arrived for a, b in itertools.pairwise(progress)]
     assert all(gap >= EDIT_INTERVAL_S for gap in gaps), gaps
 
-    # The image: an ordinary channel message with the bot token, the stored PNG, an embed, 3 buttons.
+    # The image: an ordinary channel message with the bot token, the stored PNG, an embed, its buttons.
     assert post.headers["Authorization"] == f"Bot {TOKEN}"
     assert job.status is JobStatus.DONE
     assert [(f.filename, f.data) for f in post.files] == [(f"majicbot-{job.id}-7.png", stored)]
     assert button_ids(post) == [
+        f"majicbot:vary:{job.id}",
+        f"majicbot:varystrong:{job.id}",
+        f"majicbot:upscale:{job.id}",
         f"majicbot:reroll:{job.id}",
         f"majicbot:details:{job.id}",
         f"majicbot:delete:{job.id}",

@@ -63,7 +63,7 @@ async def test_imagine_gives_photo_with_caption_and_buttons(
         for part in ("seed 7", "2 steps", "64x80", "job #1"):
             assert part in caption
         assert "parse_mode" not in photo.params
-        assert photo.button_data() == ["reroll:1", "png:1", "delete:1"]
+        assert photo.button_data() == ["vary:1", "varystrong:1", "upscale:1", "reroll:1", "png:1", "delete:1"]
         # The status message gave way to the photo.
         await emulator.wait_for(
             "deleteMessage", lambda call: call.integer("message_id") == status.response["message_id"]
@@ -174,7 +174,7 @@ async def test_reroll_button_works_after_restart(emulator: TelegramEmulator, tmp
         assert answer.params["text"] == "Queued as job #2."
         again = await emulator.wait_for("sendPhoto", photo_for(2), after=before, within_s=30)
         assert again.params["caption"].startswith("a windmill\n")
-        assert again.button_data() == ["reroll:2", "png:2", "delete:2"]
+        assert again.button_data() == ["vary:2", "varystrong:2", "upscale:2", "reroll:2", "png:2", "delete:2"]
         assert (await app.queue.get(2)).parent_id == 1
 
         await emulator.press_button(ANN, chat, photo.response["message_id"], "png:1")
