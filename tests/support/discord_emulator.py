@@ -709,6 +709,8 @@ def _option_type(value: str | int | float) -> int:
 
 
 def _answer_of(response: web.StreamResponse) -> Any:
+    if response.content_type != "application/json":
+        return None  # a file (a user's attachment)
     if isinstance(response, web.Response) and isinstance(response.body, bytes) and response.body:
         return json.loads(response.body)
     return None
