@@ -31,6 +31,7 @@ FAILURE_REASONS: dict[FailureKind, str] = {
 HELP_EXAMPLES: tuple[str, ...] = (
     EXAMPLE,
     "/imagine a lighthouse at dusk, oil painting --ar 3:2 --no text, watermark",
+    "/imagine four koi in a pond --n 4",
 )
 """Shown by /help; a test checks that each one parses under the default limits."""
 
@@ -46,6 +47,11 @@ def help_text(commands: Sequence[tuple[str, str]], limits: LimitsSettings) -> st
         "",
         "Flags (write them after the prompt; --flag=value works too):",
         *(f"  {flag.help_line(limits)}" for flag in FLAGS),
+        "",
+        "Start from a picture: send it with /imagine <prompt> as its caption, or answer a picture with "
+        "/imagine <prompt> (on Discord: the image option). Under a picture: Vary (Subtle or Strong) draws "
+        "it again close to it, Upscale 2x makes it larger; under several, U1.. upscales and V1.. varies "
+        "picture 1...",
         "",
         f"Limits: prompts up to {limits.max_prompt_length} characters; "
         f"{_count(limits.max_active_jobs_per_user, 'picture')} waiting or running per person.",

@@ -41,7 +41,7 @@ TelegramApp = Application[Any, Any, Any, Any, Any, Any]
 Handler = Callable[[Update, Caller], Awaitable[None]]
 
 COMMANDS: tuple[BotCommand, ...] = (
-    BotCommand("imagine", "Draw a picture: /imagine <prompt> [--ar 16:9] [--seed N]"),
+    BotCommand("imagine", "Draw: /imagine <prompt> [--ar 16:9] [--n 4]; as a photo's caption, from it"),
     BotCommand("reroll", "Your last prompt again with a new seed, or /reroll <seed>"),
     BotCommand("history", "Your last 10 images"),
     BotCommand("queue", "What is being drawn and where your jobs stand"),
