@@ -5,6 +5,7 @@ Upscale and Vary clicks (also after a restart), an image prompt from an attachme
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from bot.app import Application
@@ -190,3 +191,12 @@ async def test_an_attached_image_is_the_prompts_start_and_refusals_reach_the_use
         post = await emulator.wait_for_call(post_of(2), within=30)  # type: ignore[arg-type]
         click = await emulator.inject_click(post.answer["id"], "majicbot:upscale:2", user_id=OWNER)
         assert "cannot be upscaled" in await answered(emulator, click)
+
+        # Vary on a picture that is gone (expired), and on a job that was deleted.
+        await app.queue.forget_images([2])
+        click = await emulator.inject_click(post.answer["id"], "majicbot:vary:2", user_id=OWNER)
+        assert "has expired" in await answered(emulator, click)
+        with sqlite3.connect(tmp_path / "majicbot.db") as database:
+            database.execute("DELETE FROM jobs WHERE id = 2")
+        click = await emulator.inject_click(post.answer["id"], "majicbot:varystrong:2", user_id=OWNER)
+        assert "was deleted" in await answered(emulator, click)

@@ -21,6 +21,7 @@ from bot.frontend import FrontendStartError
 from bot.settings import LimitsSettings
 from bot.telegram.frontend import TelegramFrontend
 from bot.telegram.handlers import UNKNOWN_BUTTON
+from bot.telegram.presenter import album_of, result_message_id
 from storage.images import ImageStore
 from storage.jobs import JobStatus
 from storage.queue import JobQueue
@@ -320,3 +321,14 @@ async def test_help_lists_every_command_and_every_flag_the_parser_takes(
     for flag in FLAGS:
         assert f"--{flag.name}" in text, flag.name
     assert "any message that is not a command is a prompt" in text
+
+
+def test_a_set_records_its_album_with_the_buttons_message() -> None:
+    recorded = result_message_id(17, [13, 14, 15, 16])
+    assert recorded == "17 album 13-16"
+    assert list(album_of(recorded, 17)) == [13, 14, 15, 16]
+    # Another message's Delete (a /show repost), a single image or a damaged value: nothing more.
+    assert list(album_of(recorded, 20)) == []
+    assert list(album_of(result_message_id(17), 17)) == []
+    assert list(album_of("17 album 1-900", 17)) == []
+    assert list(album_of(None, 17)) == []
