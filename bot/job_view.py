@@ -116,20 +116,18 @@ def button(
 
 def result_buttons(job: Job, result_actions: Sequence[ButtonAction]) -> tuple[ButtonSpec, ...]:
     """The buttons under a finished job's pictures: the per-image rows, then the platform's row
-    (`result_actions`; Original PNG only under a single image, a set's files are the originals)."""
+    (`result_actions`; under a set, Original PNG sends every image's PNG)."""
     count = min(len(job.images) or job.request.count, MAX_IMAGES_IN_KEY)
     per_image: list[ButtonSpec] = []
-    actions: list[ButtonAction]
+    actions = [*result_actions]
     if count > 1:
         for row, action in enumerate(_SET_LABELS):
             per_image += [
                 button(action, job.id, f"{_SET_LABELS[action]}{index + 1}", image=index, row=row)
                 for index in range(count)
             ]
-        actions = [action for action in result_actions if action is not ButtonAction.ORIGINAL]
     else:
         per_image = [button(action, job.id, row=0) for action in _SINGLE_IMAGE_ACTIONS]
-        actions = [*result_actions]
     last = per_image[-1].row or 0
     return (*per_image, *(button(action, job.id, row=last + 1) for action in actions))
 

@@ -24,6 +24,7 @@ from bot.request_rules import random_seed, resolve_request
 from bot.settings import LimitsSettings, ModerationSettings, VariationsSettings
 from bot.standing import Queued, QueueOverview
 from bot.user_settings import SettingName, SettingsView, UserSettings, read_setting_name, settings_view
+from engine.messages import SEED_SPACE
 from engine.settings import EngineSettings
 from storage.bans import Ban, BanList, UserBanned
 from storage.errors import StorageBusy, StorageFull
@@ -46,6 +47,7 @@ class Picture:
     job: Job
     png: bytes
     filename: str
+    others: tuple[Picture, ...] = ()  # a set's other images, in order (the first is this one)
 
 
 class BotService:
@@ -339,12 +341,19 @@ class BotService:
         )
 
     async def original_png(self, requester: Requester, job_id: int, *, is_admin: bool = False) -> Picture:
-        """The lossless PNG of a done job `requester` may see, named for saving."""
+        """The lossless PNG of a done job `requester` may see, named for saving (with the others of a
+        set of several images)."""
         job = await self.visible_job(requester, job_id, is_admin=is_admin)
         if job.status is not JobStatus.DONE:
             raise NothingToDo(f"Job #{job.id} has no image.")
-        png = await self.image_bytes(job)  # says so if the picture expired
-        return Picture(job, png, f"majicbot-{job.id}-{job.request.seed}.png")
+        pngs = await self.all_image_bytes(job)  # says so if the pictures expired
+        if len(pngs) == 1:
+            return Picture(job, pngs[0], f"majicbot-{job.id}-{job.request.seed}.png")
+        pictures = [
+            Picture(job, png, f"majicbot-{job.id}-{index + 1}-{(job.request.seed + index) % SEED_SPACE}.png")
+            for index, png in enumerate(pngs)
+        ]
+        return dataclasses.replace(pictures[0], others=tuple(pictures[1:]))
 
     async def image_bytes(self, job: Job, index: int = 0) -> bytes:
         """The stored PNG of image `index` (0-based) of a done job."""

@@ -64,7 +64,8 @@ def test_a_set_of_four_offers_u1_to_u4_and_v1_to_v4_and_one_reroll() -> None:
         ("V2", "vary:12:2"),
         ("V3", "vary:12:3"),
         ("V4", "vary:12:4"),
-        ("Reroll", "reroll:12"),  # the set's files are the originals: no Original PNG under a set
+        ("Reroll", "reroll:12"),  # one for the set
+        ("Original PNG", "png:12"),  # every image's PNG
         ("Delete", "delete:12"),
     ]
     assert [ButtonPress.parse(b.press.key) for b in view.buttons][5] == ButtonPress(
@@ -74,7 +75,7 @@ def test_a_set_of_four_offers_u1_to_u4_and_v1_to_v4_and_one_reroll() -> None:
     assert [[b.label for b in row] for row in rows] == [
         ["U1", "U2", "U3", "U4"],
         ["V1", "V2", "V3", "V4"],
-        ["Reroll", "Delete"],
+        ["Reroll", "Original PNG", "Delete"],
     ]
 
 

@@ -75,9 +75,9 @@ async def test_four_images_album_buttons_upscale_vary_show_and_history_after_a_r
     assert buttons.button_data() == [
         *("upscale:1", "upscale:1:2", "upscale:1:3", "upscale:1:4"),
         *("vary:1", "vary:1:2", "vary:1:3", "vary:1:4"),
-        *("reroll:1", "delete:1"),
+        *("reroll:1", "png:1", "delete:1"),
     ]
-    assert [len(row) for row in buttons.json("reply_markup")["inline_keyboard"]] == [4, 4, 2]
+    assert [len(row) for row in buttons.json("reply_markup")["inline_keyboard"]] == [4, 4, 3]
     assert "parse_mode" not in buttons.params
     buttons_id = buttons.response["message_id"]
 
@@ -131,6 +131,13 @@ async def test_four_images_album_buttons_upscale_vary_show_and_history_after_a_r
         assert album_files(shown) == stored
         again = await emulator.wait_for("sendMessage", buttons_for(1), after=shown.index)
         assert again.button_data() == buttons.button_data()
+
+        # Original PNG under a set: every image's lossless PNG, as an album of files.
+        before = len(emulator.calls)
+        assert await press(emulator, buttons_id, "png:1") == "Sending the original PNG…"
+        originals = await emulator.wait_for("sendMediaGroup", after=before)
+        assert [item["type"] for item in json.loads(originals.params["media"])] == ["document"] * 4
+        assert album_files(originals) == stored
 
         # Delete under the set takes down the album too.
         album_ids = [message["message_id"] for message in album.response]

@@ -99,8 +99,8 @@ class DiscordHandlers:
             embed = discord.Embed(description=fit(answer.text, 4096))
             await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
         elif isinstance(answer, Picture):
-            file = discord.File(io.BytesIO(answer.png), filename=answer.filename)
-            await interaction.edit_original_response(attachments=[file], allowed_mentions=NO_MENTIONS)
+            files = [discord.File(io.BytesIO(p.png), filename=p.filename) for p in (answer, *answer.others)]
+            await interaction.edit_original_response(attachments=files, allowed_mentions=NO_MENTIONS)
         else:
             if interaction.message is not None:
                 # Already gone is fine: another click or a moderator deleted it first.

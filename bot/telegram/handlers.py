@@ -10,7 +10,15 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from telegram import BotCommand, CallbackQuery, InputFile, Message, ReplyParameters, Update
+from telegram import (
+    BotCommand,
+    CallbackQuery,
+    InputFile,
+    InputMediaDocument,
+    Message,
+    ReplyParameters,
+    Update,
+)
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     Application,
@@ -211,10 +219,20 @@ class TelegramHandlers:
         elif isinstance(answer, Picture):
             assert query is not None and update.effective_chat is not None
             await query.answer("Sending the original PNG…")
+            caption = f"Original PNG of job #{answer.job.id} (lossless)."
+            if answer.others:  # a set: an album of the PNG files
+                files = [InputMediaDocument(p.png, filename=p.filename) for p in (answer, *answer.others)]
+                await query.get_bot().send_media_group(
+                    update.effective_chat.id,
+                    files,
+                    caption=caption,
+                    reply_parameters=_reply_parameters(message),
+                )
+                return
             await query.get_bot().send_document(
                 update.effective_chat.id,
                 document=InputFile(answer.png, filename=answer.filename),
-                caption=f"Original PNG of job #{answer.job.id} (lossless).",
+                caption=caption,
                 reply_parameters=_reply_parameters(message),
             )
         elif isinstance(answer, Details):
