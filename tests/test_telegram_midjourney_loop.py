@@ -179,6 +179,15 @@ async def test_image_prompts_from_a_caption_and_from_a_reply_to_a_photo(
         await emulator.send_picture(ANN, CHAT, red, "/imagine a barn at dusk --steps 1", as_document=True)
         assert (await delivered(app, 3)).origin is JobOrigin.IMAGE_PROMPT
 
+        # In a private chat a plain caption is a prompt too, as plain text is.
+        await emulator.send_picture(ANN, CHAT, red, "a red barn in fog --steps 1 --strength 0.5")
+        plain = await delivered(app, 4)
+        assert (plain.origin, plain.request.prompt, plain.request.strength) == (
+            JobOrigin.IMAGE_PROMPT,
+            "a red barn in fog",
+            0.5,
+        )
+
         # The caption names what made the job.
         photo = await emulator.wait_for("sendPhoto", lambda c: "job #1" in c.params.get("caption", ""))
         assert "from your image" in photo.params["caption"]
@@ -213,6 +222,12 @@ async def test_every_refusal_reaches_the_user_and_queues_nothing(
         assert too_big.startswith("That image is ") and "the limit is 4 KiB" in too_big
         # The announced size was enough: the file was never fetched.
         assert not emulator.calls_of("getFile", after=before)
+        # A client that does not announce the size: fetched, then refused all the same.
+        emulator.hide_file_sizes = True
+        before = len(emulator.calls)
+        assert (await refused("/imagine a cat", noise_png((64, 64)))).startswith("That image is ")
+        assert emulator.calls_of("getFile", after=before)
+        emulator.hide_file_sizes = False
         not_an_image = await refused("/imagine a cat", b"GIF89a" + bytes(64), as_document=True)
         assert "not an image I can read" in not_an_image or "send a PNG" in not_an_image
         assert await history_of_ann(app) == []

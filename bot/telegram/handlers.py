@@ -60,7 +60,10 @@ COMMANDS: tuple[BotCommand, ...] = (
 
 MAX_MESSAGE = 4096
 UNKNOWN_BUTTON = "This button is from an older version of the bot and no longer works."
-PRIVATE_CHAT_NOTE = "In a private chat with me, any message that is not a command is a prompt too.\n"
+PRIVATE_CHAT_NOTE = (
+    "In a private chat with me, any message that is not a command is a prompt too, and a picture with a "
+    "caption starts from that picture.\n"
+)
 
 _IMAGINE_CAPTION = r"^/imagine(?:@\w+)?(?:\s|$)"
 # Edited messages must not queue a second job, so commands react to new messages only.
@@ -100,6 +103,13 @@ class TelegramHandlers:
         private = _NEW_MESSAGES & filters.ChatType.PRIVATE
         app.add_handler(
             MessageHandler(private & filters.TEXT & ~filters.COMMAND, self._entrance(self.private_text))
+        )
+        # In a private chat, any caption is a prompt too (as any text is): the picture is its start.
+        app.add_handler(
+            MessageHandler(
+                private & pictures & filters.CAPTION & ~filters.CaptionRegex(r"^/"),
+                self._entrance(self.private_picture),
+            )
         )
         app.add_handler(MessageHandler(private & filters.COMMAND, self._entrance(self.unknown_command)))
         app.add_handler(CallbackQueryHandler(self._entrance(self.button)))
@@ -148,6 +158,15 @@ class TelegramHandlers:
         async def call() -> Answer:
             image = await self._picture_bytes(message)
             return await self._commands.text_command(caller, "imagine", argument, image)
+
+        await self._answer(update, call)
+
+    async def private_picture(self, update: Update, caller: Caller) -> None:
+        message = _message(update)
+
+        async def call() -> Answer:
+            image = await self._picture_bytes(message)
+            return await self._commands.text_command(caller, "imagine", message.caption or "", image)
 
         await self._answer(update, call)
 
