@@ -217,7 +217,7 @@ class DiscordEmulator:
     async def inject_slash(
         self,
         name: str,
-        options: Mapping[str, str | int] | None = None,
+        options: Mapping[str, str | int | bool] | None = None,
         *,
         user_id: int,
         user_name: str = "someone",
@@ -243,7 +243,7 @@ class DiscordEmulator:
             "name": name,
             "type": 1,
             "options": [
-                {"name": key, "type": 4 if isinstance(value, int) else 3, "value": value}
+                {"name": key, "type": _option_type(value), "value": value}
                 for key, value in (options or {}).items()
             ],
         }
@@ -282,6 +282,35 @@ class DiscordEmulator:
             channel_id=int(message["channel_id"]),
             guild_id=guild_id,
             role_ids=role_ids,
+            message=message,
+        )
+
+    async def inject_select(
+        self,
+        message_id: str,
+        custom_id: str,
+        values: Sequence[str],
+        *,
+        user_id: int,
+        user_name: str = "someone",
+        guild_id: int | None = 500,
+    ) -> Injected:
+        """A user picks `values` in the select menu `custom_id` on the stored message `message_id`."""
+        message = self.messages[message_id]
+        selects = [c for row in message.get("components", []) for c in row.get("components", [])]
+        select = next((c for c in selects if c.get("custom_id") == custom_id and c.get("type") == 3), None)
+        assert select is not None, f"{custom_id} is not a select on the message"
+        offered = {option["value"] for option in select.get("options", [])}
+        assert set(values) <= offered, f"{values} are not among the select's options {sorted(offered)}"
+        data: JsonObject = {"custom_id": custom_id, "component_type": 3, "values": list(values)}
+        return await self._inject(
+            3,
+            data,
+            user_id=user_id,
+            user_name=user_name,
+            channel_id=int(message["channel_id"]),
+            guild_id=guild_id,
+            role_ids=(),
             message=message,
         )
 
@@ -673,6 +702,13 @@ class DiscordEmulator:
             return await asyncio.wait_for(wait(), within)
         except TimeoutError:
             raise AssertionError(f"the emulator saw nothing matching within {within} s") from None
+
+
+def _option_type(value: str | int | bool) -> int:
+    """The application command option type Discord sends a value as: BOOLEAN, INTEGER or STRING."""
+    if isinstance(value, bool):
+        return 5
+    return 4 if isinstance(value, int) else 3
 
 
 def _answer_of(response: web.StreamResponse) -> Any:
