@@ -23,7 +23,7 @@ import discord
 
 from bot import texts
 from bot.discord.buttons import components
-from bot.discord.sealed_token import seal, unseal
+from bot.sealed_token import seal, unseal
 from bot.image_fallback import Upload, fit_upload
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.service import BotService
@@ -76,7 +76,7 @@ class DiscordPresenter(StatusPresenter):
     ) -> None:
         super().__init__()
         self._client = client
-        self._token_key = token_key  # seals interaction tokens in job rows (bot/discord/sealed_token.py)
+        self._token_key = token_key  # seals interaction tokens in job rows (bot/sealed_token.py)
         self._on_token_refused = on_token_refused
         self._service = service
         self._interval = edit_interval_s

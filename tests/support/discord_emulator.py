@@ -270,20 +270,9 @@ class DiscordEmulator:
         role_ids: Sequence[int] = (),
     ) -> Injected:
         """A user clicks the button `custom_id` on the stored channel message `message_id`."""
-        message = self.messages[message_id]
-        buttons = [c for row in message.get("components", []) for c in row.get("components", [])]
-        assert any(b.get("custom_id") == custom_id for b in buttons), f"{custom_id} is not on the message"
+        message, _ = self._component(message_id, custom_id, 2)
         data: JsonObject = {"custom_id": custom_id, "component_type": 2}
-        return await self._inject(
-            3,
-            data,
-            user_id=user_id,
-            user_name=user_name,
-            channel_id=int(message["channel_id"]),
-            guild_id=guild_id,
-            role_ids=role_ids,
-            message=message,
-        )
+        return await self._inject_on(message, data, user_id, user_name, guild_id, role_ids)
 
     async def inject_select(
         self,
@@ -294,15 +283,33 @@ class DiscordEmulator:
         user_id: int,
         user_name: str = "someone",
         guild_id: int | None = 500,
+        role_ids: Sequence[int] = (),
     ) -> Injected:
         """A user picks `values` in the select menu `custom_id` on the stored message `message_id`."""
-        message = self.messages[message_id]
-        selects = [c for row in message.get("components", []) for c in row.get("components", [])]
-        select = next((c for c in selects if c.get("custom_id") == custom_id and c.get("type") == 3), None)
-        assert select is not None, f"{custom_id} is not a select on the message"
+        message, select = self._component(message_id, custom_id, 3)
         offered = {option["value"] for option in select.get("options", [])}
         assert set(values) <= offered, f"{values} are not among the select's options {sorted(offered)}"
         data: JsonObject = {"custom_id": custom_id, "component_type": 3, "values": list(values)}
+        return await self._inject_on(message, data, user_id, user_name, guild_id, role_ids)
+
+    def _component(self, message_id: str, custom_id: str, kind: int) -> tuple[JsonObject, JsonObject]:
+        """The stored message and its component `custom_id` of type `kind` (2 button, 3 select)."""
+        message = self.messages[message_id]
+        items = [c for row in message.get("components", []) for c in row.get("components", [])]
+        found = next((c for c in items if c.get("custom_id") == custom_id and c.get("type") == kind), None)
+        assert found is not None, f"{custom_id} is not on the message"
+        return message, found
+
+    async def _inject_on(
+        self,
+        message: JsonObject,
+        data: JsonObject,
+        user_id: int,
+        user_name: str,
+        guild_id: int | None,
+        role_ids: Sequence[int],
+    ) -> Injected:
+        """A component interaction (type 3) on `message`, in its channel."""
         return await self._inject(
             3,
             data,
@@ -310,7 +317,7 @@ class DiscordEmulator:
             user_name=user_name,
             channel_id=int(message["channel_id"]),
             guild_id=guild_id,
-            role_ids=(),
+            role_ids=role_ids,
             message=message,
         )
 
