@@ -23,9 +23,9 @@ import discord
 
 from bot import texts
 from bot.discord.buttons import components
-from bot.sealed_token import seal, unseal
 from bot.image_fallback import Upload, fit_upload
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
+from bot.sealed_token import seal, unseal
 from bot.service import BotService
 from bot.standing import Queued
 from bot.status_presenter import StatusPresenter
