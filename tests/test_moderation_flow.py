@@ -87,6 +87,20 @@ async def test_telegram_operators_ban_and_unban_and_a_banned_user_is_refused_eve
         assert (await say(BOB, bob_chat, "/settings")).startswith("Your settings")
 
 
+async def test_telegram_posts_a_spoiler_listed_prompts_photo_behind_a_spoiler(
+    emulator: TelegramEmulator, tmp_path: Path
+) -> None:
+    config = make_config(tmp_path, emulator)
+    config = config.model_copy(update={"moderation": ModerationSettings(spoiler_patterns=("gh[o0]st",))})
+    chat = TgChat.private(ANN)
+    async with running(config):
+        await emulator.send_text(ANN, chat, "/imagine a gh0st ship --size 64x64 --steps 1")
+        await emulator.send_text(ANN, chat, "/imagine a plain ship --size 64x64 --steps 1")
+        photos = await emulator.wait_for_count("sendPhoto", 2, within_s=60)
+    spoilers = {photo.params["caption"].split("\n")[0]: photo.params.get("has_spoiler") for photo in photos}
+    assert spoilers == {"a gh0st ship": "true", "a plain ship": "false"}
+
+
 async def test_discord_bans_operators_only_banned_words_and_spoilers(tmp_path: Path) -> None:
     operator, user = 11, 22
     async with emulated() as emulator:

@@ -15,7 +15,7 @@ from tests.support.discord_emulator import DiscordEmulator, Injected, RecordedCa
 from tests.support.discord_harness import answer_to, callback_of, content, emulated
 from tests.support.discord_harness import make_config as discord_config
 from tests.support.telegram_emulator import Call, TelegramEmulator, TgChat
-from tests.support.telegram_harness import ANN, reply_to
+from tests.support.telegram_harness import ANN, BOB, GROUP, reply_to
 from tests.support.telegram_harness import make_config as telegram_config
 
 OWNER = 4242
@@ -90,6 +90,21 @@ async def test_telegram_settings_from_the_keyboard_and_typed_survive_a_restart(
         reset = await emulator.wait_for("sendMessage", reply_to(chat.id, sent))
         assert "Aspect ratio: 1:1, 256x256 (the default)" in reset.params["text"]
         assert "Style suffix: none" in reset.params["text"]
+
+
+async def test_telegram_a_settings_menu_in_a_group_answers_only_its_owner(
+    emulator: TelegramEmulator, tmp_path: Path
+) -> None:
+    async with running(telegram_config(tmp_path, emulator), with_engine=False):
+        sent = await emulator.send_text(ANN, GROUP, "/settings")
+        menu = (await emulator.wait_for("sendMessage", reply_to(GROUP.id, sent))).response["message_id"]
+        mark = len(emulator.calls)
+        await emulator.press_button(BOB, GROUP, menu, "set:ar")
+        alert = await emulator.wait_for("answerCallbackQuery", after=mark)
+        assert alert.params["text"] == "These are someone else's settings; send /settings for yours."
+        assert emulator.calls_of("editMessageText", after=mark) == []
+        await emulator.press_button(ANN, GROUP, menu, "set:ar")
+        await emulator.wait_for("editMessageText", edit_of(menu), after=mark)
 
 
 def select_ids(call: RecordedCall) -> list[str]:

@@ -58,6 +58,7 @@ ADMIN_COMMANDS: tuple[BotCommand, ...] = (
 
 MAX_MESSAGE = 4096
 UNKNOWN_BUTTON = "This button is from an older version of the bot and no longer works."
+OTHERS_MENU = "These are someone else's settings; send /settings for yours."
 PRIVATE_CHAT_NOTE = "In a private chat with me, any message that is not a command is a prompt too.\n"
 
 # Edited messages must not queue a second job, so commands react to new messages only.
@@ -149,6 +150,10 @@ class TelegramHandlers:
         press = ButtonPress.parse(query.data) or SettingPress.parse(query.data)
         if press is None or not _is_on_its_message(query):
             await query.answer(UNKNOWN_BUTTON, show_alert=True)
+            return
+        if isinstance(press, SettingPress) and not _is_menu_of(query):
+            # A group sees everyone's /settings: a press would show the presser's settings in another's.
+            await query.answer(OTHERS_MENU, show_alert=True)
             return
         await self._answer(update, lambda: self._commands.press(caller, press))
 
@@ -277,6 +282,13 @@ def _is_on_its_message(query: CallbackQuery) -> bool:
     if markup is None:
         return False
     return any(button.callback_data == query.data for row in markup.inline_keyboard for button in row)
+
+
+def _is_menu_of(query: CallbackQuery) -> bool:
+    """Whether the pressed settings menu answers the presser's own /settings (when Telegram says)."""
+    message = query.message
+    asked = message.reply_to_message if isinstance(message, Message) else None
+    return asked is None or asked.from_user is None or asked.from_user.id == query.from_user.id
 
 
 def _command(message: Message) -> tuple[str, str]:
