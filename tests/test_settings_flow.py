@@ -129,6 +129,8 @@ async def test_discord_settings_from_selects_and_options_survive_a_restart(tmp_p
             shown = await emulator.inject_slash("settings", user_id=OWNER)
             answer = await emulator.wait_for_call(answer_to(shown))
             assert content(answer).startswith("Your settings")
+            # Discord changes them with selects and options, not typed words.
+            assert "Pick new values below" in content(answer) and "/settings ar 16:9" not in content(answer)
             assert select_ids(answer) == [
                 f"majicbot:set:{name}" for name in ("ar", "steps", "images", "progress")
             ]

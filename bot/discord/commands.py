@@ -33,6 +33,11 @@ from storage.jobs import Platform, Requester
 log = logging.getLogger(__name__)
 
 EXAMPLE = "/imagine prompt: a red fox in the snow --ar 16:9"
+SETTINGS_HINT = (
+    "Pick new values below. Texts are options of /settings: negative (left out of every picture) and "
+    "style (added to every prompt), e.g. /settings style: watercolor; off clears one. "
+    "/settings reset: True puts everything back."
+)
 
 
 class DiscordHandlers:
@@ -110,8 +115,9 @@ class DiscordHandlers:
             await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
         elif isinstance(answer, SettingsShown):
             selects = settings_components(answer.view)
+            text = f"{answer.view.summary}\n\n{SETTINGS_HINT}"
             await interaction.edit_original_response(
-                content=fit(answer.view.text), view=selects, allowed_mentions=NO_MENTIONS
+                content=fit(text), view=selects, allowed_mentions=NO_MENTIONS
             )
         elif isinstance(answer, Picture):
             file = discord.File(io.BytesIO(answer.png), filename=answer.filename, spoiler=answer.job.spoiler)
