@@ -23,9 +23,9 @@ import discord
 
 from bot import texts
 from bot.discord.buttons import components
-from bot.discord.sealed_token import seal, unseal
 from bot.image_fallback import Upload, fit_upload
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
+from bot.sealed_token import seal, unseal
 from bot.service import BotService
 from bot.standing import Queued
 from bot.status_presenter import StatusPresenter
@@ -76,7 +76,7 @@ class DiscordPresenter(StatusPresenter):
     ) -> None:
         super().__init__()
         self._client = client
-        self._token_key = token_key  # seals interaction tokens in job rows (bot/discord/sealed_token.py)
+        self._token_key = token_key  # seals interaction tokens in job rows (bot/sealed_token.py)
         self._on_token_refused = on_token_refused
         self._service = service
         self._interval = edit_interval_s
@@ -104,7 +104,7 @@ class DiscordPresenter(StatusPresenter):
         upload = await self._upload(job)
         await interaction.edit_original_response(
             embed=result_embed(job, upload),
-            attachments=[discord.File(io.BytesIO(upload.data), filename=upload.filename)],
+            attachments=[picture_file(job, upload)],
             view=components(build_view(job, result_actions=self.result_actions).buttons),
             allowed_mentions=NO_MENTIONS,
         )
@@ -121,7 +121,7 @@ class DiscordPresenter(StatusPresenter):
     async def _post_picture(self, view: JobView) -> str | None:
         job = view.job
         upload = await self._upload(job)
-        file = discord.File(io.BytesIO(upload.data), filename=upload.filename)
+        file = picture_file(job, upload)
         try:
             message = await self._post(
                 job, embed=result_embed(job, upload), file=file, view=components(view.buttons)
@@ -228,8 +228,14 @@ class DiscordPresenter(StatusPresenter):
         )
 
 
+def picture_file(job: Job, upload: Upload) -> discord.File:
+    """The upload, behind a spoiler when the prompt matched the operator's spoiler list."""
+    return discord.File(io.BytesIO(upload.data), filename=upload.filename, spoiler=job.spoiler)
+
+
 def result_embed(job: Job, upload: Upload) -> discord.Embed:
-    """Prompt, seed, steps, size, seconds and job id, with the image shown inside the embed."""
+    """Prompt, seed, steps, size, seconds and job id, with the image shown inside the embed (beside
+    it, as a spoilered attachment, for a spoiler: an embed's image cannot be hidden)."""
     request = job.request
     embed = discord.Embed(description=texts.shorten(request.prompt, 4000), colour=discord.Colour.blurple())
     embed.set_author(name=texts.shorten(f"for {job.requester.user_name}", 256))
@@ -241,7 +247,8 @@ def result_embed(job: Job, upload: Upload) -> discord.Embed:
     embed.add_field(name="Job", value=f"#{job.id}")
     if request.negative_prompt:
         embed.add_field(name="Leave out", value=texts.shorten(request.negative_prompt, 1000), inline=False)
-    embed.set_image(url=f"attachment://{upload.filename}")
+    if not job.spoiler:
+        embed.set_image(url=f"attachment://{upload.filename}")
     if upload.note:
         embed.set_footer(text=upload.note)
     return embed

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.job_view import ButtonSpec
+from bot.settings_menu import MenuButton
 
 PER_ROW = 5
 
@@ -23,3 +24,10 @@ def markup(buttons: Sequence[ButtonSpec]) -> InlineKeyboardMarkup | None:
         for spec in buttons
     ]
     return InlineKeyboardMarkup([keys[start : start + PER_ROW] for start in range(0, len(keys), PER_ROW)])
+
+
+def menu_markup(rows: Sequence[Sequence[MenuButton]]) -> InlineKeyboardMarkup:
+    """The /settings menu (`bot.settings_menu.settings_menu`), row for row."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(key.label, callback_data=key.press.key) for key in row] for row in rows]
+    )

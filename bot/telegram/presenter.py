@@ -190,7 +190,11 @@ class TelegramPresenter(StatusPresenter):
             photo = await fit_upload(job, png, MAX_PHOTO_BYTES)
             try:
                 return await self._bot.send_photo(
-                    _chat_id(job), photo=photo.data, filename=photo.filename, **common
+                    _chat_id(job),
+                    photo=photo.data,
+                    filename=photo.filename,
+                    has_spoiler=job.spoiler,
+                    **common,
                 )
             except BadRequest as error:
                 logger.warning("job=%s Telegram refused the photo (%s); sending a document", job.id, error)
