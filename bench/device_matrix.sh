@@ -17,5 +17,5 @@ wait
 export PYTHONPATH=/tmp/site:$PWD
 python3 bench/engine_bench.py --model-dir /tmp/models --work /tmp/bench0 \
   --table "$OUT/results0.jsonl" "$OUT/results1.jsonl" > "$OUT/table.txt" 2>&1
-cat "$OUT/table.txt"; tail -4 "$OUT/gpu0.txt" "$OUT/gpu1.txt"
+cat "$OUT/table.txt"; tail -n 4 "$OUT/gpu0.txt" "$OUT/gpu1.txt"
 grep -h "four_singles_s\|set_over" "$OUT/results0.jsonl" | head -2

@@ -2,8 +2,9 @@
 
 An adapter admits the event at its entrance (`bot.access`), reads it into one call here, and renders
 the `Answer`: words (`Reply`), a queued job (`Queued`, shown by the presenter's status line), a picture
-to post (`Shown`), a file (`Picture`), a job's details (`Details`) or a posted picture to take down
-(`Deleted`). Mistakes raise `bot.errors.UserFacingError`, whose text is the answer.
+to post (`Shown`), a file (`Picture`), a job's details (`Details`), a posted picture to take down
+(`Deleted`) or the user's settings with their menus (`SettingsShown`; `bot.settings_menu`).
+Mistakes raise `bot.errors.UserFacingError`, whose text is the answer.
 
 Typed commands (`text_command`) are read here too, so a platform that only has text gets every command
 by calling one method.
@@ -12,6 +13,7 @@ by calling one method.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +24,9 @@ from bot.errors import InvalidRequest
 from bot.job_view import ButtonAction, ButtonPress, ButtonSpec, history_buttons
 from bot.service import BotService, Picture
 from bot.settings import LimitsSettings
+from bot.settings_menu import SettingPress
 from bot.standing import Queued
+from bot.user_settings import SettingName, SettingsView, parse_settings_command
 from storage.jobs import Job
 
 logger = logging.getLogger(__name__)
@@ -56,7 +60,19 @@ class Deleted:
     job: Job
 
 
-Answer = Reply | Queued | Shown | Picture | Details | Deleted
+@dataclass(frozen=True, slots=True)
+class SettingsShown:
+    """The user's settings to show (with their menus); `open_setting`: the setting whose choices a
+    two-level menu shows now (None: the top menu)."""
+
+    view: SettingsView
+    open_setting: SettingName | None = None
+
+
+Answer = Reply | Queued | Shown | Picture | Details | Deleted | SettingsShown
+
+# A user as a platform writes them in text: the id, or a Discord mention (<@123>, <@!123>).
+_MENTION = re.compile(r"<@!?([0-9]+)>")
 
 
 class ChatCommands:
@@ -101,14 +117,49 @@ class ChatCommands:
     async def show(self, caller: Caller, job_id: int) -> Shown:
         return Shown(await self.service.show(caller.requester, job_id, is_admin=caller.is_admin))
 
-    def help(self, commands: Sequence[tuple[str, str]]) -> Reply:
-        """/help for a platform's commands as (usage, what it does)."""
-        return Reply(texts.help_text(commands, self.limits))
+    def help(
+        self, commands: Sequence[tuple[str, str]], admin_commands: Sequence[tuple[str, str]] = ()
+    ) -> Reply:
+        """/help for a platform's commands as (usage, what it does), and the operators' commands under
+        a heading that says they are for operators only (anyone else is refused)."""
+        return Reply(texts.help_text(commands, self.limits, admin_commands))
+
+    async def admit(self, caller: Caller) -> None:
+        """Raise Banned (its text is the refusal) for a banned user: each adapter calls it once at its
+        entrance, after the access rule, for every command and button press."""
+        await self.service.check_not_banned(caller.requester)
+
+    async def settings(
+        self,
+        caller: Caller,
+        changes: Sequence[tuple[SettingName | str, str]] = (),
+        *,
+        reset: bool = False,
+    ) -> SettingsShown:
+        """/settings: show them, or first reset them, then make each (name, value) change in order."""
+        requester = caller.requester
+        view = await self.service.reset_settings(requester) if reset else None
+        for name, value in changes:
+            view = await self.service.update_settings(requester, name, value)
+        return SettingsShown(view or await self.service.settings(requester))
+
+    async def ban(self, caller: Caller, user: str, reason: str = "") -> Reply:
+        """/ban <user id or mention> [reason] (operators only; the service says so to others)."""
+        ban = await self.service.ban(caller.requester, _user_id(user), reason=reason)
+        return Reply(texts.banned_text(ban))
+
+    async def unban(self, caller: Caller, user: str) -> Reply:
+        ban = await self.service.unban(caller.requester, _user_id(user))
+        return Reply(texts.unbanned_text(ban))
+
+    async def bans(self, caller: Caller) -> Reply:
+        return Reply(texts.bans_text(await self.service.bans(caller.requester)))
 
     async def text_command(
         self, caller: Caller, name: str, argument: str, image: bytes | None = None
     ) -> Answer:
-        """A typed /imagine, /reroll [seed], /history, /queue, /cancel [job id] or /show <job id>;
+        """A typed /imagine, /reroll [seed], /history, /queue, /cancel [job id], /show <job id>,
+        /settings [reset | <name> <value>], /ban <user id> [reason], /unban <user id> or /bans;
         `argument` is the text after the command, `image` a picture sent with an /imagine."""
         words = argument.split()
         if name == "imagine":
@@ -126,10 +177,25 @@ class ChatCommands:
             if job_id is None:
                 raise InvalidRequest("Write /show <job id>, e.g. /show 42 (/history lists yours).")
             return await self.show(caller, job_id)
+        if name == "settings":
+            command = parse_settings_command(argument)
+            changes = () if command.name is None else ((command.name, command.value),)
+            return await self.settings(caller, changes, reset=command.reset)
+        if name in ("ban", "unban"):
+            # Without an id the service still says who may ban first, then how to write it.
+            user, _, reason = argument.strip().partition(" ")
+            if name == "ban":
+                return await self.ban(caller, user, reason)
+            return await self.unban(caller, user)
+        if name == "bans":
+            return await self.bans(caller)
         raise InvalidRequest(f"I don't know /{name}. Send /help for what I can do.")
 
-    async def press(self, caller: Caller, press: ButtonPress) -> Answer:
-        """What a button under a job does; every rule (who may see or delete what) is the service's."""
+    async def press(self, caller: Caller, press: ButtonPress | SettingPress) -> Answer:
+        """What a button under a job, or a settings button or select, does; every rule (who may see
+        or delete what) is the service's."""
+        if isinstance(press, SettingPress):
+            return await self._setting_press(caller, press)
         requester, job_id, is_admin = caller.requester, press.job_id, caller.is_admin
         if press.action is ButtonAction.REROLL:
             return await self.service.reroll(requester, job_id=job_id, from_button=True, is_admin=is_admin)
@@ -146,3 +212,17 @@ class ChatCommands:
             job = await self.service.visible_job(requester, job_id, is_admin=is_admin)
             return Details(job, texts.details_text(job))
         return Deleted(await self.service.job_for_owner_or_admin(requester, job_id, is_admin=is_admin))
+
+    async def _setting_press(self, caller: Caller, press: SettingPress) -> SettingsShown:
+        if press.reset:
+            return await self.settings(caller, reset=True)
+        if press.name is not None and press.value is not None:
+            return await self.settings(caller, ((press.name, press.value),))
+        return SettingsShown(await self.service.settings(caller.requester), open_setting=press.name)
+
+
+def _user_id(text: str) -> str:
+    """The id in a user's id or mention; anything else as given, for the service to refuse."""
+    text = text.strip()
+    mention = _MENTION.fullmatch(text)
+    return mention[1] if mention else text

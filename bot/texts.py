@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from bot.command_parser import EXAMPLE, FLAGS
 from bot.settings import LimitsSettings
 from bot.standing import Queued, QueueOverview
+from bot.user_settings import SettingName
+from storage.bans import Ban
 from storage.errors import StorageFull
 from storage.jobs import FailureKind, Job, JobOrigin, JobStatus
 
@@ -36,14 +38,25 @@ HELP_EXAMPLES: tuple[str, ...] = (
 """Shown by /help; a test checks that each one parses under the default limits."""
 
 
-def help_text(commands: Sequence[tuple[str, str]], limits: LimitsSettings) -> str:
-    """/help: the platform's commands as (usage, what it does), then every flag the parser accepts
-    (from `bot.command_parser.FLAGS`, so help and parser cannot drift), the limits and examples."""
+def help_text(
+    commands: Sequence[tuple[str, str]],
+    limits: LimitsSettings,
+    admin_commands: Sequence[tuple[str, str]] = (),
+) -> str:
+    """/help: the platform's commands as (usage, what it does), the operators' commands when given,
+    then every flag the parser accepts (from `bot.command_parser.FLAGS`, so help and parser cannot
+    drift), the settings, the limits and examples."""
+    operators = [
+        "",
+        "For the bot's operators only (admin_user_ids in its config):",
+        *(f"{usage}: {what}" for usage, what in admin_commands),
+    ]
     lines = [
         "majicbot draws pictures from your words on a local GPU (majicflus, a FLUX.1 model).",
         "",
         "Commands:",
         *(f"{usage}: {what}" for usage, what in commands),
+        *(operators if admin_commands else ()),
         "",
         "Flags (write them after the prompt; --flag=value works too):",
         *(f"  {flag.help_line(limits)}" for flag in FLAGS),
@@ -52,6 +65,9 @@ def help_text(commands: Sequence[tuple[str, str]], limits: LimitsSettings) -> st
         "/imagine <prompt> (on Discord: the image option). Under a picture: Vary (Subtle or Strong) draws "
         "it again close to it, Upscale 2x makes it larger; under several, U1.. upscales and V1.. varies "
         "picture 1...",
+        "",
+        f"Your defaults (/settings): {', '.join(SettingName)}; e.g. /settings ar 16:9, /settings reset. "
+        "A flag on a command overrides them.",
         "",
         f"Limits: prompts up to {limits.max_prompt_length} characters; "
         f"{_count(limits.max_active_jobs_per_user, 'picture')} waiting or running per person.",
@@ -291,6 +307,31 @@ def queue_text(overview: QueueOverview) -> str:
     else:
         lines.append("You have nothing queued.")
     return "\n".join(lines)
+
+
+def banned_text(ban: Ban) -> str:
+    """The operator's answer to /ban."""
+    reason = f" (reason: {ban.reason})" if ban.reason else ""
+    return (
+        f"Banned user {ban.user_id}{reason}: every command of theirs is refused from now on. Jobs they "
+        f"already queued stay (/cancel <job id> stops one). /unban {ban.user_id} lifts the ban."
+    )
+
+
+def unbanned_text(ban: Ban) -> str:
+    return f"Unbanned user {ban.user_id}: they can use the bot again."
+
+
+def bans_text(bans: Sequence[Ban]) -> str:
+    """/bans: who is banned on this platform, newest first."""
+    if not bans:
+        return "No one is banned."
+    lines = [
+        f"{ban.user_id}: since {ban.banned_at:%Y-%m-%d %H:%M} UTC, by {ban.banned_by}"
+        + (f", reason: {ban.reason}" if ban.reason else "")
+        for ban in bans
+    ]
+    return "\n".join([f"Banned users ({len(bans)}, newest first):", *lines, "/unban <user id> lifts a ban."])
 
 
 STORAGE_FULL = (

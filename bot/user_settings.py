@@ -257,6 +257,9 @@ class SettingsView:
     settings: UserSettings
     text: str
     options: tuple[SettingOption, ...]
+    # The values alone, without how to change them by typing: for platforms that change them otherwise
+    # (Discord's select menus and command options).
+    summary: str = ""
 
 
 def settings_view(settings: UserSettings, limits: LimitsSettings, default_steps: int) -> SettingsView:
@@ -265,10 +268,25 @@ def settings_view(settings: UserSettings, limits: LimitsSettings, default_steps:
         settings=settings,
         text=settings_text(settings, limits, default_steps),
         options=_options(settings, limits, default_steps),
+        summary=settings_summary(settings, limits, default_steps),
     )
 
 
 def settings_text(settings: UserSettings, limits: LimitsSettings, default_steps: int) -> str:
+    lines = [
+        settings_summary(settings, limits, default_steps),
+        "",
+        "Change one with /settings <name> <value>, e.g. /settings ar 16:9, /settings steps "
+        f"{_example_steps(limits)}, /settings style watercolor (off clears it), /settings progress off. "
+        "/settings reset puts everything back.",
+        f"Names: {', '.join(SettingName)}. Aspect ratios: {_flag_help('ar', limits)}. "
+        f"Steps: {_flag_help('steps', limits)}.",
+    ]
+    return "\n".join(lines)
+
+
+def settings_summary(settings: UserSettings, limits: LimitsSettings, default_steps: int) -> str:
+    """What each setting is now, a line each."""
     if settings.aspect_ratio is None:
         width, height = fit_to_limits(*DEFAULT_SIZE, limits)
         aspect = f"1:1, {width}x{height} (the default)"
@@ -284,12 +302,6 @@ def settings_text(settings: UserSettings, limits: LimitsSettings, default_steps:
         f"• {_LABELS[SettingName.NEGATIVE]}: {_quoted(settings.negative_prompt)}",
         f"• {_LABELS[SettingName.STYLE]}: {_quoted(settings.style_suffix)}",
         f"• {_LABELS[SettingName.PROGRESS]}: {'on' if settings.show_progress else 'off'}",
-        "",
-        "Change one with /settings <name> <value>, e.g. /settings ar 16:9, /settings steps "
-        f"{_example_steps(limits)}, /settings style watercolor (off clears it), /settings progress off. "
-        "/settings reset puts everything back.",
-        f"Names: {', '.join(SettingName)}. Aspect ratios: {_flag_help('ar', limits)}. "
-        f"Steps: {_flag_help('steps', limits)}.",
     ]
     return "\n".join(lines)
 

@@ -179,7 +179,11 @@ async def test_commands_sync_to_the_configured_guilds(tmp_path: Path) -> None:
                 "queue",
                 "cancel",
                 "show",
+                "settings",
                 "help",
+                "ban",
+                "unban",
+                "bans",
             }
             assert "position 1" in await ask(emulator, "imagine", {"prompt": "a cat"})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.discord.sealed_token import seal, unseal
+from bot.sealed_token import seal, unseal
 
 TOKEN = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDpzZWNyZXQtdG9rZW4tdGhhdC1saXZlcy0xNS1taW51dGVz"
 KEY = "MTIzNDU2.bot-token"

@@ -179,6 +179,14 @@ def test_help_names_every_flag_the_parser_takes_and_its_limits() -> None:
     assert "prompts up to 300 characters; 2 pictures waiting or running" in text
 
 
+def test_help_names_the_settings_and_the_operators_commands_as_theirs() -> None:
+    text = texts.help_text([("/settings", "your defaults")], LimitsSettings(), [("/ban <user>", "ban")])
+    assert "Your defaults (/settings): ar, steps, images, negative, style, progress;" in text
+    operators = text.index("For the bot's operators only")
+    assert text.index("/settings: your defaults") < operators < text.index("/ban <user>: ban")
+    assert "operators only" not in texts.help_text([("/help", "this")], LimitsSettings())
+
+
 def test_help_examples_are_valid_commands() -> None:
     for example in texts.HELP_EXAMPLES:
         assert example.startswith("/imagine ")

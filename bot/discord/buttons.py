@@ -1,6 +1,8 @@
-"""Persistent buttons: `bot.job_view.ButtonSpec`s as discord.py components.
+"""Persistent buttons and selects: `bot.job_view.ButtonSpec`s and `/settings` options as discord.py
+components.
 
-The custom_id is ``majicbot:`` + the press's key (``majicbot:reroll:42``); one `DynamicItem` class,
+The custom_id is ``majicbot:`` + the press's key (``majicbot:reroll:42``; a settings select
+``majicbot:set:ar``, the chosen value arriving with the click); one `DynamicItem` class per kind,
 registered at startup, matches them all, so a click on a message posted before a restart still works.
 """
 
@@ -14,6 +16,8 @@ import discord
 
 from bot.discord.client import MajicClient
 from bot.job_view import ButtonAction, ButtonPress, ButtonSpec, ButtonStyle, button, button_rows
+from bot.settings_menu import SettingPress
+from bot.user_settings import SettingName, SettingOption, SettingsView
 
 _STYLES = {
     ButtonStyle.PRIMARY: discord.ButtonStyle.primary,
@@ -56,6 +60,51 @@ class JobButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await _client(interaction).entrance.press(interaction, self.press)
+
+
+class SettingSelect(
+    discord.ui.DynamicItem[discord.ui.Select[Any]],
+    template=re.compile(r"majicbot:set:(?P<name>{})".format("|".join(SettingName))),
+):
+    """A select menu for one setting (at most 25 choices, as `SettingOption` promises)."""
+
+    def __init__(self, option: SettingOption) -> None:
+        super().__init__(
+            discord.ui.Select(
+                custom_id=f"majicbot:set:{option.name}",
+                placeholder=f"{option.label}: {option.current}"[:150],
+                options=[
+                    discord.SelectOption(label=choice, value=choice, default=choice == option.current)
+                    for choice in option.choices[:25]
+                ],
+            )
+        )
+        self.name = option.name
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> SettingSelect:
+        # Only the name matters: the chosen value comes with the click and the service checks it.
+        choices = tuple(o.value for o in item.options) if isinstance(item, discord.ui.Select) else ()
+        return cls(SettingOption(SettingName(match["name"]), "", "", choices))
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return await _client(interaction).entrance.admit(interaction, in_place=True)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        values = self.item.values
+        if values:
+            await _client(interaction).entrance.press(interaction, SettingPress(self.name, values[0]))
+
+
+def settings_components(view: SettingsView) -> discord.ui.View:
+    """A select per setting that has choices (aspect ratio, steps, images, progress)."""
+    selects = discord.ui.View(timeout=None)
+    for option in view.options:
+        if option.choices:
+            selects.add_item(SettingSelect(option))
+    return selects
 
 
 def components(buttons: Sequence[ButtonSpec]) -> discord.ui.View:

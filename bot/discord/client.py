@@ -10,16 +10,18 @@ from discord import app_commands
 
 if TYPE_CHECKING:
     from bot.job_view import ButtonPress
+    from bot.settings_menu import SettingPress
 
 
 class Entrance(Protocol):
     """Where every command and button press comes in."""
 
-    async def admit(self, interaction: discord.Interaction) -> bool:
-        """Acknowledge the interaction and check access, once; False (having answered) to refuse."""
+    async def admit(self, interaction: discord.Interaction, *, in_place: bool = False) -> bool:
+        """Acknowledge the interaction and check access, once; False (having answered) to refuse.
+        `in_place`: the answer replaces the message the component is on (a settings select)."""
         ...
 
-    async def press(self, interaction: discord.Interaction, press: ButtonPress) -> None: ...
+    async def press(self, interaction: discord.Interaction, press: ButtonPress | SettingPress) -> None: ...
 
 
 class _Tree(app_commands.CommandTree["MajicClient"]):

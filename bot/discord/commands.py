@@ -18,21 +18,28 @@ from discord import app_commands
 
 from bot import texts
 from bot.access import AccessPolicy, Caller, Place
-from bot.chat_commands import Answer, ChatCommands, Details, Reply, Shown
+from bot.chat_commands import Answer, ChatCommands, Details, Reply, SettingsShown, Shown
 from bot.command_parser import ASPECT_RATIOS, MAX_JOB_ID, MAX_SEED, read_imagine, with_options
-from bot.discord.buttons import components
+from bot.discord.buttons import components, settings_components
 from bot.discord.presenter import NO_MENTIONS, DiscordPresenter
 from bot.errors import InvalidRequest, UserFacingError
 from bot.input_images import check_file_size
 from bot.job_view import ButtonPress, ButtonSpec
 from bot.service import Picture
 from bot.settings import LimitsSettings
+from bot.settings_menu import SettingPress
 from bot.standing import Queued
+from bot.user_settings import SettingName
 from storage.jobs import Platform, Requester
 
 log = logging.getLogger(__name__)
 
 EXAMPLE = "/imagine prompt: a red fox in the snow --ar 16:9"
+SETTINGS_HINT = (
+    "Pick new values below. Texts are options of /settings: negative (left out of every picture) and "
+    "style (added to every prompt), e.g. /settings style: watercolor; off clears one. "
+    "/settings reset: True puts everything back."
+)
 
 
 class DiscordHandlers:
@@ -45,21 +52,32 @@ class DiscordHandlers:
         self._presenter = presenter
         self._in_flight: set[asyncio.Task[Any]] = set()
 
-    async def admit(self, interaction: discord.Interaction) -> bool:
+    async def admit(self, interaction: discord.Interaction, *, in_place: bool = False) -> bool:
         # Deferring comes first, before anything that could take time: Discord forgets an interaction
         # that is not acknowledged within 3 seconds.
         try:
-            await interaction.response.defer(ephemeral=True, thinking=True)
+            if in_place:
+                await interaction.response.defer()
+            else:
+                await interaction.response.defer(ephemeral=True, thinking=True)
         except discord.HTTPException as error:
             log.warning("interaction %s could not be acknowledged: %s", interaction.id, error)
             return False
         try:
             self._policy.check(_place(interaction))
+            await self.commands.admit(self._caller(interaction))
         except UserFacingError as error:
             log.info("refused discord user %s in channel %s", interaction.user.id, interaction.channel_id)
             await reply(interaction, str(error))
             return False
+        except Exception as error:
+            log.exception("interaction %s: the entrance check failed", interaction.id)
+            await reply(interaction, texts.unexpected_error_text(error))
+            return False
         return True
+
+    def _caller(self, interaction: discord.Interaction) -> Caller:
+        return Caller(_requester(interaction), self._policy.is_admin(interaction.user.id))
 
     async def answer(
         self, interaction: discord.Interaction, call: Callable[[Caller], Awaitable[Answer]]
@@ -68,9 +86,8 @@ class DiscordHandlers:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
-        caller = Caller(_requester(interaction), self._policy.is_admin(interaction.user.id))
         try:
-            await self._render(interaction, await call(caller))
+            await self._render(interaction, await call(self._caller(interaction)))
         except UserFacingError as error:
             await reply(interaction, str(error))
         except Exception as error:
@@ -80,7 +97,7 @@ class DiscordHandlers:
             if task is not None:
                 self._in_flight.discard(task)
 
-    async def press(self, interaction: discord.Interaction, press: ButtonPress) -> None:
+    async def press(self, interaction: discord.Interaction, press: ButtonPress | SettingPress) -> None:
         await self.answer(interaction, lambda caller: self.commands.press(caller, press))
 
     async def _render(self, interaction: discord.Interaction, answer: Answer) -> None:
@@ -98,8 +115,17 @@ class DiscordHandlers:
         elif isinstance(answer, Details):
             embed = discord.Embed(description=fit(answer.text, 4096))
             await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
+        elif isinstance(answer, SettingsShown):
+            selects = settings_components(answer.view)
+            text = f"{answer.view.summary}\n\n{SETTINGS_HINT}"
+            await interaction.edit_original_response(
+                content=fit(text), view=selects, allowed_mentions=NO_MENTIONS
+            )
         elif isinstance(answer, Picture):
-            files = [discord.File(io.BytesIO(p.png), filename=p.filename) for p in (answer, *answer.others)]
+            files = [
+                discord.File(io.BytesIO(p.png), filename=p.filename, spoiler=answer.job.spoiler)
+                for p in (answer, *answer.others)
+            ]
             await interaction.edit_original_response(attachments=files, allowed_mentions=NO_MENTIONS)
         else:
             if interaction.message is not None:
@@ -154,7 +180,8 @@ JobId = app_commands.Range[int, 1, MAX_JOB_ID]
 
 
 def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, Any, None]]:
-    """/imagine, /reroll, /history, /queue, /cancel, /show and /help, answered by `handlers`."""
+    """/imagine, /reroll, /history, /queue, /cancel, /show, /settings, /help and the operators' /ban,
+    /unban and /bans, answered by `handlers`."""
     commands, limits = handlers.commands, handlers.commands.limits
     count_choices = [app_commands.Choice(name=str(n), value=n) for n in range(1, limits.max_images + 1)]
 
@@ -224,12 +251,42 @@ def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, 
     async def show(interaction: discord.Interaction, job: JobId) -> None:
         await handlers.answer(interaction, lambda caller: commands.show(caller, job))
 
+    @app_commands.command(name="settings", description="Your defaults for /imagine (flags override them).")
+    @app_commands.describe(
+        negative="Leave this out of every picture (off clears it)",
+        style="Added to the end of every prompt, e.g. watercolor (off clears it)",
+        reset="Put every setting back to the default first",
+    )
+    async def settings(
+        interaction: discord.Interaction,
+        negative: str | None = None,
+        style: str | None = None,
+        reset: bool = False,
+    ) -> None:
+        typed = ((SettingName.NEGATIVE, negative), (SettingName.STYLE, style))
+        changes = [(name, value) for name, value in typed if value is not None]
+        await handlers.answer(interaction, lambda caller: commands.settings(caller, changes, reset=reset))
+
     @app_commands.command(name="help", description="The commands, the flags, the limits and examples.")
     async def help_command(interaction: discord.Interaction) -> None:
         async def call(caller: Caller) -> Answer:
-            return commands.help(usage)
+            return commands.help(usage, admin_usage)
 
         await handlers.answer(interaction, call)
+
+    @app_commands.command(name="ban", description="Operators: refuse every command of a user.")
+    @app_commands.describe(user="Their user id or @mention", reason="Told to them with each refusal")
+    async def ban(interaction: discord.Interaction, user: str, reason: str = "") -> None:
+        await handlers.answer(interaction, lambda caller: commands.ban(caller, str(user), reason))
+
+    @app_commands.command(name="unban", description="Operators: lift a user's ban.")
+    @app_commands.describe(user="Their user id or @mention")
+    async def unban(interaction: discord.Interaction, user: str) -> None:
+        await handlers.answer(interaction, lambda caller: commands.unban(caller, str(user)))
+
+    @app_commands.command(name="bans", description="Operators: who is banned.")
+    async def bans(interaction: discord.Interaction) -> None:
+        await handlers.answer(interaction, commands.bans)
 
     registered: list[app_commands.Command[Any, Any, None]] = [
         imagine,
@@ -238,11 +295,14 @@ def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, 
         queue,
         cancel,
         show,
+        settings,
         help_command,
     ]
+    operators: list[app_commands.Command[Any, Any, None]] = [ban, unban, bans]
     # /help lists the commands as registered, so it cannot name an option a command does not have.
     usage = [(command_usage(command), command.description) for command in registered]
-    return registered
+    admin_usage = [(command_usage(command), command.description) for command in operators]
+    return registered + operators
 
 
 async def read_attachment(attachment: discord.Attachment, limits: LimitsSettings) -> bytes:

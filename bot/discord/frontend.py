@@ -16,7 +16,7 @@ from discord.http import Route
 from bot.access import AccessPolicy
 from bot.chat_commands import ChatCommands
 from bot.delivery import Presenter
-from bot.discord.buttons import JobButton
+from bot.discord.buttons import JobButton, SettingSelect
 from bot.discord.client import MajicClient
 from bot.discord.commands import DiscordHandlers, build_commands, on_tree_error
 from bot.discord.presenter import DiscordPresenter
@@ -180,7 +180,7 @@ class DiscordFrontend:
 
     async def _setup(self, client: MajicClient) -> None:
         """Runs inside login, before the gateway: register buttons and commands, then sync commands."""
-        client.add_dynamic_items(JobButton)
+        client.add_dynamic_items(JobButton, SettingSelect)
         tree = client.tree
         for command in build_commands(self._handlers):
             tree.add_command(command)

@@ -23,9 +23,9 @@ import discord
 
 from bot import texts
 from bot.discord.buttons import components
-from bot.discord.sealed_token import seal, unseal
 from bot.image_fallback import Upload, fit_uploads
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
+from bot.sealed_token import seal, unseal
 from bot.service import BotService
 from bot.standing import Queued
 from bot.status_presenter import StatusPresenter
@@ -77,7 +77,7 @@ class DiscordPresenter(StatusPresenter):
     ) -> None:
         super().__init__()
         self._client = client
-        self._token_key = token_key  # seals interaction tokens in job rows (bot/discord/sealed_token.py)
+        self._token_key = token_key  # seals interaction tokens in job rows (bot/sealed_token.py)
         self._on_token_refused = on_token_refused
         self._service = service
         self._interval = edit_interval_s
@@ -105,7 +105,7 @@ class DiscordPresenter(StatusPresenter):
         uploads = await self._uploads(job)
         await interaction.edit_original_response(
             embed=result_embed(job, uploads),
-            attachments=_files(uploads),
+            attachments=_files(job, uploads),
             view=components(build_view(job, result_actions=self.result_actions).buttons),
             allowed_mentions=NO_MENTIONS,
         )
@@ -124,7 +124,10 @@ class DiscordPresenter(StatusPresenter):
         uploads = await self._uploads(job)
         try:
             message = await self._post(
-                job, embed=result_embed(job, uploads), files=_files(uploads), view=components(view.buttons)
+                job,
+                embed=result_embed(job, uploads),
+                files=_files(job, uploads),
+                view=components(view.buttons),
             )
         except (discord.Forbidden, discord.NotFound) as error:
             # Retrying cannot help (the channel is gone or the bot may not post there): give up on it.
@@ -229,13 +232,18 @@ class DiscordPresenter(StatusPresenter):
         )
 
 
-def _files(uploads: Sequence[Upload]) -> list[discord.File]:
-    return [discord.File(io.BytesIO(upload.data), filename=upload.filename) for upload in uploads]
+def _files(job: Job, uploads: Sequence[Upload]) -> list[discord.File]:
+    """The uploads, behind a spoiler when the prompt matched the operator's spoiler list."""
+    return [
+        discord.File(io.BytesIO(upload.data), filename=upload.filename, spoiler=job.spoiler)
+        for upload in uploads
+    ]
 
 
 def result_embed(job: Job, uploads: Sequence[Upload]) -> discord.Embed:
     """Prompt, seed, steps, size, seconds, job id and what made it; one image is shown inside the
-    embed, several as the message's files (Discord lays them out as a grid)."""
+    embed (beside it, as a spoilered attachment, for a spoiler: an embed's image cannot be hidden),
+    several as the message's files (Discord lays them out as a grid)."""
     request = job.request
     embed = discord.Embed(description=texts.shorten(request.prompt, 4000), colour=discord.Colour.blurple())
     embed.set_author(name=texts.shorten(f"for {job.requester.user_name}", 256))
@@ -254,7 +262,7 @@ def result_embed(job: Job, uploads: Sequence[Upload]) -> discord.Embed:
         embed.add_field(name="Strength", value=f"{request.strength:g}")
     if request.negative_prompt:
         embed.add_field(name="Leave out", value=texts.shorten(request.negative_prompt, 1000), inline=False)
-    if len(uploads) == 1:
+    if len(uploads) == 1 and not job.spoiler:
         embed.set_image(url=f"attachment://{uploads[0].filename}")
     notes = sorted({upload.note for upload in uploads if upload.note})
     if notes:

@@ -31,14 +31,15 @@ from telegram.ext import (
 
 from bot import texts
 from bot.access import AccessPolicy, Caller, Place
-from bot.chat_commands import Answer, ChatCommands, Details, Reply, Shown
+from bot.chat_commands import Answer, ChatCommands, Details, Reply, SettingsShown, Shown
 from bot.errors import InvalidRequest, UserFacingError
 from bot.input_images import check_file_size
 from bot.job_view import ButtonPress
 from bot.service import Picture
+from bot.settings_menu import SettingPress, settings_menu
 from bot.standing import Queued
 from bot.telegram.acknowledgements import Acknowledger
-from bot.telegram.keyboards import markup
+from bot.telegram.keyboards import markup, menu_markup
 from bot.telegram.presenter import TelegramPresenter, album_of
 from storage.jobs import Job, Platform, Requester
 
@@ -55,11 +56,19 @@ COMMANDS: tuple[BotCommand, ...] = (
     BotCommand("queue", "What is being drawn and where your jobs stand"),
     BotCommand("cancel", "Stop your newest queued or running job"),
     BotCommand("show", "Post a finished picture again: /show <job id>"),
+    BotCommand("settings", "Your defaults: /settings, /settings <name> <value>, /settings reset"),
     BotCommand("help", "How to write prompts and flags"),
+)
+# Handled for everyone (the service refuses non-operators) but not in the menu, which all users see.
+ADMIN_COMMANDS: tuple[BotCommand, ...] = (
+    BotCommand("ban", "Refuse every command of a user: /ban <user id> [reason]"),
+    BotCommand("unban", "Lift a ban: /unban <user id>"),
+    BotCommand("bans", "Who is banned"),
 )
 
 MAX_MESSAGE = 4096
 UNKNOWN_BUTTON = "This button is from an older version of the bot and no longer works."
+OTHERS_MENU = "These are someone else's settings; send /settings for yours."
 PRIVATE_CHAT_NOTE = (
     "In a private chat with me, any message that is not a command is a prompt too, and a picture with a "
     "caption starts from that picture.\n"
@@ -83,13 +92,14 @@ class TelegramHandlers:
     ) -> None:
         self._commands = commands
         usage = [(f"/{c.command}", c.description) for c in COMMANDS]
-        self._help = Reply(commands.help(usage).text + "\n" + PRIVATE_CHAT_NOTE)
+        admin_usage = [(f"/{c.command}", c.description) for c in ADMIN_COMMANDS]
+        self._help = Reply(commands.help(usage, admin_usage).text + "\n" + PRIVATE_CHAT_NOTE)
         self._policy = policy
         self._presenter = presenter
         self._acks = acks
 
     def register(self, app: TelegramApp) -> None:
-        names = [c.command for c in COMMANDS if c.command != "help"]
+        names = [c.command for c in (*COMMANDS, *ADMIN_COMMANDS) if c.command != "help"]
         app.add_handler(CommandHandler(names, self._entrance(self.command), filters=_NEW_MESSAGES))
         app.add_handler(CommandHandler(["help", "start"], self._entrance(self.help), filters=_NEW_MESSAGES))
         # A picture with "/imagine ..." as its caption: an image prompt (commands never see captions).
@@ -132,7 +142,14 @@ class TelegramHandlers:
             requester = Requester(
                 Platform.TELEGRAM, str(chat.id), str(user.id), user.username or user.full_name
             )
-            await handler(update, Caller(requester, self._policy.is_admin(user.id)))
+            caller = Caller(requester, self._policy.is_admin(user.id))
+            try:
+                await self._commands.admit(caller)
+            except UserFacingError as error:  # banned: the refusal says so, with the reason
+                logger.info("refused telegram user %s in chat %s: banned", user.id, chat.id)
+                await self._say(update, str(error))
+                return
+            await handler(update, caller)
 
         return admitted
 
@@ -210,9 +227,13 @@ class TelegramHandlers:
     async def button(self, update: Update, caller: Caller) -> None:
         query = update.callback_query
         assert query is not None
-        press = ButtonPress.parse(query.data)
+        press = ButtonPress.parse(query.data) or SettingPress.parse(query.data)
         if press is None or not _is_on_its_message(query):
             await query.answer(UNKNOWN_BUTTON, show_alert=True)
+            return
+        if isinstance(press, SettingPress) and not _is_menu_of(query):
+            # A group sees everyone's /settings: a press would show the presser's settings in another's.
+            await query.answer(OTHERS_MENU, show_alert=True)
             return
         await self._answer(update, lambda: self._commands.press(caller, press))
 
@@ -235,6 +256,8 @@ class TelegramHandlers:
         elif isinstance(answer, Shown):
             assert message is not None
             await self._presenter.post_image(answer.job, reply_to=message.message_id)
+        elif isinstance(answer, SettingsShown):
+            await self._settings(update, answer)
         elif isinstance(answer, Picture):
             assert query is not None and update.effective_chat is not None
             await query.answer("Sending the original PNG…")
@@ -289,6 +312,20 @@ class TelegramHandlers:
             return
         await self._presenter.attach_status(queued.job, status.message_id, text)
 
+    async def _settings(self, update: Update, shown: SettingsShown) -> None:
+        """The settings with their menu: a reply to /settings, or the pressed menu edited in place."""
+        keyboard = menu_markup(settings_menu(shown.view, shown.open_setting))
+        query, message = update.callback_query, update.effective_message
+        if query is None:
+            assert message is not None
+            await _reply(message, shown.view.text, reply_markup=keyboard)
+            return
+        await query.answer()
+        try:
+            await query.edit_message_text(shown.view.text[:MAX_MESSAGE], reply_markup=keyboard)
+        except BadRequest as error:  # e.g. the value chosen was already set: nothing changed
+            logger.info("telegram settings menu not edited: %s", error)
+
     async def _delete(self, query: CallbackQuery, job: Job) -> None:
         if query.message is None:
             await query.answer("That message is too old for me to delete.", show_alert=True)
@@ -339,6 +376,13 @@ def _is_on_its_message(query: CallbackQuery) -> bool:
     if markup is None:
         return False
     return any(button.callback_data == query.data for row in markup.inline_keyboard for button in row)
+
+
+def _is_menu_of(query: CallbackQuery) -> bool:
+    """Whether the pressed settings menu answers the presser's own /settings (when Telegram says)."""
+    message = query.message
+    asked = message.reply_to_message if isinstance(message, Message) else None
+    return asked is None or asked.from_user is None or asked.from_user.id == query.from_user.id
 
 
 def _command(message: Message, *, caption: bool = False) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.job_view import ButtonSpec, button_rows
+from bot.settings_menu import MenuButton
 
 PER_ROW = 5  # short rows stay readable on a phone (U1..U4, V1..V4 are a row each)
 
@@ -26,4 +27,11 @@ def markup(buttons: Sequence[ButtonSpec]) -> InlineKeyboardMarkup | None:
             ]
             for row in button_rows(buttons, PER_ROW)
         ]
+    )
+
+
+def menu_markup(rows: Sequence[Sequence[MenuButton]]) -> InlineKeyboardMarkup:
+    """The /settings menu (`bot.settings_menu.settings_menu`), row for row."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(key.label, callback_data=key.press.key) for key in row] for row in rows]
     )

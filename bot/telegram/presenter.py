@@ -217,7 +217,10 @@ class TelegramPresenter(StatusPresenter):
                 for index, png in enumerate(pngs)
             ]
         uploads = await fit_uploads(job, pngs, MAX_PHOTO_BYTES)
-        return [InputMediaPhoto(upload.data, filename=upload.filename) for upload in uploads]
+        return [
+            InputMediaPhoto(upload.data, filename=upload.filename, has_spoiler=job.spoiler)
+            for upload in uploads
+        ]
 
     async def _send_image(
         self, view: JobView, png: bytes, *, reply_to: int | None = None, priority: Priority = Priority.RESULT
@@ -236,7 +239,11 @@ class TelegramPresenter(StatusPresenter):
             photo = await fit_upload(job, png, MAX_PHOTO_BYTES)
             try:
                 return await self._bot.send_photo(
-                    _chat_id(job), photo=photo.data, filename=photo.filename, **common
+                    _chat_id(job),
+                    photo=photo.data,
+                    filename=photo.filename,
+                    has_spoiler=job.spoiler,
+                    **common,
                 )
             except BadRequest as error:
                 logger.warning("job=%s Telegram refused the photo (%s); sending a document", job.id, error)

@@ -219,7 +219,7 @@ class DiscordEmulator:
     async def inject_slash(
         self,
         name: str,
-        options: Mapping[str, str | int | float] | None = None,
+        options: Mapping[str, str | int | float | bool] | None = None,
         *,
         attachments: Mapping[str, tuple[str, bytes]] | None = None,
         user_id: int,
@@ -290,10 +290,46 @@ class DiscordEmulator:
         role_ids: Sequence[int] = (),
     ) -> Injected:
         """A user clicks the button `custom_id` on the stored channel message `message_id`."""
-        message = self.messages[message_id]
-        buttons = [c for row in message.get("components", []) for c in row.get("components", [])]
-        assert any(b.get("custom_id") == custom_id for b in buttons), f"{custom_id} is not on the message"
+        message, _ = self._component(message_id, custom_id, 2)
         data: JsonObject = {"custom_id": custom_id, "component_type": 2}
+        return await self._inject_on(message, data, user_id, user_name, guild_id, role_ids)
+
+    async def inject_select(
+        self,
+        message_id: str,
+        custom_id: str,
+        values: Sequence[str],
+        *,
+        user_id: int,
+        user_name: str = "someone",
+        guild_id: int | None = 500,
+        role_ids: Sequence[int] = (),
+    ) -> Injected:
+        """A user picks `values` in the select menu `custom_id` on the stored message `message_id`."""
+        message, select = self._component(message_id, custom_id, 3)
+        offered = {option["value"] for option in select.get("options", [])}
+        assert set(values) <= offered, f"{values} are not among the select's options {sorted(offered)}"
+        data: JsonObject = {"custom_id": custom_id, "component_type": 3, "values": list(values)}
+        return await self._inject_on(message, data, user_id, user_name, guild_id, role_ids)
+
+    def _component(self, message_id: str, custom_id: str, kind: int) -> tuple[JsonObject, JsonObject]:
+        """The stored message and its component `custom_id` of type `kind` (2 button, 3 select)."""
+        message = self.messages[message_id]
+        items = [c for row in message.get("components", []) for c in row.get("components", [])]
+        found = next((c for c in items if c.get("custom_id") == custom_id and c.get("type") == kind), None)
+        assert found is not None, f"{custom_id} is not on the message"
+        return message, found
+
+    async def _inject_on(
+        self,
+        message: JsonObject,
+        data: JsonObject,
+        user_id: int,
+        user_name: str,
+        guild_id: int | None,
+        role_ids: Sequence[int],
+    ) -> Injected:
+        """A component interaction (type 3) on `message`, in its channel."""
         return await self._inject(
             3,
             data,
@@ -701,8 +737,11 @@ class DiscordEmulator:
             raise AssertionError(f"the emulator saw nothing matching within {within} s") from None
 
 
-def _option_type(value: str | int | float) -> int:
-    """Discord's option types: 4 integer, 10 number, 3 string."""
+def _option_type(value: str | int | float | bool) -> int:
+    """The application command option type Discord sends a value as: BOOLEAN, INTEGER, NUMBER or
+    STRING."""
+    if isinstance(value, bool):
+        return 5
     if isinstance(value, str):
         return 3
     return 4 if isinstance(value, int) else 10

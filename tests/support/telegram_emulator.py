@@ -420,6 +420,11 @@ class TelegramEmulator:
         }
         if "reply_markup" in call.params:
             message["reply_markup"] = call.json("reply_markup")
+        if "reply_parameters" in call.params:
+            # As Telegram does: the message replied to, one level deep.
+            replied = self.messages.get((chat_id, call.json("reply_parameters")["message_id"]))
+            if replied is not None:
+                message["reply_to_message"] = {k: v for k, v in replied.items() if k != "reply_to_message"}
         self.messages[(chat_id, message["message_id"])] = message
         return message
 
