@@ -325,10 +325,13 @@ async def test_help_lists_every_command_and_every_flag_the_parser_takes(
 
 def test_a_set_records_its_album_with_the_buttons_message() -> None:
     recorded = result_message_id(17, [13, 14, 15, 16])
-    assert recorded == "17 album 13-16"
-    assert list(album_of(recorded, 17)) == [13, 14, 15, 16]
+    assert recorded == "17 album 13,14,15,16"
+    assert album_of(recorded, 17) == (13, 14, 15, 16)
+    # The largest ids of a four-image album still fit the column.
+    big = result_message_id(2**31 - 1, [2**31 - 5, 2**31 - 4, 2**31 - 3, 2**31 - 2])
+    assert len(big) <= 64 and album_of(big, 2**31 - 1) == (2**31 - 5, 2**31 - 4, 2**31 - 3, 2**31 - 2)
     # Another message's Delete (a /show repost), a single image or a damaged value: nothing more.
-    assert list(album_of(recorded, 20)) == []
-    assert list(album_of(result_message_id(17), 17)) == []
-    assert list(album_of("17 album 1-900", 17)) == []
-    assert list(album_of(None, 17)) == []
+    assert album_of(recorded, 20) == ()
+    assert album_of(result_message_id(17), 17) == ()
+    assert album_of("17 album 1-900", 17) == ()
+    assert album_of(None, 17) == ()

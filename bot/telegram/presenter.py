@@ -286,19 +286,24 @@ class TelegramPresenter(StatusPresenter):
             raise RuntimeError("The Telegram frontend is not running; start it before delivering jobs.")
 
 
+MAX_RECORDED_ID = 64  # the job row's result_message_id column
+
+
 def result_message_id(buttons: int, album: Sequence[int] = ()) -> str:
     """What the job row records of a delivery: the message with the buttons and, for several
-    images, the album's messages before it ("17 album 13-16"), so Delete takes them all down."""
-    return str(buttons) if not album else f"{buttons} album {min(album)}-{max(album)}"
+    images, the album's messages before it ("17 album 13,14,15,16"), so Delete takes them all down
+    (just the buttons' id if the ids would not fit the column)."""
+    recorded = f"{buttons} album {','.join(map(str, album))}" if album else str(buttons)
+    return recorded if len(recorded) <= MAX_RECORDED_ID else str(buttons)
 
 
-def album_of(recorded: str | None, buttons: int) -> range:
-    """The album message ids posted with the buttons message `buttons` (empty if none was)."""
+def album_of(recorded: str | None, buttons: int) -> tuple[int, ...]:
+    """The album message ids posted with the buttons message `buttons` (none if none was)."""
     head, _, album = (recorded or "").partition(" album ")
-    first, _, last = album.partition("-")
-    if head != str(buttons) or not (first.isdigit() and last.isdigit()) or int(last) - int(first) > 9:
-        return range(0)
-    return range(int(first), int(last) + 1)
+    ids = album.split(",") if album else []
+    if head != str(buttons) or not all(part.isascii() and part.isdigit() for part in ids):
+        return ()
+    return tuple(int(part) for part in ids)
 
 
 def _reply_parameters(message_id: int | None) -> ReplyParameters | None:
