@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 from bot.app import Application
-from bot.settings import LimitsSettings
+from bot.settings import LimitsSettings, ModerationSettings
 from storage.jobs import Job, JobOrigin, Platform
 from storage.queue import JobNotFound
 from tests.support.app_harness import SMALL_LIMITS, running
@@ -200,3 +200,15 @@ async def test_an_attached_image_is_the_prompts_start_and_refusals_reach_the_use
             database.execute("DELETE FROM jobs WHERE id = 2")
         click = await emulator.inject_click(post.answer["id"], "majicbot:varystrong:2", user_id=OWNER)
         assert "was deleted" in await answered(emulator, click)
+
+
+async def test_a_spoiler_listed_set_is_posted_as_spoilered_files(tmp_path: Path) -> None:
+    async with emulated() as emulator:
+        config = make_config(tmp_path, emulator)
+        config = config.model_copy(update={"moderation": ModerationSettings(spoiler_words=("ghost",))})
+        async with running(config):
+            await emulator.inject_slash(
+                "imagine", {"prompt": "a ghost ship --size 64x64 --steps 1", "n": 2}, user_id=OWNER
+            )
+            post = await emulator.wait_for_call(post_of(1), within=60)  # type: ignore[arg-type]
+    assert [f.filename for f in post.files] == ["SPOILER_majicbot-1-1.png", "SPOILER_majicbot-1-2.png"]

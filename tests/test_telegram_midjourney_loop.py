@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.app import Application
-from bot.settings import LimitsSettings
+from bot.settings import LimitsSettings, ModerationSettings
 from storage.jobs import Job, JobOrigin, Platform
 from storage.queue import JobNotFound
 from tests.support.app_harness import SMALL_LIMITS, running
@@ -250,3 +250,14 @@ async def test_every_refusal_reaches_the_user_and_queues_nothing(
 
 async def history_of_ann(app: Application) -> list[Job]:
     return list(await app.queue.history(Platform.TELEGRAM, str(ANN.id), 10))
+
+
+async def test_a_spoiler_listed_set_is_an_album_of_spoilered_photos(
+    emulator: TelegramEmulator, tmp_path: Path
+) -> None:
+    config = make_config(tmp_path, emulator)
+    config = config.model_copy(update={"moderation": ModerationSettings(spoiler_words=("ghost",))})
+    async with running(config):
+        await emulator.send_text(ANN, CHAT, "/imagine a ghost ship --n 2 --size 64x64 --steps 1")
+        album = await emulator.wait_for("sendMediaGroup", within_s=30)
+    assert [item.get("has_spoiler") for item in json.loads(album.params["media"])] == [True, True]
