@@ -283,7 +283,7 @@ class DiffSynthBackend:
         )
         self._t5_sizes = t5_sizes_from_checkpoint(self._t5_index, self._t5_names, self._t5_storage)
         # CLIP and the VAE are held in bf16: no more than their files' sizes.
-        self._outside_t5_bytes = _outside_bytes(dit, self._dit_blocks) + sum(
+        self._fixed_bytes_but_t5 = _outside_bytes(dit, self._dit_blocks) + sum(
             p.stat().st_size for p in (self._paths.text_encoder_clip, self._paths.vae)
         )
 
@@ -315,7 +315,7 @@ class DiffSynthBackend:
             return plan_engine(
                 budget_bytes=allocator_budget,
                 workspace_bytes=planned_room_bytes(self._settings.max_pixels),
-                fixed_bytes=self._outside_t5_bytes + self._t5_sizes.outside_bytes,
+                fixed_bytes=self._fixed_bytes_but_t5 + self._t5_sizes.outside_bytes,
                 dit_blocks=self._dit_blocks.block_bytes,
                 t5_blocks=self._t5_sizes.block_bytes,
                 t5_extra_bytes=self._t5_sizes.compute_bytes + T5_ACTIVATION_BYTES,
