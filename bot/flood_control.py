@@ -5,7 +5,8 @@ and a bot only so many overall. Served in arrival order, the replies to commands
 busy group would wait behind progress edits. `FloodControl` serves each chat's waiting sends by
 priority, keeps a few of a group's slots for the sends that matter more, and refuses a progress edit at
 once (`SlotRefused`) when the group's budget is saturated rather than queueing it: a newer edit, or the
-result itself, follows. An adapter calls `take_slot` before each counted send.
+result itself, follows. An adapter passes each counted send through `send` (a "too many requests" from
+the platform holds the chat back and is retried), and the others through `send_uncounted`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ import contextlib
 import enum
 import heapq
 import itertools
+import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PauseOf = Callable[[Exception], float | None]
+"""How long the platform asked to wait, when `error` is its "too many requests"; None for other errors."""
 
 
 class Priority(enum.IntEnum):
@@ -80,6 +90,44 @@ class FloodControl:
         self._overall = _Window(self.limits.overall_messages, self.limits.overall_period_s)
         self._chats: dict[int | str, _Chat] = {}
         self._tickets = itertools.count()
+
+    async def send(
+        self, chat_id: object, priority: Priority, call: Callable[[], Awaitable[T]], *, pause_of: PauseOf
+    ) -> T:
+        """`call`, a counted send, once a slot is free for it (`take_slot`). A "too many requests"
+        (`pause_of`) holds the chat back that long and the send is tried again, up to
+        `limits.max_retries` times; a progress send is refused instead (`SlotRefused`)."""
+        for attempt in range(self.limits.max_retries + 1):
+            await self.take_slot(chat_id, priority)
+            try:
+                return await call()
+            except Exception as error:
+                pause = pause_of(error)
+                if pause is None:
+                    raise
+                self.hold_back(chat_id, pause)
+                if priority is Priority.PROGRESS:
+                    raise SlotRefused(f"flood control on chat {chat_id}: progress edit dropped") from None
+                if attempt == self.limits.max_retries:
+                    raise
+                logger.info("flood control on chat %s: waiting %.1f s", chat_id, pause)
+        raise AssertionError("unreachable")
+
+    async def send_uncounted(
+        self, chat_id: object, call: Callable[[], Awaitable[T]], *, pause_of: PauseOf, courtesy: bool = False
+    ) -> T:
+        """`call`, a send the limits do not count (a delete, a chat action), at once; a `courtesy` is
+        refused (`SlotRefused`) while the group's budget is needed. A "too many requests" means the
+        platform counts more than we thought: the group's messages are held back as well."""
+        if courtesy and self.busy(chat_id):
+            raise SlotRefused("the chat's rate limit is saturated: chat action skipped")
+        try:
+            return await call()
+        except Exception as error:
+            pause = pause_of(error)
+            if pause is not None:
+                self.hold_back_group(chat_id, pause)
+            raise
 
     def hold_back(self, chat_id: object, pause_s: float) -> None:
         """The platform said "too many" (after `pause_s`): hold this chat (or, for a private chat, every

@@ -7,15 +7,26 @@ Each adapter module exposes a class with this constructor and protocol:
     bot.discord.frontend.DiscordFrontend(settings: DiscordSettings, service: BotService,
                                          limits: LimitsSettings)
 
-`bot.app` imports an adapter's module only when its token is configured.
+`bot.app` imports an adapter's module only when its token is configured. `ChatFrontend` is what every
+adapter's frontend shares: its presenter, the fatal reason, the loggers scrubbed of its secrets, and
+the order of stopping.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Generic, Protocol, TypeVar
 
 from bot.delivery import Presenter
+from bot.log_setup import SecretRedactor, guard_loggers
+from bot.status_presenter import StatusPresenter
+
+# Core modules that log what an adapter's calls raised (a platform's errors may quote its URLs).
+CORE_LOGGERS = ("bot.status_presenter", "bot.acknowledgements", "bot.keep_alive", "bot.flood_control")
+
+PresenterT = TypeVar("PresenterT", bound=StatusPresenter)
 
 
 class FrontendStartError(Exception):
@@ -73,3 +84,63 @@ class FatalReason:
     async def wait(self) -> str:
         await self._event.wait()
         return self.reason
+
+
+class ChatFrontend(abc.ABC, Generic[PresenterT]):
+    """The lifecycle every adapter's `Frontend` shares. A subclass sets `_presenter`, starts its
+    platform's client, reports a receiver that ended with `_watch_receiver`, and implements
+    `_stop_receiving`, `_disconnect`, `_ended_reason` and `is_running`."""
+
+    name: str
+    _presenter: PresenterT
+
+    def __init__(self, secrets: Sequence[str], leaking_loggers: Sequence[str]) -> None:
+        """`secrets` (the token...) are scrubbed from the records of `leaking_loggers` (the platform
+        library's, which log request URLs and payloads at DEBUG) where the records are made, so no
+        handler of anyone's ever sees them; call this before the library logs anything."""
+        self._redactor = SecretRedactor(secrets)
+        self._guarded_loggers = guard_loggers(self._redactor, (*leaking_loggers, *CORE_LOGGERS))
+        self._fatal = FatalReason()
+        self._stopping = False
+
+    @property
+    def presenter(self) -> PresenterT:
+        return self._presenter
+
+    async def fatal_error(self) -> str:
+        return await self._fatal.wait()
+
+    async def stop(self) -> None:
+        """Stop receiving and let answers in progress finish (bounded), stop showing jobs, then
+        disconnect."""
+        self._stopping = True
+        try:
+            await self._stop_receiving()
+            await self._presenter.close()
+            await self._disconnect()
+        finally:
+            for guarded in self._guarded_loggers:
+                guarded.removeFilter(self._redactor)
+
+    @abc.abstractmethod
+    async def _stop_receiving(self) -> None:
+        """Finish (bounded) the answers to what has come in."""
+
+    @abc.abstractmethod
+    async def _disconnect(self) -> None:
+        """Close the platform's connections."""
+
+    @abc.abstractmethod
+    def _ended_reason(self, error: BaseException | None) -> str:
+        """The fatal reason when the receiver ended by itself with `error` (None: it just ended)."""
+
+    def _watch_receiver(self, receiver: asyncio.Task[object]) -> None:
+        """`receiver` (the gateway, the polling) ends only when told to, or on an error that needs a
+        person (a token revoked while running); then nothing else would notice, and the process
+        would stay up, deaf."""
+        receiver.add_done_callback(self._receiver_ended)
+
+    def _receiver_ended(self, task: asyncio.Task[object]) -> None:
+        if self._stopping or self._fatal.is_set():
+            return
+        self._fatal.set(self._ended_reason(None if task.cancelled() else task.exception()))

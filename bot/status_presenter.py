@@ -1,37 +1,82 @@
 """A job's life on a chat platform, written once for every platform.
 
 The user's command opens a status line (Discord: the deferred interaction response; Telegram: the reply
-to the command). While the job waits and runs, the line shows `JobView.status_line`, edited at most once
-per interval (`bot.status_throttle`). Then the outcome: a finished picture is posted to the chat with its
-buttons and, once the delivery is recorded, the status line is tidied (`clean_up`); a failure (with its
-Try again button) or a cancellation replaces the status line, or is posted in the chat when no status
-line can show it. A job that ends before its status line is opened (a fast job) is remembered, so the
-late line shows the end at once.
+to the command), handed over with `attach_status`. While the job waits and runs, the line shows
+`JobView.status_line`, edited at most once per interval (`bot.status_throttle`). Then the outcome: a
+finished picture is posted to the chat with its buttons and, once the delivery is recorded, the status
+line is tidied (`clean_up`); a failure (with its Try again button) or a cancellation replaces the status
+line, or is posted in the chat when no status line can show it. A job that ends before its status line
+is opened (a fast job) is remembered, so the late line shows the end at once.
 
-A platform subclasses `StatusPresenter` and implements the primitives (`_open_line`, `_edit`, `_post_text`,
-`_post_picture`, `_tidy`, `_edit_interval`); the subclass is its `bot.delivery.Presenter`.
+The status line is stored in the job row (`BotService.set_status_message`: its message id and, where
+editing needs one, the credential, sealed by `bot.sealed_token` with the time it was issued), so another
+chat process, or this one after a restart, keeps editing it: for as long as the credential lives
+(`token_lifetime_s`: Discord's interaction tokens die after 15 minutes), after which the line simply
+stops changing. While a job runs, a platform may repeat a "busy" signal beside the line
+(`activity_every_s`, `bot.keep_alive`).
+
+A platform subclasses `StatusPresenter` and implements the primitives (`_edit`, `_post_text`,
+`_post_picture`, `_tidy`, `_edit_interval`, and `_signal_activity` if it has such a signal); the subclass
+is its `bot.delivery.Presenter`.
 """
 
 from __future__ import annotations
 
 import abc
 import functools
+import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from bot.job_view import ButtonAction, ButtonSpec, JobView
+from bot.keep_alive import KeepAlive
+from bot.sealed_token import seal, unseal
+from bot.service import BotService
 from bot.status_throttle import StatusThrottle
-from storage.jobs import Job, Platform
+from storage.jobs import Job, JobStatus, Platform
+
+logger = logging.getLogger(__name__)
 
 REMEMBERED_ENDINGS = 1000
+ACTIVITY_MAX_S = 30 * 60.0  # a job whose outcome never reaches us must not signal forever
+
+
+@dataclass(slots=True)
+class StatusLine:
+    """A job's status line as this process knows it."""
+
+    message_id: str | None  # None until the platform names it (a deferred answer: after its first edit)
+    token: str | None = None  # the credential edits need besides the bot's own (Discord's interaction token)
+    # The platform's handle of an answer opened by a command here (Discord: the interaction), for the
+    # edits before its message id is known.
+    opener: object = None
+    opened: float = field(default_factory=time.monotonic)  # when the token was issued
+    stored: bool = False  # message id (and token) are in the job row
 
 
 class StatusPresenter(abc.ABC):
     platform: Platform
     result_actions: tuple[ButtonAction, ...]  # the buttons under a finished picture
+    activity_every_s: float | None = None  # a "busy" signal's repeat interval, if the platform has one
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        service: BotService,
+        *,
+        token_key: str | None = None,
+        token_lifetime_s: float | None = None,
+    ) -> None:
+        """`token_key` seals status-line tokens in job rows; `token_lifetime_s`: how long a token can
+        edit its line (None: lines need no token and never expire)."""
+        self._service = service
+        self._token_key = token_key
+        self._token_lifetime_s = token_lifetime_s
         self._throttle = StatusThrottle()
+        self._lines: dict[int, StatusLine] = {}
+        self._activity = KeepAlive(every_s=self.activity_every_s or 0.0, max_s=ACTIVITY_MAX_S)
         # The last words of jobs whose outcome is out, for a status line opened after that.
         self._endings: OrderedDict[int, str] = OrderedDict()
         # Outcomes posted whose status line still has to be tidied (see clean_up).
@@ -39,12 +84,12 @@ class StatusPresenter(abc.ABC):
 
     # -- what a platform implements -------------------------------------------------------------
     @abc.abstractmethod
-    def _open_line(self, job: Job) -> bool:
-        """Whether `job` has a status line this process can edit (restored from its row if need be)."""
-
-    @abc.abstractmethod
-    async def _edit(self, job: Job, text: str, *, buttons: Sequence[ButtonSpec], progress: bool) -> bool:
-        """Edit the status line; True if it shows `text` now. `progress`: a courtesy that may be dropped."""
+    async def _edit(
+        self, job: Job, line: StatusLine, text: str, *, buttons: Sequence[ButtonSpec], progress: bool
+    ) -> bool:
+        """Edit the status line (setting `line.message_id` if it was not known); True if it shows
+        `text` now. `progress`: a courtesy that may be dropped. A line that can never be edited again
+        is closed (`_close_line`)."""
 
     @abc.abstractmethod
     async def _post_text(self, job: Job, text: str, buttons: Sequence[ButtonSpec]) -> None:
@@ -61,21 +106,55 @@ class StatusPresenter(abc.ABC):
     @abc.abstractmethod
     def _edit_interval(self, job: Job) -> float: ...
 
-    def _close_line(self, job_id: int) -> None:
-        """The status line is done with (the subclass forgets its handle too)."""
-        self._throttle.forget(job_id)
+    async def _signal_activity(self, job: Job) -> bool:
+        """Show the platform's "busy" signal once (with `activity_every_s`); False once it never can."""
+        return False
 
     def _job_ending(self, job: Job) -> None:
         """The outcome is about to be posted: no more progress edits (or activity)."""
+        self._activity.stop(job.id)
         self._throttle.forget(job.id)
 
-    def _running(self, job: Job) -> None:  # noqa: B027 (a hook; most platforms need nothing here)
-        """A progress view of a job: a platform may show activity besides the line."""
+    def _running(self, job: Job) -> None:
+        """A progress view of a job: repeat the platform's busy signal while it runs."""
+        if self.activity_every_s is not None and job.status is JobStatus.RUNNING:
+            self._activity.start(job.id, functools.partial(self._signal_activity, job))
+
+    # -- from the adapter's command handlers ----------------------------------------------------
+    async def attach_status(
+        self,
+        job: Job,
+        message_id: int | str | None,
+        text: str,
+        *,
+        token: str | None = None,
+        opener: object = None,
+    ) -> None:
+        """A command's answer is `job`'s status line from now on: a message posted saying `text`
+        (`message_id`), or an answer still to show it (`opener`, and the `token` that edits it). The
+        newest answer shows the job; a job whose outcome is out already has its line tidied at once."""
+        self._close_line(job.id)
+        line = StatusLine(None if message_id is None else str(message_id), token, opener)
+        self._lines[job.id] = line
+        ending = self._ending(job.id)
+        if ending is not None:  # a very fast job: its outcome beat its status line
+            await self._tidy(job, ending)
+        elif line.message_id is None:
+            await self._show(job, text)
+        else:
+            self._throttle.mark_shown(job.id, text)
+            await self._store(job, line)
+
+    async def close(self) -> None:
+        """Stop waiting edits and signals (on shutdown)."""
+        self._lines.clear()
+        await self._activity.close()
+        await self._throttle.close()
 
     # -- bot.delivery.Presenter -----------------------------------------------------------------
     async def show_progress(self, view: JobView) -> None:
         self._running(view.job)
-        if self._open_line(view.job):
+        if self._open_line(view.job) is not None:
             await self._show(view.job, view.status_line)
 
     async def deliver(self, view: JobView) -> str | None:
@@ -108,11 +187,26 @@ class StatusPresenter(abc.ABC):
             await self._tidy(job, ending)
 
     # -- for the subclass -----------------------------------------------------------------------
+    def _open_line(self, job: Job) -> StatusLine | None:
+        """The job's status line: attached here, or restored from its row (another chat process
+        attached it, or this one before a restart) while its token lives."""
+        line = self._lines.get(job.id)
+        if line is None:
+            line = self._restore(job)
+            if line is not None:
+                self._lines[job.id] = line
+        return line
+
+    def _close_line(self, job_id: int) -> None:
+        """The status line is done with: forget it and its waiting edits."""
+        self._lines.pop(job_id, None)
+        self._throttle.forget(job_id)
+
     async def _show(
         self, job: Job, text: str, *, final: bool = False, buttons: Sequence[ButtonSpec] = ()
     ) -> bool:
         """`text` on the job's status line, throttled unless `final`."""
-        edit = functools.partial(self._edit, job, buttons=buttons, progress=not final)
+        edit = functools.partial(self._try_edit, job, buttons=buttons, progress=not final)
         return await self._throttle.update(
             job.id, text, edit, interval_s=self._edit_interval(job), final=final, force=bool(buttons)
         )
@@ -120,7 +214,7 @@ class StatusPresenter(abc.ABC):
     async def _finish(self, job: Job, text: str, buttons: Sequence[ButtonSpec] = ()) -> bool:
         """Show a job's last words on its status line and close it; False if no line could show them."""
         self._remember_ending(job.id, text)
-        if not self._open_line(job):
+        if self._open_line(job) is None:
             return False
         shown = await self._show(job, text, final=True, buttons=buttons)
         self._close_line(job.id)
@@ -134,3 +228,47 @@ class StatusPresenter(abc.ABC):
         self._endings[job_id] = text
         while len(self._endings) > REMEMBERED_ENDINGS:
             self._endings.popitem(last=False)
+
+    # -- internals ------------------------------------------------------------------------------
+    async def _try_edit(self, job: Job, text: str, *, buttons: Sequence[ButtonSpec], progress: bool) -> bool:
+        line = self._lines.get(job.id)
+        if line is None:
+            return False
+        if self._token_lifetime_s is not None and time.monotonic() - line.opened > self._token_lifetime_s:
+            self._close_line(job.id)  # the token is dead: the outcome still arrives in the chat
+            return False
+        if not await self._edit(job, line, text, buttons=buttons, progress=progress):
+            return False
+        if not line.stored:
+            await self._store(job, line)
+        return True
+
+    async def _store(self, job: Job, line: StatusLine) -> None:
+        """Put the line in the job row, for other chat processes and restarts (once its id is known)."""
+        if line.message_id is None:
+            return
+        line.stored = True
+        token = issued = None
+        if line.token is not None and self._token_key is not None:
+            token = seal(line.token, self._token_key)
+            issued = datetime.now(UTC) - timedelta(seconds=time.monotonic() - line.opened)
+        try:
+            await self._service.set_status_message(
+                job.id, line.message_id, token=token, token_issued_at=issued
+            )
+        except Exception:
+            logger.exception("job=%s: could not store its status line for other chat processes", job.id)
+
+    def _restore(self, job: Job) -> StatusLine | None:
+        message_id = job.status_message_id
+        if not (message_id or "").isdigit():
+            return None
+        if self._token_lifetime_s is None:
+            return StatusLine(message_id, stored=True)
+        if job.status_token is None or job.status_token_at is None or self._token_key is None:
+            return None
+        age_s = (datetime.now(UTC) - job.status_token_at).total_seconds()
+        token = unseal(job.status_token, self._token_key)
+        if age_s >= self._token_lifetime_s or token is None:
+            return None
+        return StatusLine(message_id, token, opened=time.monotonic() - age_s, stored=True)

@@ -7,6 +7,7 @@ Discord's markdown. Adapters add their own layout (embeds, buttons) around these
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from bot.command_parser import EXAMPLE, FLAGS
 from bot.settings import LimitsSettings
@@ -173,26 +174,45 @@ def cancelled_text(job: Job) -> str:
     return f"Cancelled job #{job.id} ({shorten(job.request.prompt, 60)})."
 
 
-def parameters_line(job: Job) -> str:
-    """seed, steps, size, seconds and id: the facts needed to reproduce or find the picture."""
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One fact of a finished picture: a label and value (Discord's embed fields) and the same as a
+    phrase (Telegram's caption line)."""
+
+    label: str
+    value: str
+    phrase: str
+    free_text: bool = False  # the user's words, of any length: a line of its own where there is room
+
+
+def picture_facts(job: Job, images: int = 1) -> list[Fact]:
+    """What both platforms show under a finished picture, in this order: seed, steps, size, seconds,
+    job id, how many images were posted, what made it, strength and what was left out."""
     request = job.request
-    parts = [
-        f"seed {request.seed}",
-        f"{request.steps} steps",
-        f"{request.width}x{request.height}",
+    facts = [
+        Fact("Seed", str(request.seed), f"seed {request.seed}"),
+        Fact("Steps", str(request.steps), f"{request.steps} steps"),
+        Fact("Size", f"{request.width}x{request.height}", f"{request.width}x{request.height}"),
     ]
     if job.duration_s is not None:
-        parts.append(f"{job.duration_s:.1f} s")
-    parts.append(f"job #{job.id}")
+        facts.append(Fact("Time", f"{job.duration_s:.1f} s", f"{job.duration_s:.1f} s"))
+    facts.append(Fact("Job", f"#{job.id}", f"job #{job.id}"))
+    if images > 1:
+        facts.append(Fact("Images", f"{images} (U upscales, V varies image n)", f"{images} images"))
     origin = lineage_text(job)
     if origin is not None:
-        parts.append(origin)
-    return " · ".join(parts)
+        facts.append(Fact("Made by", origin, origin))
+    if request.strength is not None:
+        facts.append(Fact("Strength", f"{request.strength:g}", f"strength {request.strength:g}"))
+    if request.negative_prompt:
+        left_out = shorten(request.negative_prompt, 1000)
+        facts.append(Fact("Leave out", left_out, f"without {shorten(left_out, 100)}", free_text=True))
+    return facts
 
 
-def caption(job: Job, limit: int) -> str:
-    """The prompt (shortened to fit) over the parameters line, within `limit` characters."""
-    params = parameters_line(job)
+def caption(job: Job, limit: int, images: int = 1) -> str:
+    """The prompt (shortened to fit) over the picture's facts in one line, within `limit` characters."""
+    params = " · ".join(fact.phrase for fact in picture_facts(job, images))
     room = limit - len(params) - 1
     if room < 10:
         return shorten(params, limit)

@@ -17,11 +17,11 @@ from pydantic import SecretStr
 
 from bot import texts
 from bot.command_parser import FLAGS
+from bot.delivery_record import album_of, result_message_id
 from bot.frontend import FrontendStartError
 from bot.settings import LimitsSettings
 from bot.telegram.frontend import TelegramFrontend
 from bot.telegram.handlers import UNKNOWN_BUTTON
-from bot.telegram.presenter import album_of, result_message_id
 from storage.images import ImageStore
 from storage.jobs import JobStatus
 from storage.queue import JobQueue

@@ -15,13 +15,11 @@ from discord.http import Route
 
 from bot.access import AccessPolicy
 from bot.chat_commands import ChatCommands
-from bot.delivery import Presenter
 from bot.discord.buttons import JobButton, SettingSelect
 from bot.discord.client import MajicClient
 from bot.discord.commands import DiscordHandlers, build_commands, on_tree_error
 from bot.discord.presenter import DiscordPresenter
-from bot.frontend import FatalReason, FrontendStartError
-from bot.log_setup import SecretRedactor, guard_loggers
+from bot.frontend import ChatFrontend, FrontendStartError
 from bot.service import BotService
 from bot.settings import DiscordSettings, LimitsSettings
 
@@ -45,7 +43,7 @@ BOT_PERMISSIONS = discord.Permissions(
 )
 
 
-class DiscordFrontend:
+class DiscordFrontend(ChatFrontend[DiscordPresenter]):
     """Implements `bot.frontend.Frontend` with discord.py."""
 
     name = "discord"
@@ -53,6 +51,8 @@ class DiscordFrontend:
     def __init__(self, settings: DiscordSettings, service: BotService, limits: LimitsSettings) -> None:
         if settings.token is None:
             raise ValueError("DiscordFrontend needs discord.token (or MAJICBOT_DISCORD_TOKEN)")
+        # discord.py logs request URLs and gateway payloads (interaction tokens in both) at DEBUG.
+        super().__init__([settings.token.get_secret_value()], _TOKEN_LEAKING_LOGGERS)
         self._settings = settings
         self._client = MajicClient(on_setup=self._setup)
         self._presenter = DiscordPresenter(
@@ -72,16 +72,6 @@ class DiscordFrontend:
         self._handlers = DiscordHandlers(ChatCommands(service, limits), policy, self._presenter)
         self._client.entrance = self._handlers
         self._gateway: asyncio.Task[None] | None = None
-        # discord.py logs request URLs and gateway payloads (interaction tokens in both) at DEBUG:
-        # scrub them where the records are made, so no handler of anyone's ever sees them.
-        self._redactor = SecretRedactor([settings.token.get_secret_value()])
-        self._guarded_loggers = guard_loggers(self._redactor, _TOKEN_LEAKING_LOGGERS)
-        self._stopping = False
-        self._fatal = FatalReason()
-
-    @property
-    def presenter(self) -> Presenter:
-        return self._presenter
 
     async def start(self) -> None:
         """Log in, sync the slash commands, connect to the gateway; return once READY."""
@@ -105,7 +95,7 @@ class DiscordFrontend:
                 "Check the network, or discord.api_base_url if you use a proxy."
             ) from None
         self._gateway = asyncio.create_task(self._client.connect(), name="discord-gateway")
-        self._gateway.add_done_callback(self._gateway_ended)
+        self._watch_receiver(self._gateway)
         ready = asyncio.create_task(self._client.wait_until_ready())
         done, _ = await asyncio.wait(
             {self._gateway, ready}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
@@ -126,17 +116,11 @@ class DiscordFrontend:
         if application_id is not None:
             log.info("discord: invite the bot to a server with %s", invite_url(application_id))
 
-    async def fatal_error(self) -> str:
-        return await self._fatal.wait()
-
-    async def stop(self) -> None:
-        """Let answers in progress finish (bounded), then close the gateway and HTTP session."""
-        self._stopping = True
+    async def _stop_receiving(self) -> None:
         await self._handlers.drain(STOP_TIMEOUT_S)
-        await self._presenter.close()
+
+    async def _disconnect(self) -> None:
         await self._client.close()
-        for guarded in self._guarded_loggers:
-            guarded.removeFilter(self._redactor)
         if self._gateway is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._gateway, STOP_TIMEOUT_S)
@@ -148,30 +132,24 @@ class DiscordFrontend:
             "Set the new token in discord.token or MAJICBOT_DISCORD_TOKEN, then restart."
         )
 
-    def _gateway_ended(self, task: asyncio.Task[None]) -> None:
+    def _ended_reason(self, error: BaseException | None) -> str:
         # discord.py reconnects by itself after network trouble; the gateway task ends only on errors
-        # that need a person (a token revoked while running, intents refused), and then nothing else
-        # would notice: the process would stay up, deaf.
-        if self._stopping or self._fatal.is_set():
-            return
-        error = None if task.cancelled() else task.exception()
+        # that need a person (a token revoked while running, intents refused).
         if isinstance(error, ConnectionClosed) and error.code == 4004:
-            reason = (
+            return (
                 "Discord closed the gateway: authentication failed (4004), the bot token was revoked or "
                 "reset. Set the new token in discord.token or MAJICBOT_DISCORD_TOKEN, then restart."
             )
-        elif isinstance(error, discord.LoginFailure):
-            reason = (
+        if isinstance(error, discord.LoginFailure):
+            return (
                 "Discord rejected the bot token. Check discord.token or MAJICBOT_DISCORD_TOKEN, then restart."
             )
-        elif error is None:
-            reason = "the Discord gateway connection ended; restart majicbot."
-        else:
-            reason = (
-                f"the Discord gateway connection ended ({type(error).__name__}: {error}); "
-                "check the token and network, then restart majicbot."
-            )
-        self._fatal.set(reason)
+        if error is None:
+            return "the Discord gateway connection ended; restart majicbot."
+        return (
+            f"the Discord gateway connection ended ({type(error).__name__}: {error}); "
+            "check the token and network, then restart majicbot."
+        )
 
     @property
     def is_running(self) -> bool:

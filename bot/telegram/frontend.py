@@ -16,15 +16,13 @@ from telegram.error import InvalidToken, TelegramError
 from telegram.ext import ApplicationBuilder
 
 from bot.access import AccessPolicy
+from bot.acknowledgements import Acknowledger
 from bot.chat_commands import ChatCommands
-from bot.delivery import Presenter
-from bot.frontend import FatalReason, FrontendStartError
-from bot.log_setup import SecretRedactor, guard_loggers
+from bot.frontend import ChatFrontend, FrontendStartError
 from bot.service import BotService
 from bot.settings import LimitsSettings, TelegramSettings
-from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.handlers import COMMANDS, TelegramApp, TelegramHandlers
-from bot.telegram.presenter import TelegramPresenter
+from bot.telegram.presenter import TelegramPresenter, may_retry
 from bot.telegram.rate_limiter import PriorityRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -37,7 +35,7 @@ _POLLING_TASK_NAME = "Updater:start_polling:polling_task"
 _TOKEN_LEAKING_LOGGERS = ("telegram", "httpx", "httpcore", "bot.telegram")
 
 
-class TelegramFrontend:
+class TelegramFrontend(ChatFrontend[TelegramPresenter]):
     name = "telegram"
 
     def __init__(self, settings: TelegramSettings, service: BotService, limits: LimitsSettings) -> None:
@@ -48,9 +46,7 @@ class TelegramFrontend:
         secrets = [token]
         if settings.webhook_secret is not None:
             secrets.append(settings.webhook_secret.get_secret_value())
-        self._redactor = SecretRedactor(secrets)
-        # Before PTB logs its URLs.
-        self._guarded_loggers = guard_loggers(self._redactor, _TOKEN_LEAKING_LOGGERS)
+        super().__init__(secrets, _TOKEN_LEAKING_LOGGERS)  # before PTB logs its URLs
         self._app: TelegramApp = (
             ApplicationBuilder()
             .token(token)
@@ -61,9 +57,9 @@ class TelegramFrontend:
             .build()
         )
         self._presenter = TelegramPresenter(self._app.bot, service, settings)
-        self._stopping = False
-        self._fatal = FatalReason()
-        self._acks = Acknowledger(self._app.bot, self._presenter, batch_s=settings.group_reply_batch_s)
+        self._acks = Acknowledger(
+            self._presenter, self._presenter.answer, retryable=may_retry, batch_s=settings.group_reply_batch_s
+        )
         policy = AccessPolicy(
             admin_user_ids=frozenset(settings.admin_user_ids),
             allowed_user_ids=frozenset(settings.allowed_user_ids),
@@ -72,10 +68,6 @@ class TelegramFrontend:
         TelegramHandlers(ChatCommands(service, limits), policy, self._presenter, self._acks).register(
             self._app
         )
-
-    @property
-    def presenter(self) -> Presenter:
-        return self._presenter
 
     async def start(self) -> None:
         """Check the token (getMe), register the commands, then receive updates."""
@@ -104,17 +96,12 @@ class TelegramFrontend:
         self._presenter.mark_started()
         logger.info("Telegram bot @%s is running (%s)", self._app.bot.username, self._settings.mode)
 
-    async def fatal_error(self) -> str:
-        return await self._fatal.wait()
-
-    async def stop(self) -> None:
-        """Stop receiving updates, let in-flight handlers finish, close connections."""
-        self._stopping = True
+    async def _stop_receiving(self) -> None:
         await self._acks.close()
-        await self._presenter.close()
+
+    async def _disconnect(self) -> None:
+        """Stop receiving updates, let in-flight handlers finish, close connections."""
         await self._shutdown()
-        for guarded in self._guarded_loggers:
-            guarded.removeFilter(self._redactor)
         logger.info("Telegram bot stopped")
 
     @property
@@ -157,24 +144,18 @@ class TelegramFrontend:
         if polling is None:
             logger.warning("cannot watch Telegram polling: PTB's polling task was not found")
             return
-        polling.add_done_callback(self._polling_ended)
+        self._watch_receiver(polling)
 
-    def _polling_ended(self, task: asyncio.Task[object]) -> None:
-        if self._stopping:
-            return
-        error = None if task.cancelled() else task.exception()
+    def _ended_reason(self, error: BaseException | None) -> str:
         if isinstance(error, InvalidToken):
-            self._fatal.set(
+            return (
                 "Telegram rejected the bot token while polling (401 Unauthorized): it was revoked or "
                 "changed. Set the new token in telegram.token or MAJICBOT_TELEGRAM_TOKEN, then restart."
             )
-        else:
-            cause = (
-                "it was cancelled"
-                if error is None
-                else self._redactor.redact(f"{type(error).__name__}: {error}")
-            )
-            self._fatal.set(f"receiving Telegram updates stopped ({cause}); restart majicbot.")
+        cause = (
+            "it was cancelled" if error is None else self._redactor.redact(f"{type(error).__name__}: {error}")
+        )
+        return f"receiving Telegram updates stopped ({cause}); restart majicbot."
 
     async def _shutdown(self) -> None:
         updater = self._app.updater

@@ -31,16 +31,17 @@ from telegram.ext import (
 
 from bot import texts
 from bot.access import AccessPolicy, Caller, Place
+from bot.acknowledgements import Acknowledger
 from bot.chat_commands import Answer, ChatCommands, Details, Reply, SettingsShown, Shown
+from bot.delivery_record import album_of
 from bot.errors import InvalidRequest, UserFacingError
 from bot.input_images import check_file_size
 from bot.job_view import ButtonPress
 from bot.service import Picture
 from bot.settings_menu import SettingPress, settings_menu
 from bot.standing import Queued
-from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.keyboards import markup, menu_markup
-from bot.telegram.presenter import TelegramPresenter, album_of
+from bot.telegram.presenter import TelegramPresenter
 from storage.jobs import Job, Platform, Requester
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class TelegramHandlers:
         commands: ChatCommands,
         policy: AccessPolicy,
         presenter: TelegramPresenter,
-        acks: Acknowledger,
+        acks: Acknowledger[Message],
     ) -> None:
         self._commands = commands
         usage = [(f"/{c.command}", c.description) for c in COMMANDS]
@@ -298,9 +299,10 @@ class TelegramHandlers:
             if not queued.created:
                 return
         if message is not None:
-            # Answer at once with the queue position and ETA (see bot/telegram/acknowledgements.py).
+            # Answer at once with the queue position and ETA (see bot/acknowledgements.py).
             logger.info("job=%s queued from telegram chat %s", queued.job.id, message.chat_id)
-            await self._acks.acknowledge(message, queued)
+            batch = message.chat.type != "private"
+            await self._acks.acknowledge(message, queued, chat=message.chat_id, batch=batch)
             return
         chat = update.effective_chat  # a press on a message too old for Telegram to include
         assert chat is not None

@@ -1,29 +1,30 @@
-"""Shows a job's life in Telegram: status message edits, chat actions, the photo, failures."""
+"""Shows a job's life in Telegram: the answer to a command, status message edits, the "sending a
+photo" action, the photo or album, failures."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import io
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from telegram import InputMediaDocument, InputMediaPhoto, Message, ReplyParameters
 from telegram.constants import ChatAction
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import BadRequest, Forbidden, NetworkError, TelegramError, TimedOut
 from telegram.ext import ExtBot
 
 from bot import texts
+from bot.delivery_record import result_message_id
 from bot.errors import UserFacingError
 from bot.image_fallback import fit_upload, fit_uploads
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.service import BotService
 from bot.settings import TelegramSettings
-from bot.status_presenter import StatusPresenter
+from bot.status_presenter import StatusLine, StatusPresenter
 from bot.telegram.keyboards import markup
 from bot.telegram.rate_limiter import Priority, ProgressDropped
-from storage.jobs import Job, JobStatus, Platform
+from storage.jobs import Job, Platform
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,6 @@ MAX_CAPTION = 1024
 MAX_MESSAGE = 4096
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_PHOTO_SIDES = 10_000
-CHAT_ACTION_EVERY_S = 4.0  # an action shows for about 5 s
-CHAT_ACTION_MAX_S = 30 * 60.0  # a job whose outcome never reaches us must not spin forever
 # An upload answered late is still an upload: waiting longer for the answer than PTB's 5 s default keeps
 # a slow Bot API from making us send the same picture twice (within delivery.post_timeout_s).
 UPLOAD_TIMEOUT_S = 60.0
@@ -48,37 +47,33 @@ class TelegramPresenter(StatusPresenter):
         ButtonAction.ORIGINAL,
         ButtonAction.DELETE,
     )
+    activity_every_s = 4.0  # "sending a photo…" shows for about 5 s
 
     def __init__(self, bot: ExtBot[Any], service: BotService, settings: TelegramSettings) -> None:
-        super().__init__()
+        super().__init__(service)
         self._bot = bot
-        self._service = service
         self._settings = settings
         self._started = False
-        # Status messages the handlers posted; the row's status_message_id covers restarts.
-        self._status_messages: dict[int, int] = {}
-        self._chat_actions: dict[int, asyncio.Task[None]] = {}
 
     def mark_started(self) -> None:
         self._started = True
 
     async def close(self) -> None:
         self._started = False
-        tasks = list(self._chat_actions.values())
-        self._chat_actions.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, self._throttle.close(), return_exceptions=True)
+        await super().close()
 
     # -- called by the handlers ---------------------------------------------------------------
-    async def attach_status(self, job: Job, message_id: int, text: str) -> None:
-        """The handler posted `message_id` (saying `text`) as `job`'s status message."""
-        if self._ending(job.id) is not None:  # a very fast job: its outcome is out already
-            await self._delete(job, message_id)
-            return
-        self._status_messages[job.id] = message_id
-        self._throttle.mark_shown(job.id, text)
-        await self._service.set_status_message(job.id, str(message_id))
+    async def answer(self, command: Message, text: str) -> int:
+        """The answer to a queued job's command (`bot.acknowledgements`), then "sending a photo"."""
+        sent = await self._bot.send_message(
+            command.chat_id,
+            text,
+            reply_parameters=_reply_parameters(command.message_id),
+            rate_limit_args=Priority.REPLY,
+        )
+        with contextlib.suppress(TelegramError):
+            await self._bot.send_chat_action(command.chat_id, ChatAction.UPLOAD_PHOTO)
+        return sent.message_id
 
     async def post_image(self, job: Job, *, reply_to: int | None = None) -> Message:
         """Post a done job's pictures with their caption and buttons (for /show: a reply)."""
@@ -95,19 +90,15 @@ class TelegramPresenter(StatusPresenter):
         )
 
     # -- bot.status_presenter primitives --------------------------------------------------------
-    def _open_line(self, job: Job) -> bool:
-        return self._status_message(job) is not None
-
-    async def _edit(self, job: Job, text: str, *, buttons: Sequence[ButtonSpec], progress: bool) -> bool:
-        message_id = self._status_message(job)
-        if message_id is None:
-            return False
+    async def _edit(
+        self, job: Job, line: StatusLine, text: str, *, buttons: Sequence[ButtonSpec], progress: bool
+    ) -> bool:
         priority = Priority.PROGRESS if progress else Priority.RESULT
         try:
             await self._bot.edit_message_text(
                 text,
                 chat_id=_chat_id(job),
-                message_id=message_id,
+                message_id=int(line.message_id or 0),
                 reply_markup=markup(buttons),
                 rate_limit_args=priority,
             )
@@ -145,35 +136,33 @@ class TelegramPresenter(StatusPresenter):
 
     async def _tidy(self, job: Job, ending: str) -> None:
         """Delete the status message of a posted image or failure notice (a separate, later step)."""
-        message_id = self._status_message(job)
+        line = self._open_line(job)
         self._close_line(job.id)
-        if message_id is not None:
-            await self._delete(job, message_id)
+        if line is not None and line.message_id is not None:
+            try:
+                await self._bot.delete_message(_chat_id(job), int(line.message_id))
+            except TelegramError as error:
+                logger.info("job=%s could not delete its status message: %s", job.id, error)
 
     def _edit_interval(self, job: Job) -> float:
         if _chat_id(job) > 0:  # Telegram's private chats have positive ids, groups negative
             return self._settings.progress_interval_private_s
         return self._settings.progress_interval_group_s
 
-    def _close_line(self, job_id: int) -> None:
-        self._status_messages.pop(job_id, None)
-        super()._close_line(job_id)
-
     def _running(self, job: Job) -> None:
         self._require_started()
-        if job.status is JobStatus.RUNNING:
-            task = self._chat_actions.get(job.id)
-            if task is None or task.done():
-                self._chat_actions[job.id] = asyncio.create_task(
-                    self._chat_action_loop(job), name=f"telegram-chat-action-{job.id}"
-                )
+        super()._running(job)
 
     def _job_ending(self, job: Job) -> None:
         self._require_started()
-        task = self._chat_actions.pop(job.id, None)
-        if task is not None:
-            task.cancel()
         super()._job_ending(job)
+
+    async def _signal_activity(self, job: Job) -> bool:
+        try:
+            await self._bot.send_chat_action(_chat_id(job), ChatAction.UPLOAD_PHOTO)
+        except Forbidden:
+            return False  # the user blocked the bot or it left the group
+        return True
 
     # -- internals ------------------------------------------------------------------------------
     async def _send_images(
@@ -201,7 +190,7 @@ class TelegramPresenter(StatusPresenter):
         )
         buttons = await self._bot.send_message(
             _chat_id(job),
-            texts.caption(job, MAX_MESSAGE),
+            texts.caption(job, MAX_MESSAGE, len(pngs)),
             reply_markup=markup(view.buttons),
             rate_limit_args=priority,
         )
@@ -254,56 +243,20 @@ class TelegramPresenter(StatusPresenter):
             **common,
         )
 
-    async def _delete(self, job: Job, message_id: int) -> None:
-        try:
-            await self._bot.delete_message(_chat_id(job), message_id)
-        except TelegramError as error:
-            logger.info("job=%s could not delete its status message: %s", job.id, error)
-
-    def _status_message(self, job: Job) -> int | None:
-        if job.id in self._status_messages:
-            return self._status_messages[job.id]
-        return int(job.status_message_id) if job.status_message_id else None
-
     def _unreachable(self, job: Job, error: Forbidden) -> None:
         # Blocked by the user, or removed from the group: trying again cannot help.
         logger.warning("job=%s cannot post to telegram chat %s: %s", job.id, job.requester.chat_id, error)
         self._close_line(job.id)
-
-    async def _chat_action_loop(self, job: Job) -> None:
-        deadline = time.monotonic() + CHAT_ACTION_MAX_S
-        while time.monotonic() < deadline:
-            try:
-                await self._bot.send_chat_action(_chat_id(job), ChatAction.UPLOAD_PHOTO)
-            except Forbidden:
-                return  # the user blocked the bot or it left the group
-            except TelegramError as error:
-                logger.debug("job=%s chat action failed: %s", job.id, error)
-            await asyncio.sleep(CHAT_ACTION_EVERY_S)
 
     def _require_started(self) -> None:
         if not self._started:
             raise RuntimeError("The Telegram frontend is not running; start it before delivering jobs.")
 
 
-MAX_RECORDED_ID = 64  # the job row's result_message_id column
-
-
-def result_message_id(buttons: int, album: Sequence[int] = ()) -> str:
-    """What the job row records of a delivery: the message with the buttons and, for several
-    images, the album's messages before it ("17 album 13,14,15,16"), so Delete takes them all down
-    (just the buttons' id if the ids would not fit the column)."""
-    recorded = f"{buttons} album {','.join(map(str, album))}" if album else str(buttons)
-    return recorded if len(recorded) <= MAX_RECORDED_ID else str(buttons)
-
-
-def album_of(recorded: str | None, buttons: int) -> tuple[int, ...]:
-    """The album message ids posted with the buttons message `buttons` (none if none was)."""
-    head, _, album = (recorded or "").partition(" album ")
-    ids = album.split(",") if album else []
-    if head != str(buttons) or not all(part.isascii() and part.isdigit() for part in ids):
-        return ()
-    return tuple(int(part) for part in ids)
+def may_retry(error: Exception) -> bool:
+    """Whether sending an answer again may help: a network error, but not a timeout (it may have
+    been sent after all)."""
+    return isinstance(error, NetworkError) and not isinstance(error, TimedOut)
 
 
 def _reply_parameters(message_id: int | None) -> ReplyParameters | None:

@@ -1,14 +1,14 @@
 """Telegram's flood limits for PTB: `bot.flood_control` behind PTB's `BaseRateLimiter`.
 
 Only what posts or changes a message counts; deletes, chat actions and callback answers go at once
-(a chat action is skipped while a group's budget is needed). A 429 holds the chat back and is retried;
-a progress edit is dropped instead (`ProgressDropped`). Every bot call may pass
+(a chat action is skipped while a group's budget is needed). A 429 (`RetryAfter`) holds the chat back
+and is retried; a progress edit is dropped instead (`ProgressDropped`). Every bot call may pass
 ``rate_limit_args=Priority.X``; calls without one count as replies.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 import time
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
@@ -18,8 +18,6 @@ from telegram.error import RetryAfter, TelegramError
 from telegram.ext import BaseRateLimiter
 
 from bot.flood_control import FloodControl, Limits, Priority, SlotRefused
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["COUNTED_METHODS", "Limits", "Priority", "PriorityRateLimiter", "ProgressDropped"]
 
@@ -71,46 +69,22 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
     ) -> JsonResult:
         priority = Priority.REPLY if rate_limit_args is None else Priority(rate_limit_args)
         chat_id = data.get("chat_id")
+        call = functools.partial(callback, *args, **kwargs)
         if chat_id is None:
-            return await callback(*args, **kwargs)
-        if endpoint not in COUNTED_METHODS:
-            return await self._uncounted(chat_id, endpoint, callback, args, kwargs)
-        for attempt in range(self._flood.limits.max_retries + 1):
-            try:
-                await self._flood.take_slot(chat_id, priority)
-            except SlotRefused as refused:
-                raise ProgressDropped(str(refused)) from None
-            try:
-                return await callback(*args, **kwargs)
-            except RetryAfter as error:
-                pause = _seconds(error)
-                self._flood.hold_back(chat_id, pause)
-                if priority is Priority.PROGRESS:
-                    raise ProgressDropped(f"flood control on chat {chat_id}: progress edit dropped") from None
-                if attempt == self._flood.limits.max_retries:
-                    raise
-                logger.info("Telegram flood control on chat %s: waiting %.1f s", chat_id, pause)
-        raise AssertionError("unreachable")
-
-    async def _uncounted(
-        self,
-        chat_id: object,
-        endpoint: str,
-        callback: Callable[..., Coroutine[Any, Any, JsonResult]],
-        args: Any,
-        kwargs: dict[str, Any],
-    ) -> JsonResult:
-        if endpoint == "sendChatAction" and self._flood.busy(chat_id):
-            raise ProgressDropped("the chat's rate limit is saturated: chat action skipped")
+            return await call()
         try:
-            return await callback(*args, **kwargs)
-        except RetryAfter as error:
-            # Telegram counts more than we thought: hold this chat's messages back as well.
-            self._flood.hold_back_group(chat_id, _seconds(error))
-            raise
+            if endpoint in COUNTED_METHODS:
+                return await self._flood.send(chat_id, priority, call, pause_of=_pause)
+            courtesy = endpoint == "sendChatAction"
+            return await self._flood.send_uncounted(chat_id, call, pause_of=_pause, courtesy=courtesy)
+        except SlotRefused as refused:
+            raise ProgressDropped(str(refused)) from None
 
 
-def _seconds(error: RetryAfter) -> float:
+def _pause(error: Exception) -> float | None:
+    """How long a 429 asks to wait (a little more, to be safe); None for any other error."""
+    if not isinstance(error, RetryAfter):
+        return None
     # `retry_after` is deprecated as an int; PTB keeps the timedelta here (AIORateLimiter reads it too).
     value = getattr(error, "_retry_after", None)
     seconds = value.total_seconds() if isinstance(value, timedelta) else 1.0
