@@ -3,7 +3,8 @@
 Platforms whose commands are answered with a message of the bot's own (Telegram; not Discord, whose
 deferred interaction is the answer) send it through `Acknowledger`. In a busy chat, answers that arrive
 within `batch_s` of each other share one message (`bot.reply_batch`); a lone answer becomes the job's
-status line (`StatusPresenter.attach_status`).
+status line (`StatusPresenter.attach_status`); then the platform's "busy" signal shows the picture is on
+its way.
 
 A job that is queued stays queued whatever happens to its answer: a send that failed in a way worth
 retrying (the adapter says which) is tried again a couple of times and then only logged (never "try
@@ -78,6 +79,7 @@ class Acknowledger(Generic[Command]):
                 await self._presenter.attach_status(job, message_id, text)
             except Exception:
                 logger.warning("job=%d: could not remember its status message", job.id, exc_info=True)
+        await self._presenter.signal_activity(asks[0].queued.job)
 
     async def _send_text(self, reply_to: Command, text: str, job_ids: list[int]) -> int | str | None:
         jobs = " ".join(f"job={job_id}" for job_id in job_ids)

@@ -145,6 +145,15 @@ class StatusPresenter(abc.ABC):
             self._throttle.mark_shown(job.id, text)
             await self._store(job, line)
 
+    async def signal_activity(self, job: Job) -> None:
+        """Show the platform's "busy" signal once in the job's chat, if it has one (a courtesy)."""
+        if self.activity_every_s is None:
+            return
+        try:
+            await self._signal_activity(job)
+        except Exception as error:
+            logger.debug("job=%d busy signal failed: %s", job.id, error)
+
     async def close(self) -> None:
         """Stop waiting edits and signals (on shutdown)."""
         self._lines.clear()

@@ -3,7 +3,6 @@ photo" action, the photo or album, failures."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 from collections.abc import Sequence
@@ -64,15 +63,13 @@ class TelegramPresenter(StatusPresenter):
 
     # -- called by the handlers ---------------------------------------------------------------
     async def answer(self, command: Message, text: str) -> int:
-        """The answer to a queued job's command (`bot.acknowledgements`), then "sending a photo"."""
+        """The answer to a queued job's command (`bot.acknowledgements`)."""
         sent = await self._bot.send_message(
             command.chat_id,
             text,
             reply_parameters=_reply_parameters(command.message_id),
             rate_limit_args=Priority.REPLY,
         )
-        with contextlib.suppress(TelegramError):
-            await self._bot.send_chat_action(command.chat_id, ChatAction.UPLOAD_PHOTO)
         return sent.message_id
 
     async def post_image(self, job: Job, *, reply_to: int | None = None) -> Message:
