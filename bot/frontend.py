@@ -87,9 +87,9 @@ class FatalReason:
 
 
 class ChatFrontend(abc.ABC, Generic[PresenterT]):
-    """The lifecycle every adapter's `Frontend` shares. A subclass sets `_presenter`, starts its
-    platform's client, reports a receiver that ended with `_watch_receiver`, and implements
-    `_stop_receiving`, `_disconnect`, `_ended_reason` and `is_running`."""
+    """The lifecycle every adapter's `Frontend` shares. A subclass sets `_presenter`, implements
+    `_connect`, `_stop_receiving`, `_disconnect`, `_ended_reason` and `is_running`, and reports its
+    receiver task with `_watch_receiver`."""
 
     name: str
     _presenter: PresenterT
@@ -107,6 +107,11 @@ class ChatFrontend(abc.ABC, Generic[PresenterT]):
     def presenter(self) -> PresenterT:
         return self._presenter
 
+    async def start(self) -> None:
+        """Log in, register the commands, begin receiving; the presenter works from then on."""
+        await self._connect()
+        self._presenter.mark_started()
+
     async def fatal_error(self) -> str:
         return await self._fatal.wait()
 
@@ -121,6 +126,10 @@ class ChatFrontend(abc.ABC, Generic[PresenterT]):
         finally:
             for guarded in self._guarded_loggers:
                 guarded.removeFilter(self._redactor)
+
+    @abc.abstractmethod
+    async def _connect(self) -> None:
+        """`Frontend.start` on this platform: FrontendStartError with the fix when it cannot."""
 
     @abc.abstractmethod
     async def _stop_receiving(self) -> None:

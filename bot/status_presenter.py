@@ -81,6 +81,7 @@ class StatusPresenter(abc.ABC):
         self._endings: OrderedDict[int, str] = OrderedDict()
         # Outcomes posted whose status line still has to be tidied (see clean_up).
         self._to_tidy: dict[int, str] = {}
+        self._started = False  # the frontend is running (`bot.frontend.ChatFrontend` says so)
 
     # -- what a platform implements -------------------------------------------------------------
     @abc.abstractmethod
@@ -112,11 +113,13 @@ class StatusPresenter(abc.ABC):
 
     def _job_ending(self, job: Job) -> None:
         """The outcome is about to be posted: no more progress edits (or activity)."""
+        self._require_started()
         self._activity.stop(job.id)
         self._throttle.forget(job.id)
 
     def _running(self, job: Job) -> None:
         """A progress view of a job: repeat the platform's busy signal while it runs."""
+        self._require_started()
         if self.activity_every_s is not None and job.status is JobStatus.RUNNING:
             self._activity.start(job.id, functools.partial(self._signal_activity, job))
 
@@ -154,8 +157,12 @@ class StatusPresenter(abc.ABC):
         except Exception as error:
             logger.debug("job=%d busy signal failed: %s", job.id, error)
 
+    def mark_started(self) -> None:
+        self._started = True
+
     async def close(self) -> None:
         """Stop waiting edits and signals (on shutdown)."""
+        self._started = False
         self._lines.clear()
         await self._activity.close()
         await self._throttle.close()
@@ -228,6 +235,12 @@ class StatusPresenter(abc.ABC):
         shown = await self._show(job, text, final=True, buttons=buttons)
         self._close_line(job.id)
         return shown
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError(
+                f"The {self.platform} frontend is not running; start it before delivering jobs."
+            )
 
     def _ending(self, job_id: int) -> str | None:
         """The last words of a job whose outcome is out already."""

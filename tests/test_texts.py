@@ -12,7 +12,7 @@ from bot.command_parser import FLAGS, parse_imagine
 from bot.errors import InvalidRequest
 from bot.settings import LimitsSettings
 from bot.standing import Queued, QueueOverview
-from storage.jobs import FailureKind, ImageRequest, Job, JobStatus, Platform, Requester
+from storage.jobs import FailureKind, ImageRequest, Job, JobOrigin, JobStatus, Platform, Requester
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -193,3 +193,30 @@ def test_help_examples_are_valid_commands() -> None:
         parse_imagine(example.removeprefix("/imagine "), LimitsSettings())
     for flag in FLAGS:
         parse_imagine(f"a cat {flag.example}", LimitsSettings())
+
+
+def test_the_embed_and_the_caption_show_the_same_facts_of_a_picture() -> None:
+    job = make_job(
+        status=JobStatus.DONE,
+        duration_s=3.04,
+        parent_id=9,
+        origin=JobOrigin.VARY_STRONG,
+        parent_image_index=1,
+        request=ImageRequest("a fox", 42, 20, 1024, 768, 3.5, "blur, text", count=4, strength=0.6),
+    )
+    facts = texts.picture_facts(job, images=4)
+    assert [(fact.label, fact.value) for fact in facts] == [
+        ("Seed", "42"),
+        ("Steps", "20"),
+        ("Size", "1024x768"),
+        ("Time", "3.0 s"),
+        ("Job", "#12"),
+        ("Images", "4 (U upscales, V varies image n)"),
+        ("Made by", "vary (strong) of #9 image 2"),
+        ("Strength", "0.6"),
+        ("Leave out", "blur, text"),
+    ]
+    assert texts.caption(job, 1024, images=4) == (
+        "a fox\nseed 42 · 20 steps · 1024x768 · 3.0 s · job #12 · 4 images · vary (strong) of #9 image 2 · "
+        "strength 0.6 · without blur, text"
+    )

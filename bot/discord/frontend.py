@@ -73,7 +73,7 @@ class DiscordFrontend(ChatFrontend[DiscordPresenter]):
         self._client.entrance = self._handlers
         self._gateway: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def _connect(self) -> None:
         """Log in, sync the slash commands, connect to the gateway; return once READY."""
         assert self._settings.token is not None
         # discord.py reads its endpoints from class attributes: they apply to the whole process.

@@ -114,7 +114,8 @@ class DiscordPresenter(StatusPresenter):
         return self._interval
 
     def _job_ending(self, job: Job) -> None:
-        pass  # the status line stays open until the outcome is out: it shows the last words
+        # The status line stays open until the outcome is out: it shows the last words.
+        self._require_started()
 
     async def _edit(
         self, job: Job, line: StatusLine, text: str, *, buttons: Sequence[ButtonSpec], progress: bool

@@ -69,7 +69,7 @@ class TelegramFrontend(ChatFrontend[TelegramPresenter]):
             self._app
         )
 
-    async def start(self) -> None:
+    async def _connect(self) -> None:
         """Check the token (getMe), register the commands, then receive updates."""
         try:
             await self._app.initialize()
@@ -93,7 +93,6 @@ class TelegramFrontend(ChatFrontend[TelegramPresenter]):
                 f"Telegram refused to start the bot ({self._redactor.redact(str(error))}). "
                 "Check the [telegram] settings."
             ) from None
-        self._presenter.mark_started()
         logger.info("Telegram bot @%s is running (%s)", self._app.bot.username, self._settings.mode)
 
     async def _stop_receiving(self) -> None:

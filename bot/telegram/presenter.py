@@ -52,14 +52,6 @@ class TelegramPresenter(StatusPresenter):
         super().__init__(service)
         self._bot = bot
         self._settings = settings
-        self._started = False
-
-    def mark_started(self) -> None:
-        self._started = True
-
-    async def close(self) -> None:
-        self._started = False
-        await super().close()
 
     # -- called by the handlers ---------------------------------------------------------------
     async def answer(self, command: Message, text: str) -> int:
@@ -145,14 +137,6 @@ class TelegramPresenter(StatusPresenter):
         if _chat_id(job) > 0:  # Telegram's private chats have positive ids, groups negative
             return self._settings.progress_interval_private_s
         return self._settings.progress_interval_group_s
-
-    def _running(self, job: Job) -> None:
-        self._require_started()
-        super()._running(job)
-
-    def _job_ending(self, job: Job) -> None:
-        self._require_started()
-        super()._job_ending(job)
 
     async def _signal_activity(self, job: Job) -> bool:
         try:
@@ -244,10 +228,6 @@ class TelegramPresenter(StatusPresenter):
         # Blocked by the user, or removed from the group: trying again cannot help.
         logger.warning("job=%s cannot post to telegram chat %s: %s", job.id, job.requester.chat_id, error)
         self._close_line(job.id)
-
-    def _require_started(self) -> None:
-        if not self._started:
-            raise RuntimeError("The Telegram frontend is not running; start it before delivering jobs.")
 
 
 def may_retry(error: Exception) -> bool:

@@ -1,0 +1,138 @@
+"""The status line's bookkeeping in `bot.status_presenter`, on a platform that records what it is asked.
+
+The job rows are real (SQLite): a second presenter stands for another chat process, or this one after
+a restart, that knows the line only from the row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
+from bot.sealed_token import unseal
+from bot.service import BotService
+from bot.status_presenter import StatusLine, StatusPresenter
+from storage.images import ImageStore
+from storage.jobs import Job, JobStatus, Platform
+from storage.queue import JobQueue
+from tests.support.new_jobs import NewJobFactory
+from tests.support.services import build_service
+
+KEY = "the-bot-token-of-this-bot"
+TOKEN = "interaction-token-abcdef"
+FIRST_ID = "500"  # the id a deferred answer turns out to have on its first edit
+
+
+class RecordingPresenter(StatusPresenter):
+    platform = Platform.DISCORD
+    result_actions = (ButtonAction.REROLL,)
+
+    def __init__(
+        self, service: BotService, *, token_key: str | None = None, token_lifetime_s: float | None = None
+    ) -> None:
+        super().__init__(service, token_key=token_key, token_lifetime_s=token_lifetime_s)
+        self.edits: list[tuple[str | None, str | None, str]] = []
+        self.posted: list[str] = []
+        self.tidied: list[str] = []
+        self.mark_started()
+
+    async def _edit(
+        self, job: Job, line: StatusLine, text: str, *, buttons: Sequence[ButtonSpec], progress: bool
+    ) -> bool:
+        if line.message_id is None:
+            line.message_id = FIRST_ID
+        self.edits.append((line.message_id, line.token, text))
+        return True
+
+    async def _post_text(self, job: Job, text: str, buttons: Sequence[ButtonSpec]) -> None:
+        self.posted.append(text)
+
+    async def _post_picture(self, view: JobView) -> str | None:
+        self.posted.append("picture")
+        return "900"
+
+    async def _tidy(self, job: Job, ending: str) -> None:
+        self.tidied.append(ending)
+        self._close_line(job.id)
+
+    def _edit_interval(self, job: Job) -> float:
+        return 0.0
+
+
+def running(job: Job, step: int) -> JobView:
+    return build_view(dataclasses.replace(job, status=JobStatus.RUNNING, progress_step=step))
+
+
+async def test_a_posted_answer_is_stored_and_another_process_edits_that_message(
+    queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    service = build_service(queue, image_store)
+    job = (await queue.enqueue(make_new_job())).job
+    here = RecordingPresenter(service)
+    await here.attach_status(job, 41, "Job #1 is queued.")
+    assert here.edits == []  # the answer shows that text already
+    stored = await queue.get(job.id)
+    assert stored.status_message_id == "41" and stored.status_token is None
+
+    elsewhere = RecordingPresenter(service)
+    await elsewhere.show_progress(running(stored, 2))
+    assert elsewhere.edits == [("41", None, running(stored, 2).status_line)]
+
+
+async def test_a_token_line_is_stored_sealed_and_restored_only_while_its_token_lives(
+    queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    service = build_service(queue, image_store)
+    job = (await queue.enqueue(make_new_job(platform=Platform.DISCORD))).job
+    here = RecordingPresenter(service, token_key=KEY, token_lifetime_s=60.0)
+    await here.attach_status(job, None, "Job #1 is queued.", token=TOKEN, opener=object())
+    assert here.edits == [(FIRST_ID, TOKEN, "Job #1 is queued.")]
+    stored = await queue.get(job.id)
+    assert stored.status_message_id == FIRST_ID
+    assert stored.status_token is not None and TOKEN not in stored.status_token
+    assert unseal(stored.status_token, KEY) == TOKEN
+    assert stored.status_token_at is not None
+    assert abs((datetime.now(UTC) - stored.status_token_at).total_seconds()) < 5
+
+    restarted = RecordingPresenter(service, token_key=KEY, token_lifetime_s=60.0)
+    await restarted.show_progress(running(stored, 1))
+    assert restarted.edits == [(FIRST_ID, TOKEN, running(stored, 1).status_line)]
+
+    other_bot = RecordingPresenter(service, token_key="another-bot-token", token_lifetime_s=60.0)
+    await other_bot.show_progress(running(stored, 1))
+    assert other_bot.edits == []
+
+    old = datetime.now(UTC) - timedelta(seconds=61)
+    await queue.set_status_message(job.id, FIRST_ID, token=stored.status_token, token_issued_at=old)
+    late = RecordingPresenter(service, token_key=KEY, token_lifetime_s=60.0)
+    await late.show_progress(running(await queue.get(job.id), 1))
+    assert late.edits == []
+
+
+async def test_once_the_token_dies_the_outcome_goes_to_the_chat(
+    queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    service = build_service(queue, image_store)
+    job = (await queue.enqueue(make_new_job(platform=Platform.DISCORD))).job
+    presenter = RecordingPresenter(service, token_key=KEY, token_lifetime_s=0.0)
+    await presenter.attach_status(job, None, "Job #1 is queued.", token=TOKEN, opener=object())
+    failed = dataclasses.replace(job, status=JobStatus.FAILED)
+    await presenter.report_failure(build_view(failed))
+    assert presenter.edits == []
+    assert presenter.posted == [build_view(failed).status_line]
+
+
+async def test_a_fast_jobs_late_answer_is_tidied_at_once(
+    queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    service = build_service(queue, image_store)
+    job = (await queue.enqueue(make_new_job())).job
+    presenter = RecordingPresenter(service)
+    done = build_view(dataclasses.replace(job, status=JobStatus.DONE, duration_s=1.0))
+    assert await presenter.deliver(done) == "900"
+    await presenter.attach_status(job, 41, "Job #1 is queued.")
+    assert presenter.tidied == [f"{done.status_line} It is posted in this channel."]
+    assert presenter.edits == []
+    assert (await queue.get(job.id)).status_message_id is None  # nothing left to edit later
