@@ -8,12 +8,9 @@ line is tidied (`clean_up`); a failure (with its Try again button) or a cancella
 line, or is posted in the chat when no status line can show it. A job that ends before its status line
 is opened (a fast job) is remembered, so the late line shows the end at once.
 
-The status line is stored in the job row (`BotService.set_status_message`: its message id and, where
-editing needs one, the credential, sealed by `bot.sealed_token` with the time it was issued), so another
-chat process, or this one after a restart, keeps editing it: for as long as the credential lives
-(`token_lifetime_s`: Discord's interaction tokens die after 15 minutes), after which the line simply
-stops changing. While a job runs, a platform may repeat a "busy" signal beside the line
-(`activity_every_s`, `bot.keep_alive`).
+The status line is kept in the job row too (`bot.status_lines`), so another chat process, or this one
+after a restart, keeps editing it while its token lives. While a job runs, a platform may repeat a
+"busy" signal beside the line (`activity_every_s`, `bot.keep_alive`).
 
 A platform subclasses `StatusPresenter` and implements the primitives (`_edit`, `_post_text`,
 `_post_picture`, `_tidy`, `_edit_interval`, and `_signal_activity` if it has such a signal); the subclass
@@ -25,16 +22,13 @@ from __future__ import annotations
 import abc
 import functools
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 from bot.job_view import ButtonAction, ButtonSpec, JobView
 from bot.keep_alive import KeepAlive
-from bot.sealed_token import seal, unseal
 from bot.service import BotService
+from bot.status_lines import StatusLine, StatusLines
 from bot.status_throttle import StatusThrottle
 from storage.jobs import Job, JobStatus, Platform
 
@@ -42,19 +36,6 @@ logger = logging.getLogger(__name__)
 
 REMEMBERED_ENDINGS = 1000
 ACTIVITY_MAX_S = 30 * 60.0  # a job whose outcome never reaches us must not signal forever
-
-
-@dataclass(slots=True)
-class StatusLine:
-    """A job's status line as this process knows it."""
-
-    message_id: str | None  # None until the platform names it (a deferred answer: after its first edit)
-    token: str | None = None  # the credential edits need besides the bot's own (Discord's interaction token)
-    # The platform's handle of an answer opened by a command here (Discord: the interaction), for the
-    # edits before its message id is known.
-    opener: object = None
-    opened: float = field(default_factory=time.monotonic)  # when the token was issued
-    stored: bool = False  # message id (and token) are in the job row
 
 
 class StatusPresenter(abc.ABC):
@@ -72,10 +53,8 @@ class StatusPresenter(abc.ABC):
         """`token_key` seals status-line tokens in job rows; `token_lifetime_s`: how long a token can
         edit its line (None: lines need no token and never expire)."""
         self._service = service
-        self._token_key = token_key
-        self._token_lifetime_s = token_lifetime_s
         self._throttle = StatusThrottle()
-        self._lines: dict[int, StatusLine] = {}
+        self._lines = StatusLines(service, token_key=token_key, token_lifetime_s=token_lifetime_s)
         self._activity = KeepAlive(every_s=self.activity_every_s or 0.0, max_s=ACTIVITY_MAX_S)
         # The last words of jobs whose outcome is out, for a status line opened after that.
         self._endings: OrderedDict[int, str] = OrderedDict()
@@ -138,7 +117,7 @@ class StatusPresenter(abc.ABC):
         newest answer shows the job; a job whose outcome is out already has its line tidied at once."""
         self._close_line(job.id)
         line = StatusLine(None if message_id is None else str(message_id), token, opener)
-        self._lines[job.id] = line
+        self._lines.attach(job.id, line)
         ending = self._ending(job.id)
         if ending is not None:  # a very fast job: its outcome beat its status line
             await self._tidy(job, ending)
@@ -146,7 +125,7 @@ class StatusPresenter(abc.ABC):
             await self._show(job, text)
         else:
             self._throttle.mark_shown(job.id, text)
-            await self._store(job, line)
+            await self._lines.store(job, line)
 
     async def signal_activity(self, job: Job) -> None:
         """Show the platform's "busy" signal once in the job's chat, if it has one (a courtesy)."""
@@ -204,18 +183,12 @@ class StatusPresenter(abc.ABC):
 
     # -- for the subclass -----------------------------------------------------------------------
     def _open_line(self, job: Job) -> StatusLine | None:
-        """The job's status line: attached here, or restored from its row (another chat process
-        attached it, or this one before a restart) while its token lives."""
-        line = self._lines.get(job.id)
-        if line is None:
-            line = self._restore(job)
-            if line is not None:
-                self._lines[job.id] = line
-        return line
+        """The job's status line, if this process can edit it (`StatusLines.get`)."""
+        return self._lines.get(job)
 
     def _close_line(self, job_id: int) -> None:
         """The status line is done with: forget it and its waiting edits."""
-        self._lines.pop(job_id, None)
+        self._lines.forget(job_id)
         self._throttle.forget(job_id)
 
     async def _show(
@@ -253,44 +226,13 @@ class StatusPresenter(abc.ABC):
 
     # -- internals ------------------------------------------------------------------------------
     async def _try_edit(self, job: Job, text: str, *, buttons: Sequence[ButtonSpec], progress: bool) -> bool:
-        line = self._lines.get(job.id)
+        line = self._lines.get(job)
         if line is None:
             return False
-        if self._token_lifetime_s is not None and time.monotonic() - line.opened > self._token_lifetime_s:
-            self._close_line(job.id)  # the token is dead: the outcome still arrives in the chat
+        if self._lines.expired(line):
+            self._close_line(job.id)  # the outcome still arrives in the chat
             return False
         if not await self._edit(job, line, text, buttons=buttons, progress=progress):
             return False
-        if not line.stored:
-            await self._store(job, line)
+        await self._lines.store(job, line)  # once its id is known
         return True
-
-    async def _store(self, job: Job, line: StatusLine) -> None:
-        """Put the line in the job row, for other chat processes and restarts (once its id is known)."""
-        if line.message_id is None:
-            return
-        line.stored = True
-        token = issued = None
-        if line.token is not None and self._token_key is not None:
-            token = seal(line.token, self._token_key)
-            issued = datetime.now(UTC) - timedelta(seconds=time.monotonic() - line.opened)
-        try:
-            await self._service.set_status_message(
-                job.id, line.message_id, token=token, token_issued_at=issued
-            )
-        except Exception:
-            logger.exception("job=%s: could not store its status line for other chat processes", job.id)
-
-    def _restore(self, job: Job) -> StatusLine | None:
-        message_id = job.status_message_id
-        if not (message_id or "").isdigit():
-            return None
-        if self._token_lifetime_s is None:
-            return StatusLine(message_id, stored=True)
-        if job.status_token is None or job.status_token_at is None or self._token_key is None:
-            return None
-        age_s = (datetime.now(UTC) - job.status_token_at).total_seconds()
-        token = unseal(job.status_token, self._token_key)
-        if age_s >= self._token_lifetime_s or token is None:
-            return None
-        return StatusLine(message_id, token, opened=time.monotonic() - age_s, stored=True)

@@ -13,7 +13,8 @@ from bot import acknowledgements
 from bot.acknowledgements import Acknowledger
 from bot.job_view import ButtonAction, ButtonSpec, JobView
 from bot.standing import Queued
-from bot.status_presenter import StatusLine, StatusPresenter
+from bot.status_lines import StatusLine
+from bot.status_presenter import StatusPresenter
 from storage.images import ImageStore
 from storage.jobs import Job, Platform
 from storage.queue import JobQueue

@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.sealed_token import unseal
 from bot.service import BotService
-from bot.status_presenter import StatusLine, StatusPresenter
+from bot.status_lines import StatusLine
+from bot.status_presenter import StatusPresenter
 from storage.images import ImageStore
 from storage.jobs import Job, JobStatus, Platform
 from storage.queue import JobQueue
@@ -25,6 +26,9 @@ TOKEN = "interaction-token-abcdef"
 FIRST_ID = "500"  # the id a deferred answer turns out to have on its first edit
 
 
+Edit = tuple[str | None, str | None, str]  # message id, token, text
+
+
 class RecordingPresenter(StatusPresenter):
     platform = Platform.DISCORD
     result_actions = (ButtonAction.REROLL,)
@@ -33,7 +37,7 @@ class RecordingPresenter(StatusPresenter):
         self, service: BotService, *, token_key: str | None = None, token_lifetime_s: float | None = None
     ) -> None:
         super().__init__(service, token_key=token_key, token_lifetime_s=token_lifetime_s)
-        self.edits: list[tuple[str | None, str | None, str]] = []
+        self.edits: list[Edit] = []
         self.posted: list[str] = []
         self.tidied: list[str] = []
         self.mark_started()
@@ -65,6 +69,13 @@ def running(job: Job, step: int) -> JobView:
     return build_view(dataclasses.replace(job, status=JobStatus.RUNNING, progress_step=step))
 
 
+async def edits_elsewhere(service: BotService, job: Job, token_key: str | None = None) -> list[Edit]:
+    """What another chat process, knowing the job only from its row, edits to show step 1."""
+    elsewhere = RecordingPresenter(service, token_key=token_key, token_lifetime_s=60.0 if token_key else None)
+    await elsewhere.show_progress(running(job, 1))
+    return elsewhere.edits
+
+
 async def test_a_posted_answer_is_stored_and_another_process_edits_that_message(
     queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
 ) -> None:
@@ -76,9 +87,7 @@ async def test_a_posted_answer_is_stored_and_another_process_edits_that_message(
     stored = await queue.get(job.id)
     assert stored.status_message_id == "41" and stored.status_token is None
 
-    elsewhere = RecordingPresenter(service)
-    await elsewhere.show_progress(running(stored, 2))
-    assert elsewhere.edits == [("41", None, running(stored, 2).status_line)]
+    assert await edits_elsewhere(service, stored) == [("41", None, running(stored, 1).status_line)]
 
 
 async def test_a_token_line_is_stored_sealed_and_restored_only_while_its_token_lives(
@@ -96,19 +105,12 @@ async def test_a_token_line_is_stored_sealed_and_restored_only_while_its_token_l
     assert stored.status_token_at is not None
     assert abs((datetime.now(UTC) - stored.status_token_at).total_seconds()) < 5
 
-    restarted = RecordingPresenter(service, token_key=KEY, token_lifetime_s=60.0)
-    await restarted.show_progress(running(stored, 1))
-    assert restarted.edits == [(FIRST_ID, TOKEN, running(stored, 1).status_line)]
-
-    other_bot = RecordingPresenter(service, token_key="another-bot-token", token_lifetime_s=60.0)
-    await other_bot.show_progress(running(stored, 1))
-    assert other_bot.edits == []
+    assert await edits_elsewhere(service, stored, KEY) == [(FIRST_ID, TOKEN, running(stored, 1).status_line)]
+    assert await edits_elsewhere(service, stored, "another-bot-token") == []
 
     old = datetime.now(UTC) - timedelta(seconds=61)
     await queue.set_status_message(job.id, FIRST_ID, token=stored.status_token, token_issued_at=old)
-    late = RecordingPresenter(service, token_key=KEY, token_lifetime_s=60.0)
-    await late.show_progress(running(await queue.get(job.id), 1))
-    assert late.edits == []
+    assert await edits_elsewhere(service, await queue.get(job.id), KEY) == []
 
 
 async def test_once_the_token_dies_the_outcome_goes_to_the_chat(

@@ -21,7 +21,8 @@ from bot.image_fallback import Upload, fit_uploads
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.service import BotService
 from bot.standing import Queued
-from bot.status_presenter import StatusLine, StatusPresenter
+from bot.status_lines import StatusLine
+from bot.status_presenter import StatusPresenter
 from storage.jobs import Job, Platform
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from bot.image_fallback import fit_upload, fit_uploads
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.service import BotService
 from bot.settings import TelegramSettings
-from bot.status_presenter import StatusLine, StatusPresenter
+from bot.status_lines import StatusLine
+from bot.status_presenter import StatusPresenter
 from bot.telegram.keyboards import markup
 from bot.telegram.rate_limiter import Priority, ProgressDropped
 from storage.jobs import Job, Platform
@@ -82,12 +83,13 @@ class TelegramPresenter(StatusPresenter):
     async def _edit(
         self, job: Job, line: StatusLine, text: str, *, buttons: Sequence[ButtonSpec], progress: bool
     ) -> bool:
+        assert line.message_id is not None  # Telegram's status lines are messages posted by the bot
         priority = Priority.PROGRESS if progress else Priority.RESULT
         try:
             await self._bot.edit_message_text(
                 text,
                 chat_id=_chat_id(job),
-                message_id=int(line.message_id or 0),
+                message_id=int(line.message_id),
                 reply_markup=markup(buttons),
                 rate_limit_args=priority,
             )
