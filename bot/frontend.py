@@ -24,7 +24,13 @@ from bot.log_setup import SecretRedactor, guard_loggers
 from bot.status_presenter import StatusPresenter
 
 # Core modules that log what an adapter's calls raised (a platform's errors may quote its URLs).
-CORE_LOGGERS = ("bot.status_presenter", "bot.acknowledgements", "bot.keep_alive", "bot.flood_control")
+CORE_LOGGERS = (
+    "bot.status_presenter",
+    "bot.status_lines",
+    "bot.acknowledgements",
+    "bot.keep_alive",
+    "bot.flood_control",
+)
 
 PresenterT = TypeVar("PresenterT", bound=StatusPresenter)
 
