@@ -25,6 +25,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from bot import texts
 from bot.job_view import ButtonAction, ButtonSpec, JobView
 from bot.keep_alive import KeepAlive
 from bot.service import BotService
@@ -180,6 +181,11 @@ class StatusPresenter(abc.ABC):
         ending = self._to_tidy.pop(job.id, None)
         if ending is not None:
             await self._tidy(job, ending)
+
+    async def report_ready_later(self, job: Job) -> None:
+        self._require_started()
+        self._close_line(job.id)
+        await self._post_text(job, texts.ready_later_text(job), ())
 
     # -- for the subclass -----------------------------------------------------------------------
     def _open_line(self, job: Job) -> StatusLine | None:

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from bot import texts
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.sealed_token import unseal
 from bot.service import BotService
@@ -138,3 +139,16 @@ async def test_a_fast_jobs_late_answer_is_tidied_at_once(
     assert presenter.tidied == [f"{done.status_line} It is posted in this channel."]
     assert presenter.edits == []
     assert (await queue.get(job.id)).status_message_id is None  # nothing left to edit later
+
+
+async def test_ready_later_is_said_in_the_chat_and_ends_the_status_line(
+    queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
+) -> None:
+    service = build_service(queue, image_store)
+    job = (await queue.enqueue(make_new_job())).job
+    presenter = RecordingPresenter(service)
+    await presenter.attach_status(job, 41, "Job #1 is queued.")
+    await presenter.report_ready_later(job)
+    assert presenter.posted == [texts.ready_later_text(job)]
+    await presenter.show_progress(running(job, 1))  # `job` as read before its line was attached
+    assert presenter.edits == []  # the line is forgotten here

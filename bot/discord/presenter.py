@@ -79,9 +79,6 @@ class DiscordPresenter(StatusPresenter):
             allowed_mentions=NO_MENTIONS,
         )
 
-    async def report_ready_later(self, job: Job) -> None:
-        await self._post(job, content=f"{job.requester.user_name}: {texts.ready_later_text(job)}")
-
     # -- bot.status_presenter primitives --------------------------------------------------------
     async def _post_picture(self, view: JobView) -> str | None:
         job = view.job

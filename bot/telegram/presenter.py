@@ -72,13 +72,6 @@ class TelegramPresenter(StatusPresenter):
         sent, _ = await self._send_images(view, pngs, reply_to=reply_to, priority=Priority.REPLY)
         return sent
 
-    async def report_ready_later(self, job: Job) -> None:
-        self._require_started()
-        self._close_line(job.id)
-        await self._bot.send_message(
-            _chat_id(job), texts.ready_later_text(job), rate_limit_args=Priority.RESULT
-        )
-
     # -- bot.status_presenter primitives --------------------------------------------------------
     async def _edit(
         self, job: Job, line: StatusLine, text: str, *, buttons: Sequence[ButtonSpec], progress: bool
