@@ -19,7 +19,14 @@ from dataclasses import dataclass
 
 from bot import texts
 from bot.access import Caller
-from bot.command_parser import ImagineArgs, read_imagine, read_job_argument, read_seed_argument
+from bot.command_parser import (
+    ImagineArgs,
+    read_imagine,
+    read_job_argument,
+    read_reroll_arguments,
+    with_options,
+)
+from bot.command_table import ImageFetch, OptionValue, OptionValues
 from bot.errors import InvalidRequest
 from bot.job_view import ButtonAction, ButtonPress, ButtonSpec, history_buttons
 from bot.service import BotService, Picture
@@ -61,6 +68,13 @@ class Deleted:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """The call was refused or failed (`bot.entrance`): `text` says why and what to do."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class SettingsShown:
     """The user's settings to show (with their menus); `open_setting`: the setting whose choices a
     two-level menu shows now (None: the top menu)."""
@@ -69,7 +83,7 @@ class SettingsShown:
     open_setting: SettingName | None = None
 
 
-Answer = Reply | Queued | Shown | Picture | Details | Deleted | SettingsShown
+Answer = Reply | Queued | Shown | Picture | Details | Deleted | SettingsShown | Refused
 
 # A user as a platform writes them in text: the id, or a Discord mention (<@123>, <@!123>).
 _MENTION = re.compile(r"<@!?([0-9]+)>")
@@ -117,12 +131,9 @@ class ChatCommands:
     async def show(self, caller: Caller, job_id: int) -> Shown:
         return Shown(await self.service.show(caller.requester, job_id, is_admin=caller.is_admin))
 
-    def help(
-        self, commands: Sequence[tuple[str, str]], admin_commands: Sequence[tuple[str, str]] = ()
-    ) -> Reply:
-        """/help for a platform's commands as (usage, what it does), and the operators' commands under
-        a heading that says they are for operators only (anyone else is refused)."""
-        return Reply(texts.help_text(commands, self.limits, admin_commands))
+    def help(self, *, typed: bool = False) -> Reply:
+        """/help from `COMMAND_TABLE`; `typed`: usage as written on a text-only platform."""
+        return Reply(texts.help_text(self.limits, typed=typed))
 
     async def admit(self, caller: Caller) -> None:
         """Raise Banned (its text is the refusal) for a banned user: each adapter calls it once at its
@@ -155,41 +166,56 @@ class ChatCommands:
     async def bans(self, caller: Caller) -> Reply:
         return Reply(texts.bans_text(await self.service.bans(caller.requester)))
 
-    async def text_command(
-        self, caller: Caller, name: str, argument: str, image: bytes | None = None
-    ) -> Answer:
-        """A typed /imagine, /reroll [seed], /history, /queue, /cancel [job id], /show <job id>,
-        /settings [reset | <name> <value>], /ban <user id> [reason], /unban <user id> or /bans;
-        `argument` is the text after the command, `image` a picture sent with an /imagine."""
-        words = argument.split()
+    async def run(self, caller: Caller, name: str, values: OptionValues) -> Answer:
+        """Command `name` of `COMMAND_TABLE` with the options the user gave, by name, whichever
+        platform read them (Discord's typed options, or `text_command`)."""
         if name == "imagine":
-            return await self.imagine(caller, read_imagine(argument, self.limits), image)
+            # Only read here: the service checks the merged arguments, once.
+            args = with_options(
+                read_imagine(values.text("prompt") or "", self.limits),
+                self.limits,
+                seed=values.integer("seed"),
+                steps=values.integer("steps"),
+                aspect=values.text("aspect"),
+                negative_prompt=values.text("negative"),
+                count=values.integer("n"),
+                strength=values.number("strength"),
+            )
+            fetch = values.image("image")
+            return await self.imagine(caller, args, None if fetch is None else await fetch())
         if name == "reroll":
-            return await self.reroll(caller, seed=read_seed_argument(words))
-        if name == "history":
-            return await self.history(caller)
-        if name == "queue":
-            return await self.queue(caller)
+            return await self.reroll(caller, values.integer("seed"), values.integer("job"))
         if name == "cancel":
-            return await self.cancel(caller, read_job_argument(words, "cancel"))
+            return await self.cancel(caller, values.integer("job"))
         if name == "show":
-            job_id = read_job_argument(words, "show")
+            job_id = values.integer("job")
             if job_id is None:
                 raise InvalidRequest("Write /show <job id>, e.g. /show 42 (/history lists yours).")
             return await self.show(caller, job_id)
         if name == "settings":
-            command = parse_settings_command(argument)
-            changes = () if command.name is None else ((command.name, command.value),)
-            return await self.settings(caller, changes, reset=command.reset)
+            # Discord's options are two of the settings; a typed /settings may name any of them.
+            changes = [(n, v) for n in SettingName if (v := values.text(n)) is not None]
+            return await self.settings(caller, changes, reset=values.boolean("reset"))
         if name in ("ban", "unban"):
             # Without an id the service still says who may ban first, then how to write it.
-            user, _, reason = argument.strip().partition(" ")
+            user = values.text("user") or ""
             if name == "ban":
-                return await self.ban(caller, user, reason)
+                return await self.ban(caller, user, values.text("reason") or "")
             return await self.unban(caller, user)
-        if name == "bans":
-            return await self.bans(caller)
+        calls = {"history": self.history, "queue": self.queue, "bans": self.bans}
+        if name in calls:
+            return await calls[name](caller)
+        if name == "help":
+            return self.help()
         raise InvalidRequest(f"I don't know /{name}. Send /help for what I can do.")
+
+    async def text_command(
+        self, caller: Caller, name: str, argument: str, image: ImageFetch | None = None
+    ) -> Answer:
+        """A typed command: `argument` is the text after it (/imagine's prompt with its flags,
+        /reroll [seed] [job id], /cancel [job id], /show <job id>, /settings [reset | <name> <value>],
+        /ban <user id> [reason], /unban <user id>), `image` the picture sent with an /imagine."""
+        return await self.run(caller, name, OptionValues(_read_typed(name, argument, image)))
 
     async def press(self, caller: Caller, press: ButtonPress | SettingPress) -> Answer:
         """What a button under a job, or a settings button or select, does; every rule (who may see
@@ -219,6 +245,26 @@ class ChatCommands:
         if press.name is not None and press.value is not None:
             return await self.settings(caller, ((press.name, press.value),))
         return SettingsShown(await self.service.settings(caller.requester), open_setting=press.name)
+
+
+def _read_typed(name: str, argument: str, image: ImageFetch | None) -> dict[str, OptionValue]:
+    """The options of a typed command, by name, read from the text after it."""
+    words = argument.split()
+    if name == "imagine":
+        return {"prompt": argument, "image": image}
+    if name == "reroll":
+        seed, job_id = read_reroll_arguments(words)
+        return {"seed": seed, "job": job_id}
+    if name in ("cancel", "show"):
+        return {"job": read_job_argument(words, name)}
+    if name == "settings":
+        command = parse_settings_command(argument)
+        change = {} if command.name is None else {command.name.value: command.value}
+        return {"reset": command.reset, **change}
+    if name in ("ban", "unban"):
+        user, _, reason = argument.strip().partition(" ")
+        return {"user": user, "reason": reason}
+    return {}
 
 
 def _user_id(text: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.command_parser import EXAMPLE, FLAGS
+from bot.command_table import COMMAND_TABLE, usage
 from bot.settings import LimitsSettings
 from bot.standing import Queued, QueueOverview
 from bot.user_settings import SettingName
@@ -38,24 +39,23 @@ HELP_EXAMPLES: tuple[str, ...] = (
 """Shown by /help; a test checks that each one parses under the default limits."""
 
 
-def help_text(
-    commands: Sequence[tuple[str, str]],
-    limits: LimitsSettings,
-    admin_commands: Sequence[tuple[str, str]] = (),
-) -> str:
-    """/help: the platform's commands as (usage, what it does), the operators' commands when given,
-    then every flag the parser accepts (from `bot.command_parser.FLAGS`, so help and parser cannot
-    drift), the settings, the limits and examples."""
+def help_text(limits: LimitsSettings, *, typed: bool = False) -> str:
+    """/help: the commands of `bot.command_table.COMMAND_TABLE` with their usage (`typed`: as written
+    on a text-only platform), the operators' commands under their own heading, then every flag the
+    parser accepts (from `bot.command_parser.FLAGS`), the settings, the limits and examples; all from
+    the tables the commands are read with, so help cannot drift from them."""
+    commands = [(usage(c, typed=typed), c.description) for c in COMMAND_TABLE if not c.operators_only]
+    admin_commands = [(usage(c, typed=typed), c.description) for c in COMMAND_TABLE if c.operators_only]
     operators = [
         "",
         "For the bot's operators only (admin_user_ids in its config):",
-        *(f"{usage}: {what}" for usage, what in admin_commands),
+        *(f"{line}: {what}" for line, what in admin_commands),
     ]
     lines = [
         "majicbot draws pictures from your words on a local GPU (majicflus, a FLUX.1 model).",
         "",
         "Commands:",
-        *(f"{usage}: {what}" for usage, what in commands),
+        *(f"{line}: {what}" for line, what in commands),
         *(operators if admin_commands else ()),
         "",
         "Flags (write them after the prompt; --flag=value works too):",
