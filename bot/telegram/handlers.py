@@ -31,8 +31,10 @@ from telegram.ext import (
 
 from bot import texts
 from bot.access import AccessPolicy, Caller, Place
-from bot.chat_commands import Answer, ChatCommands, Details, Reply, SettingsShown, Shown
-from bot.errors import InvalidRequest, UserFacingError
+from bot.chat_commands import Answer, ChatCommands, Details, Refused, Reply, SettingsShown, Shown
+from bot.command_table import COMMAND_TABLE, ImageFetch
+from bot.entrance import ChatEntrance, serve
+from bot.errors import InvalidRequest
 from bot.input_images import check_file_size
 from bot.job_view import ButtonPress
 from bot.service import Picture
@@ -49,21 +51,10 @@ Context = ContextTypes.DEFAULT_TYPE
 TelegramApp = Application[Any, Any, Any, Any, Any, Any]
 Handler = Callable[[Update, Caller], Awaitable[None]]
 
-COMMANDS: tuple[BotCommand, ...] = (
-    BotCommand("imagine", "Draw: /imagine <prompt> [--ar 16:9] [--n 4]; as a photo's caption, from it"),
-    BotCommand("reroll", "Your last prompt again with a new seed, or /reroll <seed>"),
-    BotCommand("history", "Your last 10 images"),
-    BotCommand("queue", "What is being drawn and where your jobs stand"),
-    BotCommand("cancel", "Stop your newest queued or running job"),
-    BotCommand("show", "Post a finished picture again: /show <job id>"),
-    BotCommand("settings", "Your defaults: /settings, /settings <name> <value>, /settings reset"),
-    BotCommand("help", "How to write prompts and flags"),
-)
-# Handled for everyone (the service refuses non-operators) but not in the menu, which all users see.
-ADMIN_COMMANDS: tuple[BotCommand, ...] = (
-    BotCommand("ban", "Refuse every command of a user: /ban <user id> [reason]"),
-    BotCommand("unban", "Lift a ban: /unban <user id>"),
-    BotCommand("bans", "Who is banned"),
+# The menu all users see: the operators' commands are handled for everyone (the service refuses
+# non-operators) but not offered.
+COMMANDS: tuple[BotCommand, ...] = tuple(
+    BotCommand(c.name, c.description) for c in COMMAND_TABLE if not c.operators_only
 )
 
 MAX_MESSAGE = 4096
@@ -91,15 +82,13 @@ class TelegramHandlers:
         acks: Acknowledger,
     ) -> None:
         self._commands = commands
-        usage = [(f"/{c.command}", c.description) for c in COMMANDS]
-        admin_usage = [(f"/{c.command}", c.description) for c in ADMIN_COMMANDS]
-        self._help = Reply(commands.help(usage, admin_usage).text + "\n" + PRIVATE_CHAT_NOTE)
-        self._policy = policy
+        self._help = Reply(commands.help(typed=True).text + "\n" + PRIVATE_CHAT_NOTE)
+        self._entry = ChatEntrance(commands, policy, explain_refusals=False)
         self._presenter = presenter
         self._acks = acks
 
     def register(self, app: TelegramApp) -> None:
-        names = [c.command for c in (*COMMANDS, *ADMIN_COMMANDS) if c.command != "help"]
+        names = [c.name for c in COMMAND_TABLE if c.name != "help"]
         app.add_handler(CommandHandler(names, self._entrance(self.command), filters=_NEW_MESSAGES))
         app.add_handler(CommandHandler(["help", "start"], self._entrance(self.help), filters=_NEW_MESSAGES))
         # A picture with "/imagine ..." as its caption: an image prompt (commands never see captions).
@@ -132,22 +121,12 @@ class TelegramHandlers:
             user, chat = update.effective_user, update.effective_chat
             if user is None or chat is None:
                 return
-            try:
-                self._policy.check(Place(user.id, chat.id, private=False))
-            except UserFacingError:
-                logger.info("refused telegram user %s in chat %s", user.id, chat.id)
-                # One polite line whatever the reason: the allowlists are the operator's business.
-                await self._say(update, texts.not_allowed_text())
-                return
             requester = Requester(
                 Platform.TELEGRAM, str(chat.id), str(user.id), user.username or user.full_name
             )
-            caller = Caller(requester, self._policy.is_admin(user.id))
-            try:
-                await self._commands.admit(caller)
-            except UserFacingError as error:  # banned: the refusal says so, with the reason
-                logger.info("refused telegram user %s in chat %s: banned", user.id, chat.id)
-                await self._say(update, str(error))
+            caller = await self._entry.admit(Place(user.id, chat.id, private=False), requester)
+            if isinstance(caller, Refused):
+                await self._say(update, caller.text)
                 return
             await handler(update, caller)
 
@@ -160,11 +139,8 @@ class TelegramHandlers:
         # "/imagine ..." written as a reply to a picture starts from that picture.
         picture = message.reply_to_message if name == "imagine" else None
 
-        async def call() -> Answer:
-            image = None if picture is None else await self._picture_bytes(picture)
-            return await self._commands.text_command(caller, name, argument, image)
-
-        await self._answer(update, call)
+        image = None if picture is None else self._fetch(picture)
+        await self._answer(update, lambda: self._commands.text_command(caller, name, argument, image))
 
     async def picture_prompt(self, update: Update, caller: Caller) -> None:
         message = _message(update)
@@ -172,20 +148,17 @@ class TelegramHandlers:
         if name != "imagine" or not _addressed_to_me(message, caption=True):
             return
 
-        async def call() -> Answer:
-            image = await self._picture_bytes(message)
-            return await self._commands.text_command(caller, "imagine", argument, image)
-
-        await self._answer(update, call)
+        image = self._fetch(message)
+        await self._answer(update, lambda: self._commands.text_command(caller, "imagine", argument, image))
 
     async def private_picture(self, update: Update, caller: Caller) -> None:
         message = _message(update)
 
-        async def call() -> Answer:
-            image = await self._picture_bytes(message)
-            return await self._commands.text_command(caller, "imagine", message.caption or "", image)
+        caption, image = message.caption or "", self._fetch(message)
+        await self._answer(update, lambda: self._commands.text_command(caller, "imagine", caption, image))
 
-        await self._answer(update, call)
+    def _fetch(self, message: Message) -> ImageFetch:
+        return lambda: self._picture_bytes(message)
 
     async def _picture_bytes(self, message: Message) -> bytes | None:
         """The picture a message carries (its largest photo size, or an image document), fetched
@@ -239,12 +212,7 @@ class TelegramHandlers:
 
     # -- answers --------------------------------------------------------------------------------
     async def _answer(self, update: Update, call: Callable[[], Awaitable[Answer]]) -> None:
-        try:
-            answer = await call()
-        except UserFacingError as error:
-            await self._say(update, str(error))
-            return
-        await self._render(update, answer)
+        await serve(call, lambda answer: self._render(update, answer), f"telegram update {update.update_id}")
 
     async def _render(self, update: Update, answer: Answer) -> None:
         query, message = update.callback_query, update.effective_message
@@ -253,6 +221,8 @@ class TelegramHandlers:
         elif isinstance(answer, Reply):
             assert message is not None
             await _reply(message, answer.text, reply_markup=markup(answer.buttons))
+        elif isinstance(answer, Refused):
+            await self._say(update, answer.text)
         elif isinstance(answer, Shown):
             assert message is not None
             await self._presenter.post_image(answer.job, reply_to=message.message_id)
