@@ -6,8 +6,8 @@ to post (`Shown`), a file (`Picture`), a job's details (`Details`), a posted pic
 (`Deleted`) or the user's settings with their menus (`SettingsShown`; `bot.settings_menu`).
 Mistakes raise `bot.errors.UserFacingError`, whose text is the answer.
 
-Typed commands (`text_command`) are read here too, so a platform that only has text gets every command
-by calling one method.
+Every command runs through `run`, with the options the user gave by name (`bot.command_table`); a
+platform that only has text gets every command by calling `text_command` (`bot.typed_commands`).
 """
 
 from __future__ import annotations
@@ -19,21 +19,16 @@ from dataclasses import dataclass
 
 from bot import texts
 from bot.access import Caller
-from bot.command_parser import (
-    ImagineArgs,
-    read_imagine,
-    read_job_argument,
-    read_reroll_arguments,
-    with_options,
-)
-from bot.command_table import ImageFetch, OptionValue, OptionValues
+from bot.command_parser import ImagineArgs, read_imagine, with_options
+from bot.command_table import ImageFetch, OptionValues
 from bot.errors import InvalidRequest
 from bot.job_view import ButtonAction, ButtonPress, ButtonSpec, history_buttons
 from bot.service import BotService, Picture
 from bot.settings import LimitsSettings
 from bot.settings_menu import SettingPress
 from bot.standing import Queued
-from bot.user_settings import SettingName, SettingsView, parse_settings_command
+from bot.typed_commands import read_options
+from bot.user_settings import SettingName, SettingsView
 from storage.jobs import Job
 
 logger = logging.getLogger(__name__)
@@ -207,7 +202,7 @@ class ChatCommands:
             return await calls[name](caller)
         if name == "help":
             return self.help()
-        raise InvalidRequest(f"I don't know /{name}. Send /help for what I can do.")
+        raise InvalidRequest(texts.unknown_command_text(name))
 
     async def text_command(
         self, caller: Caller, name: str, argument: str, image: ImageFetch | None = None
@@ -215,7 +210,7 @@ class ChatCommands:
         """A typed command: `argument` is the text after it (/imagine's prompt with its flags,
         /reroll [seed] [job id], /cancel [job id], /show <job id>, /settings [reset | <name> <value>],
         /ban <user id> [reason], /unban <user id>), `image` the picture sent with an /imagine."""
-        return await self.run(caller, name, OptionValues(_read_typed(name, argument, image)))
+        return await self.run(caller, name, read_options(name, argument, image))
 
     async def press(self, caller: Caller, press: ButtonPress | SettingPress) -> Answer:
         """What a button under a job, or a settings button or select, does; every rule (who may see
@@ -245,26 +240,6 @@ class ChatCommands:
         if press.name is not None and press.value is not None:
             return await self.settings(caller, ((press.name, press.value),))
         return SettingsShown(await self.service.settings(caller.requester), open_setting=press.name)
-
-
-def _read_typed(name: str, argument: str, image: ImageFetch | None) -> dict[str, OptionValue]:
-    """The options of a typed command, by name, read from the text after it."""
-    words = argument.split()
-    if name == "imagine":
-        return {"prompt": argument, "image": image}
-    if name == "reroll":
-        seed, job_id = read_reroll_arguments(words)
-        return {"seed": seed, "job": job_id}
-    if name in ("cancel", "show"):
-        return {"job": read_job_argument(words, name)}
-    if name == "settings":
-        command = parse_settings_command(argument)
-        change = {} if command.name is None else {command.name.value: command.value}
-        return {"reset": command.reset, **change}
-    if name in ("ban", "unban"):
-        user, _, reason = argument.strip().partition(" ")
-        return {"user": user, "reason": reason}
-    return {}
 
 
 def _user_id(text: str) -> str:

@@ -352,6 +352,18 @@ def unexpected_error_text(error: BaseException | None) -> str:
     return "Sorry, something went wrong on my side. Try again in a moment."
 
 
+UNKNOWN_BUTTON = "This button is from an older version of the bot and no longer works."
+
+
+def unknown_command_text(name: str) -> str:
+    return f"I don't know /{name}. Send /help for what I can do."
+
+
+def deleted_text(job: Job) -> str:
+    """Said once the picture of `job` is taken down (its Delete button)."""
+    return f"Deleted job #{job.id}'s image."
+
+
 def not_allowed_text() -> str:
     """The one polite line for someone outside the allowlists."""
     return "Sorry, this bot is not available to you here."

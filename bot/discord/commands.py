@@ -126,7 +126,7 @@ class DiscordHandlers:
                 with contextlib.suppress(discord.NotFound):
                     await interaction.message.delete()
             log.info("result deleted by user %s job=%d", interaction.user.id, answer.job.id)
-            await reply(interaction, f"Deleted the picture of job #{answer.job.id}.")
+            await reply(interaction, texts.deleted_text(answer.job))
 
     async def drain(self, within_s: float) -> None:
         """Let answers already being written finish (bounded), on shutdown."""

@@ -43,6 +43,7 @@ from bot.standing import Queued
 from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.keyboards import markup, menu_markup
 from bot.telegram.presenter import TelegramPresenter, album_of
+from bot.typed_commands import CommandLine, read_command_line
 from storage.jobs import Job, Platform, Requester
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ COMMANDS: tuple[BotCommand, ...] = tuple(
 )
 
 MAX_MESSAGE = 4096
-UNKNOWN_BUTTON = "This button is from an older version of the bot and no longer works."
 OTHERS_MENU = "These are someone else's settings; send /settings for yours."
 PRIVATE_CHAT_NOTE = (
     "In a private chat with me, any message that is not a command is a prompt too, and a picture with a "
@@ -91,26 +91,18 @@ class TelegramHandlers:
         names = [c.name for c in COMMAND_TABLE if c.name != "help"]
         app.add_handler(CommandHandler(names, self._entrance(self.command), filters=_NEW_MESSAGES))
         app.add_handler(CommandHandler(["help", "start"], self._entrance(self.help), filters=_NEW_MESSAGES))
-        # A picture with "/imagine ..." as its caption: an image prompt (commands never see captions).
-        pictures = filters.PHOTO | filters.Document.IMAGE
-        app.add_handler(
-            MessageHandler(
-                _NEW_MESSAGES & pictures & filters.CaptionRegex(_IMAGINE_CAPTION),
-                self._entrance(self.picture_prompt),
-            )
-        )
+        # A picture with "/imagine ..." as its caption is an image prompt (commands never see captions);
+        # in a private chat, any caption is a prompt too (as any text is), the picture its start.
         private = _NEW_MESSAGES & filters.ChatType.PRIVATE
+        captions = filters.CaptionRegex(_IMAGINE_CAPTION) | (
+            private & filters.CAPTION & ~filters.CaptionRegex(r"^/")
+        )
+        pictures = filters.PHOTO | filters.Document.IMAGE
+        app.add_handler(MessageHandler(_NEW_MESSAGES & pictures & captions, self._entrance(self.picture)))
         app.add_handler(
             MessageHandler(private & filters.TEXT & ~filters.COMMAND, self._entrance(self.private_text))
         )
-        # In a private chat, any caption is a prompt too (as any text is): the picture is its start.
-        app.add_handler(
-            MessageHandler(
-                private & pictures & filters.CAPTION & ~filters.CaptionRegex(r"^/"),
-                self._entrance(self.private_picture),
-            )
-        )
-        app.add_handler(MessageHandler(private & filters.COMMAND, self._entrance(self.unknown_command)))
+        app.add_handler(MessageHandler(private & filters.COMMAND, self._entrance(self.command)))
         app.add_handler(CallbackQueryHandler(self._entrance(self.button)))
         app.add_error_handler(self.error)
 
@@ -134,31 +126,31 @@ class TelegramHandlers:
 
     # -- messages -------------------------------------------------------------------------------
     async def command(self, update: Update, caller: Caller) -> None:
+        """A typed command (in a private chat also one I don't know, which is answered so)."""
         message = _message(update)
-        name, argument = _command(message)
+        line = read_command_line(message.text or "")
+        if line is None or not line.is_for(message.get_bot().username or ""):
+            return  # addressed to another bot
         # "/imagine ..." written as a reply to a picture starts from that picture.
-        picture = message.reply_to_message if name == "imagine" else None
+        picture = message.reply_to_message if line.name == "imagine" else None
+        await self._typed(update, caller, line.name, line.argument, picture)
 
-        image = None if picture is None else self._fetch(picture)
+    async def picture(self, update: Update, caller: Caller) -> None:
+        """A picture with "/imagine <prompt>" as its caption, or in a private chat with any prompt."""
+        message = _message(update)
+        caption = message.caption or ""
+        line = read_command_line(caption) or CommandLine("imagine", "", caption)
+        if line.name == "imagine" and line.is_for(message.get_bot().username or ""):
+            await self._typed(update, caller, "imagine", line.argument, message)
+
+    async def private_text(self, update: Update, caller: Caller) -> None:
+        await self._typed(update, caller, "imagine", _message(update).text or "")
+
+    async def _typed(
+        self, update: Update, caller: Caller, name: str, argument: str, picture: Message | None = None
+    ) -> None:
+        image: ImageFetch | None = None if picture is None else (lambda: self._picture_bytes(picture))
         await self._answer(update, lambda: self._commands.text_command(caller, name, argument, image))
-
-    async def picture_prompt(self, update: Update, caller: Caller) -> None:
-        message = _message(update)
-        name, argument = _command(message, caption=True)
-        if name != "imagine" or not _addressed_to_me(message, caption=True):
-            return
-
-        image = self._fetch(message)
-        await self._answer(update, lambda: self._commands.text_command(caller, "imagine", argument, image))
-
-    async def private_picture(self, update: Update, caller: Caller) -> None:
-        message = _message(update)
-
-        caption, image = message.caption or "", self._fetch(message)
-        await self._answer(update, lambda: self._commands.text_command(caller, "imagine", caption, image))
-
-    def _fetch(self, message: Message) -> ImageFetch:
-        return lambda: self._picture_bytes(message)
 
     async def _picture_bytes(self, message: Message) -> bytes | None:
         """The picture a message carries (its largest photo size, or an image document), fetched
@@ -183,26 +175,15 @@ class TelegramHandlers:
                 "send it again, or a smaller one."
             ) from None
 
-    async def private_text(self, update: Update, caller: Caller) -> None:
-        text = _message(update).text or ""
-        await self._answer(update, lambda: self._commands.text_command(caller, "imagine", text))
-
     async def help(self, update: Update, caller: Caller) -> None:
         await self._render(update, self._help)
-
-    async def unknown_command(self, update: Update, caller: Caller) -> None:
-        message = _message(update)
-        command = (message.text or "").split(maxsplit=1)[0]
-        if "@" in command and command.partition("@")[2].lower() != (message.get_bot().username or "").lower():
-            return  # addressed to another bot
-        await _reply(message, f"I don't know {command}. Send /help for what I can do.")
 
     async def button(self, update: Update, caller: Caller) -> None:
         query = update.callback_query
         assert query is not None
         press = ButtonPress.parse(query.data) or SettingPress.parse(query.data)
         if press is None or not _is_on_its_message(query):
-            await query.answer(UNKNOWN_BUTTON, show_alert=True)
+            await query.answer(texts.UNKNOWN_BUTTON, show_alert=True)
             return
         if isinstance(press, SettingPress) and not _is_menu_of(query):
             # A group sees everyone's /settings: a press would show the presser's settings in another's.
@@ -310,7 +291,7 @@ class TelegramHandlers:
             logger.info("job=%s could not delete its image message: %s", job.id, error)
             await query.answer("Telegram would not let me delete that message; it may be too old.")
             return
-        await query.answer(f"Deleted job #{job.id}'s image.")
+        await query.answer(texts.deleted_text(job))
         logger.info("job=%s image message deleted by telegram user %s", job.id, query.from_user.id)
 
     async def _say(self, update: Update, text: str) -> None:
@@ -353,25 +334,6 @@ def _is_menu_of(query: CallbackQuery) -> bool:
     message = query.message
     asked = message.reply_to_message if isinstance(message, Message) else None
     return asked is None or asked.from_user is None or asked.from_user.id == query.from_user.id
-
-
-def _command(message: Message, *, caption: bool = False) -> tuple[str, str]:
-    """The command's name (without /, or @bot) and the text after it (in the caption with `caption`)."""
-    text = (message.caption if caption else message.text) or ""
-    entities = message.caption_entities if caption else message.entities
-    for entity in entities:
-        if entity.type == "bot_command" and entity.offset == 0:
-            command = message.parse_caption_entity(entity) if caption else message.parse_entity(entity)
-            return command[1:].partition("@")[0].lower(), text[len(command) :].strip()
-    command, _, argument = text.partition(" ")
-    return command[1:].partition("@")[0].lower(), argument.strip()
-
-
-def _addressed_to_me(message: Message, *, caption: bool = False) -> bool:
-    """Whether a command is for this bot: "/imagine" or "/imagine@thisbot", not "@otherbot"."""
-    command = ((message.caption if caption else message.text) or "").split(maxsplit=1)[0]
-    target = command.partition("@")[2]
-    return not target or target.lower() == (message.get_bot().username or "").lower()
 
 
 def _reply_parameters(message: object) -> ReplyParameters | None:
