@@ -1,4 +1,5 @@
-"""The slash commands and button presses: admitted once at the entrance, one `ChatCommands` call, rendered.
+"""The slash commands and button presses: admitted once at the entrance (`bot.entrance`), one
+`ChatCommands` call, rendered. The slash commands are declared from `bot.command_table`, one per spec.
 
 Every answer is ephemeral: the status line of a job, mistakes, /history and /queue are the asker's
 business; the finished image is posted for everyone by the presenter.

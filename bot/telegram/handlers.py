@@ -1,6 +1,9 @@
-"""Telegram updates -> one BotService call -> a reply. Thin on purpose: the rules live in bot/service.py.
+"""Telegram updates -> one `ChatCommands` call -> a reply. Thin on purpose: the commands and their
+options are `bot.command_table`'s, typed text is read by `bot.typed_commands`, the rules live in
+bot/service.py.
 
-Every handler is registered through `_entrance`, the one place that checks access and says who asks.
+Every handler is registered through `_entrance`, the one place that admits (`bot.entrance`) and says
+who asks; each answer is rendered here, refusals and failures included (`bot.entrance.serve`).
 """
 
 from __future__ import annotations
