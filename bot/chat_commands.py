@@ -1,10 +1,11 @@
 """Every chat command and button press as one call that answers with data, for any adapter to render.
 
-An adapter admits the event at its entrance (`bot.access`), reads it into one call here, and renders
+An adapter admits the event at its entrance (`bot.entrance`), reads it into one call here, and renders
 the `Answer`: words (`Reply`), a queued job (`Queued`, shown by the presenter's status line), a picture
 to post (`Shown`), a file (`Picture`), a job's details (`Details`), a posted picture to take down
-(`Deleted`) or the user's settings with their menus (`SettingsShown`; `bot.settings_menu`).
-Mistakes raise `bot.errors.UserFacingError`, whose text is the answer.
+(`Deleted`), the user's settings with their menus (`SettingsShown`; `bot.settings_menu`) or a refusal
+(`Refused`). Mistakes raise `bot.errors.UserFacingError`; `bot.entrance.serve` makes its text the
+answer.
 
 Every command runs through `run`, with the options the user gave by name (`bot.command_table`); a
 platform that only has text gets every command by calling `text_command` (`bot.typed_commands`).
