@@ -44,19 +44,15 @@ def help_text(limits: LimitsSettings, *, typed: bool = False) -> str:
     on a text-only platform), the operators' commands under their own heading, then every flag the
     parser accepts (from `bot.command_parser.FLAGS`), the settings, the limits and examples; all from
     the tables the commands are read with, so help cannot drift from them."""
-    commands = [(usage(c, typed=typed), c.description) for c in COMMAND_TABLE if not c.operators_only]
-    admin_commands = [(usage(c, typed=typed), c.description) for c in COMMAND_TABLE if c.operators_only]
-    operators = [
-        "",
-        "For the bot's operators only (admin_user_ids in its config):",
-        *(f"{line}: {what}" for line, what in admin_commands),
-    ]
+    said = {c.name: f"{usage(c, typed=typed)}: {c.description}" for c in COMMAND_TABLE}
     lines = [
         "majicbot draws pictures from your words on a local GPU (majicflus, a FLUX.1 model).",
         "",
         "Commands:",
-        *(f"{line}: {what}" for line, what in commands),
-        *(operators if admin_commands else ()),
+        *(said[c.name] for c in COMMAND_TABLE if not c.operators_only),
+        "",
+        "For the bot's operators only (admin_user_ids in its config):",
+        *(said[c.name] for c in COMMAND_TABLE if c.operators_only),
         "",
         "Flags (write them after the prompt; --flag=value works too):",
         *(f"  {flag.help_line(limits)}" for flag in FLAGS),
