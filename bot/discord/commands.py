@@ -20,6 +20,7 @@ from bot import texts
 from bot.access import AccessPolicy, Caller, Place
 from bot.chat_commands import Answer, ChatCommands, Details, Reply, SettingsShown, Shown
 from bot.command_parser import ASPECT_RATIOS, MAX_JOB_ID, MAX_SEED, read_imagine, with_options
+from bot.discord import DISCORD
 from bot.discord.buttons import components, settings_components
 from bot.discord.presenter import NO_MENTIONS, DiscordPresenter
 from bot.errors import InvalidRequest, UserFacingError
@@ -30,7 +31,7 @@ from bot.settings import LimitsSettings
 from bot.settings_menu import SettingPress
 from bot.standing import Queued
 from bot.user_settings import SettingName
-from storage.jobs import Platform, Requester
+from storage.jobs import Requester
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _place(interaction: discord.Interaction) -> Place:
 def _requester(interaction: discord.Interaction) -> Requester:
     """Who asked and where the answer goes (a DM's channel id is the DM itself)."""
     return Requester(
-        platform=Platform.DISCORD,
+        platform=DISCORD,
         chat_id=str(interaction.channel_id),
         user_id=str(interaction.user.id),
         user_name=interaction.user.display_name,

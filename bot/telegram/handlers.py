@@ -38,10 +38,11 @@ from bot.job_view import ButtonPress
 from bot.service import Picture
 from bot.settings_menu import SettingPress, settings_menu
 from bot.standing import Queued
+from bot.telegram import TELEGRAM
 from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.keyboards import markup, menu_markup
 from bot.telegram.presenter import TelegramPresenter, album_of
-from storage.jobs import Job, Platform, Requester
+from storage.jobs import Job, Requester
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +140,7 @@ class TelegramHandlers:
                 # One polite line whatever the reason: the allowlists are the operator's business.
                 await self._say(update, texts.not_allowed_text())
                 return
-            requester = Requester(
-                Platform.TELEGRAM, str(chat.id), str(user.id), user.username or user.full_name
-            )
+            requester = Requester(TELEGRAM, str(chat.id), str(user.id), user.username or user.full_name)
             caller = Caller(requester, self._policy.is_admin(user.id))
             try:
                 await self._commands.admit(caller)
