@@ -84,7 +84,7 @@ class ModerationSettings(BaseModel):
     banned_words: tuple[Word, ...] = Field(default=(), description="A prompt with one is refused.")
     banned_patterns: tuple[Pattern, ...] = ()
     spoiler_words: tuple[Word, ...] = Field(
-        default=(), description="A picture from a prompt with one is posted as a spoiler (Discord)."
+        default=(), description="A picture from a prompt with one is posted as a spoiler."
     )
     spoiler_patterns: tuple[Pattern, ...] = ()
 
