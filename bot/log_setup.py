@@ -18,7 +18,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 MASK = "********"
 # Chatty at INFO/DEBUG and never useful to an operator at those levels (and each platform's own,
 # `PlatformSpec.noisy_loggers`).
-_QUIET_LOGGERS = ("httpx", "httpcore", "aiosqlite", "alembic")
+_QUIET_LOGGERS = {"httpx", "httpcore", "aiosqlite", "alembic"}
 
 
 # Credentials recognised by where they stand; group 1 is kept, the rest of the match is masked.
@@ -93,5 +93,7 @@ def configure_logging(
     root.setLevel(level)
     # At DEBUG everything shows (also after an earlier call quietened these).
     quiet_level = logging.NOTSET if level == "DEBUG" else logging.WARNING
-    for name in (*_QUIET_LOGGERS, *noisy_loggers):
+    # Remembered, so that a later call at DEBUG shows the platforms' loggers an earlier one quietened.
+    _QUIET_LOGGERS.update(noisy_loggers)
+    for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(quiet_level)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -17,6 +19,7 @@ import pytest
 
 import bot
 import bot.config
+from bot import cli
 from bot.app import Application
 from bot.command_parser import ImagineArgs
 from bot.config import ConfigError, compose_config, load_config, masked_dump
@@ -149,6 +152,20 @@ def test_a_new_folder_gets_its_config_section(
     assert caught.value.problems == [
         "echo.colour: unknown key (remove it, or check its spelling against config.example.toml)"
     ]
+
+
+def test_the_cli_shows_a_new_section_masked_and_quietens_its_loggers(
+    echo: PlatformSpec[Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[echo]\ntoken = "good-echo-token"\n', encoding="utf-8")
+    try:
+        assert cli.main(["config", "check", "--config", str(path)]) == cli.EXIT_OK
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["echo"] == {"token": "********", "admin_user_ids": [], "greeting": "hi"}
+        assert logging.getLogger("echo.wire").level == logging.WARNING
+    finally:
+        logging.getLogger("echo.wire").setLevel(logging.NOTSET)
 
 
 async def test_a_new_folder_gets_its_adapter_its_doctor_check_and_its_jobs(
