@@ -12,7 +12,8 @@ from bot.command_parser import FLAGS, parse_imagine
 from bot.errors import InvalidRequest
 from bot.settings import LimitsSettings
 from bot.standing import Queued, QueueOverview
-from storage.jobs import FailureKind, ImageRequest, Job, JobStatus, Platform, Requester
+from bot.telegram import TELEGRAM
+from storage.jobs import FailureKind, ImageRequest, Job, JobStatus, Requester
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -20,7 +21,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def make_job(**changes: object) -> Job:
     job = Job(
         id=12,
-        requester=Requester(Platform.TELEGRAM, "100", "1", "alice"),
+        requester=Requester(TELEGRAM, "100", "1", "alice"),
         request=ImageRequest("a red fox in the snow", 42, 20, 1024, 768, 3.5),
         parent_id=None,
         status=JobStatus.QUEUED,

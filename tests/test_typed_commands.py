@@ -11,9 +11,10 @@ from bot.access import AccessPolicy, Caller, Place
 from bot.chat_commands import Answer, Refused, Reply
 from bot.entrance import ChatEntrance, serve
 from bot.errors import Banned, InvalidRequest
+from bot.telegram import TELEGRAM
 from bot.typed_commands import CommandLine, read_command_line, read_options
 from storage.errors import StorageFull
-from storage.jobs import Platform, Requester
+from storage.jobs import Requester
 
 
 def test_a_command_line_is_split_as_telegram_marks_commands() -> None:
@@ -56,7 +57,7 @@ class _Bans:
             raise self.error
 
 
-ANN = Requester(Platform.TELEGRAM, "5", "42", "ann")
+ANN = Requester(TELEGRAM, "5", "42", "ann")
 POLICY = AccessPolicy(admin_user_ids=frozenset({1}), allowed_chat_ids=frozenset({5}))
 
 

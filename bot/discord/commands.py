@@ -22,6 +22,7 @@ from bot import texts
 from bot.access import AccessPolicy, Caller, Place
 from bot.chat_commands import Answer, ChatCommands, Details, Refused, Reply, SettingsShown, Shown
 from bot.command_table import COMMAND_TABLE, CommandSpec, OptionKind, OptionSpec, OptionValue, OptionValues
+from bot.discord import DISCORD
 from bot.discord.buttons import components, settings_components
 from bot.discord.presenter import NO_MENTIONS, DiscordPresenter
 from bot.entrance import ChatEntrance, serve
@@ -32,7 +33,7 @@ from bot.service import Picture
 from bot.settings import LimitsSettings
 from bot.settings_menu import SettingPress
 from bot.standing import Queued
-from storage.jobs import Platform, Requester
+from storage.jobs import Requester
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def _place(interaction: discord.Interaction) -> Place:
 def _requester(interaction: discord.Interaction) -> Requester:
     """Who asked and where the answer goes (a DM's channel id is the DM itself)."""
     return Requester(
-        platform=Platform.DISCORD,
+        platform=DISCORD,
         chat_id=str(interaction.channel_id),
         user_id=str(interaction.user.id),
         user_name=interaction.user.display_name,

@@ -21,11 +21,12 @@ from bot.delivery import Presenter
 from bot.frontend import FatalReason, FrontendStartError
 from bot.log_setup import SecretRedactor, guard_loggers
 from bot.service import BotService
-from bot.settings import LimitsSettings, TelegramSettings
+from bot.settings import LimitsSettings
 from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.handlers import COMMANDS, TelegramApp, TelegramHandlers
 from bot.telegram.presenter import TelegramPresenter
 from bot.telegram.rate_limiter import PriorityRateLimiter
+from bot.telegram.settings import TelegramSettings
 
 logger = logging.getLogger(__name__)
 

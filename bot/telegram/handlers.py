@@ -43,11 +43,12 @@ from bot.job_view import ButtonPress
 from bot.service import Picture
 from bot.settings_menu import SettingPress, settings_menu
 from bot.standing import Queued
+from bot.telegram import TELEGRAM
 from bot.telegram.acknowledgements import Acknowledger
 from bot.telegram.keyboards import markup, menu_markup
 from bot.telegram.presenter import TelegramPresenter, album_of
 from bot.typed_commands import CommandLine, read_command_line
-from storage.jobs import Job, Platform, Requester
+from storage.jobs import Job, Requester
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +117,7 @@ class TelegramHandlers:
             user, chat = update.effective_user, update.effective_chat
             if user is None or chat is None:
                 return
-            requester = Requester(
-                Platform.TELEGRAM, str(chat.id), str(user.id), user.username or user.full_name
-            )
+            requester = Requester(TELEGRAM, str(chat.id), str(user.id), user.username or user.full_name)
             caller = await self._entry.admit(Place(user.id, chat.id, private=False), requester)
             if isinstance(caller, Refused):
                 await self._say(update, caller.text)
