@@ -30,9 +30,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bot.telegram import TELEGRAM  # noqa: E402
 from storage.database import Database  # noqa: E402
 from storage.fair_order import Waiting, fair_order  # noqa: E402
-from storage.jobs import ImageRequest, NewJob, Platform, Requester  # noqa: E402
+from storage.jobs import ImageRequest, NewJob, Requester  # noqa: E402
 from storage.queue import JobQueue  # noqa: E402
 from storage.signals import LocalSignals  # noqa: E402
 
@@ -47,7 +48,7 @@ LEASE_S = 3600.0
 def new_job(n: int) -> NewJob:
     user = str(n % USERS)
     return NewJob(
-        requester=Requester(platform=Platform.TELEGRAM, chat_id=user, user_id=user, user_name=f"user {user}"),
+        requester=Requester(platform=TELEGRAM, chat_id=user, user_id=user, user_name=f"user {user}"),
         request=ImageRequest(prompt=f"job {n}", seed=n, steps=20, width=1024, height=1024, guidance=3.5),
     )
 

@@ -25,14 +25,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bot.telegram import TELEGRAM  # noqa: E402
 from storage.database import Database  # noqa: E402
-from storage.jobs import ImageRequest, JobStatus, NewJob, Platform, Requester  # noqa: E402
+from storage.jobs import ImageRequest, JobStatus, NewJob, Requester  # noqa: E402
 from storage.queue import JobQueue  # noqa: E402
 from storage.signals import JobSignals, LocalSignals, PostgresSignals  # noqa: E402
 from tests.support.postgres_server import PostgresServer  # noqa: E402
 from tests.support.processes import MajicbotProcess, write_config  # noqa: E402
 
-REQUESTER = Requester(platform=Platform.TELEGRAM, chat_id="1", user_id="1", user_name="bench")
+REQUESTER = Requester(platform=TELEGRAM, chat_id="1", user_id="1", user_name="bench")
 
 
 async def measure(url: str, signals: JobSignals, jobs: int) -> list[float]:

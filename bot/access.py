@@ -1,7 +1,8 @@
 """Who may use the bot where, and as whom: one rule for every platform.
 
 Each adapter checks it once, at its entrance (Discord: the command tree's and the buttons'
-`interaction_check`; Telegram: one handler ahead of all others), and hands the service a `Caller`.
+`interaction_check`; Telegram: one wrapper around every handler), through `bot.entrance.ChatEntrance`,
+which also checks the ban list, and hands the service a `Caller`.
 Empty allowlists mean everyone; admins pass every allowlist.
 """
 

@@ -47,10 +47,13 @@ _T = TypeVar("_T")
 FrontendFactory = Callable[[BotService], Sequence[Frontend]]
 """Builds the chat adapters once the service exists (tests pass one; `run` builds from the config)."""
 
-NO_CHAT_ADAPTER = (
-    "no chat adapter is configured: set telegram.token or discord.token in the config file "
-    "(or MAJICBOT_TELEGRAM_TOKEN / MAJICBOT_DISCORD_TOKEN in the environment)"
-)
+
+def no_chat_adapter(config: Config) -> str:
+    """Why `run` cannot serve chats: no platform's token is set; says where to set one."""
+    platforms = config.platforms
+    keys = " or ".join(f"{platform.name}.token" for platform in platforms)
+    variables = " / ".join(platform.token_variable for platform in platforms)
+    return f"no chat adapter is configured: set {keys} in the config file (or {variables} in the environment)"
 
 
 class ApplicationError(Exception):
@@ -71,8 +74,8 @@ class Application:
     ) -> None:
         if not (with_engine or with_chat):
             raise ApplicationError("nothing to run: enable the engine, the chat adapters, or both")
-        if with_chat and frontends is None and not (config.telegram_enabled or config.discord_enabled):
-            raise ApplicationError(NO_CHAT_ADAPTER)
+        if with_chat and frontends is None and not config.enabled_platforms():
+            raise ApplicationError(no_chat_adapter(config))
         self._config = config
         self._with_engine = with_engine
         self._with_chat = with_chat
@@ -166,9 +169,7 @@ class Application:
             config.variations,
             user_settings=UserSettingsStore(database),
             bans=BanList(database),
-            moderation=Moderation(
-                config.moderation, Operators.from_settings(config.discord, config.telegram)
-            ),
+            moderation=Moderation(config.moderation, Operators.from_sections(config.sections())),
         )
         if config.storage.keep_images_days is not None:
             retention = ImageRetention(
@@ -227,7 +228,7 @@ class Application:
     async def _start_chat(self) -> None:
         self._frontends = tuple(self._build_frontends(self.service))
         if not self._frontends:
-            raise ApplicationError(NO_CHAT_ADAPTER)
+            raise ApplicationError(no_chat_adapter(self._config))
         for frontend in self._frontends:
             self._on_shutdown(f"{frontend.name} adapter", frontend.stop)
             await frontend.start()
@@ -373,17 +374,11 @@ async def _finish_task(task: asyncio.Task[None], grace_s: float) -> None:
 
 def _configured_frontends(config: Config) -> FrontendFactory:
     def build(service: BotService) -> Sequence[Frontend]:
-        frontends: list[Frontend] = []
-        # Imported only when configured, so an unused platform's library is never loaded.
-        if config.telegram_enabled:
-            from bot.telegram.frontend import TelegramFrontend
-
-            frontends.append(TelegramFrontend(config.telegram, service, config.limits))
-        if config.discord_enabled:
-            from bot.discord.frontend import DiscordFrontend
-
-            frontends.append(DiscordFrontend(config.discord, service, config.limits))
-        return frontends
+        # A platform's factory imports its library: an unused platform's library is never loaded.
+        return [
+            platform.frontend(config.section(platform), service, config.limits)
+            for platform in config.enabled_platforms()
+        ]
 
     return build
 

@@ -1,13 +1,14 @@
 """Every chat command and button press as one call that answers with data, for any adapter to render.
 
-An adapter admits the event at its entrance (`bot.access`), reads it into one call here, and renders
+An adapter admits the event at its entrance (`bot.entrance`), reads it into one call here, and renders
 the `Answer`: words (`Reply`), a queued job (`Queued`, shown by the presenter's status line), a picture
 to post (`Shown`), a file (`Picture`), a job's details (`Details`), a posted picture to take down
-(`Deleted`) or the user's settings with their menus (`SettingsShown`; `bot.settings_menu`).
-Mistakes raise `bot.errors.UserFacingError`, whose text is the answer.
+(`Deleted`), the user's settings with their menus (`SettingsShown`; `bot.settings_menu`) or a refusal
+(`Refused`). Mistakes raise `bot.errors.UserFacingError`; `bot.entrance.serve` makes its text the
+answer.
 
-Typed commands (`text_command`) are read here too, so a platform that only has text gets every command
-by calling one method.
+Every command runs through `run`, with the options the user gave by name (`bot.command_table`); a
+platform that only has text gets every command by calling `text_command` (`bot.typed_commands`).
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from dataclasses import dataclass
 
 from bot import texts
 from bot.access import Caller
-from bot.command_parser import ImagineArgs, read_imagine, read_job_argument, read_seed_argument
+from bot.command_parser import ImagineArgs, read_imagine, with_options
+from bot.command_table import ImageFetch, OptionValues
 from bot.errors import InvalidRequest
 from bot.job_view import ButtonAction, ButtonPress, ButtonSpec, history_buttons
 from bot.service import BotService, Picture
 from bot.settings import LimitsSettings
 from bot.settings_menu import SettingPress
 from bot.standing import Queued
-from bot.user_settings import SettingName, SettingsView, parse_settings_command
+from bot.typed_commands import read_options
+from bot.user_settings import SettingName, SettingsView
 from storage.jobs import Job
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,13 @@ class Deleted:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """The call was refused or failed (`bot.entrance`): `text` says why and what to do."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class SettingsShown:
     """The user's settings to show (with their menus); `open_setting`: the setting whose choices a
     two-level menu shows now (None: the top menu)."""
@@ -69,7 +79,7 @@ class SettingsShown:
     open_setting: SettingName | None = None
 
 
-Answer = Reply | Queued | Shown | Picture | Details | Deleted | SettingsShown
+Answer = Reply | Queued | Shown | Picture | Details | Deleted | SettingsShown | Refused
 
 # A user as a platform writes them in text: the id, or a Discord mention (<@123>, <@!123>).
 _MENTION = re.compile(r"<@!?([0-9]+)>")
@@ -117,12 +127,9 @@ class ChatCommands:
     async def show(self, caller: Caller, job_id: int) -> Shown:
         return Shown(await self.service.show(caller.requester, job_id, is_admin=caller.is_admin))
 
-    def help(
-        self, commands: Sequence[tuple[str, str]], admin_commands: Sequence[tuple[str, str]] = ()
-    ) -> Reply:
-        """/help for a platform's commands as (usage, what it does), and the operators' commands under
-        a heading that says they are for operators only (anyone else is refused)."""
-        return Reply(texts.help_text(commands, self.limits, admin_commands))
+    def help(self, *, typed: bool = False) -> Reply:
+        """/help from `COMMAND_TABLE`; `typed`: usage as written on a text-only platform."""
+        return Reply(texts.help_text(self.limits, typed=typed))
 
     async def admit(self, caller: Caller) -> None:
         """Raise Banned (its text is the refusal) for a banned user: each adapter calls it once at its
@@ -155,41 +162,56 @@ class ChatCommands:
     async def bans(self, caller: Caller) -> Reply:
         return Reply(texts.bans_text(await self.service.bans(caller.requester)))
 
-    async def text_command(
-        self, caller: Caller, name: str, argument: str, image: bytes | None = None
-    ) -> Answer:
-        """A typed /imagine, /reroll [seed], /history, /queue, /cancel [job id], /show <job id>,
-        /settings [reset | <name> <value>], /ban <user id> [reason], /unban <user id> or /bans;
-        `argument` is the text after the command, `image` a picture sent with an /imagine."""
-        words = argument.split()
+    async def run(self, caller: Caller, name: str, values: OptionValues) -> Answer:
+        """Command `name` of `COMMAND_TABLE` with the options the user gave, by name, whichever
+        platform read them (Discord's typed options, or `text_command`)."""
         if name == "imagine":
-            return await self.imagine(caller, read_imagine(argument, self.limits), image)
+            # Only read here: the service checks the merged arguments, once.
+            args = with_options(
+                read_imagine(values.text("prompt") or "", self.limits),
+                self.limits,
+                seed=values.integer("seed"),
+                steps=values.integer("steps"),
+                aspect=values.text("aspect"),
+                negative_prompt=values.text("negative"),
+                count=values.integer("n"),
+                strength=values.number("strength"),
+            )
+            fetch = values.image("image")
+            return await self.imagine(caller, args, None if fetch is None else await fetch())
         if name == "reroll":
-            return await self.reroll(caller, seed=read_seed_argument(words))
-        if name == "history":
-            return await self.history(caller)
-        if name == "queue":
-            return await self.queue(caller)
+            return await self.reroll(caller, values.integer("seed"), values.integer("job"))
         if name == "cancel":
-            return await self.cancel(caller, read_job_argument(words, "cancel"))
+            return await self.cancel(caller, values.integer("job"))
         if name == "show":
-            job_id = read_job_argument(words, "show")
+            job_id = values.integer("job")
             if job_id is None:
                 raise InvalidRequest("Write /show <job id>, e.g. /show 42 (/history lists yours).")
             return await self.show(caller, job_id)
         if name == "settings":
-            command = parse_settings_command(argument)
-            changes = () if command.name is None else ((command.name, command.value),)
-            return await self.settings(caller, changes, reset=command.reset)
+            # Discord's options are two of the settings; a typed /settings may name any of them.
+            changes = [(n, v) for n in SettingName if (v := values.text(n)) is not None]
+            return await self.settings(caller, changes, reset=values.boolean("reset"))
         if name in ("ban", "unban"):
             # Without an id the service still says who may ban first, then how to write it.
-            user, _, reason = argument.strip().partition(" ")
+            user = values.text("user") or ""
             if name == "ban":
-                return await self.ban(caller, user, reason)
+                return await self.ban(caller, user, values.text("reason") or "")
             return await self.unban(caller, user)
-        if name == "bans":
-            return await self.bans(caller)
-        raise InvalidRequest(f"I don't know /{name}. Send /help for what I can do.")
+        calls = {"history": self.history, "queue": self.queue, "bans": self.bans}
+        if name in calls:
+            return await calls[name](caller)
+        if name == "help":
+            return self.help()
+        raise InvalidRequest(texts.unknown_command_text(name))
+
+    async def text_command(
+        self, caller: Caller, name: str, argument: str, image: ImageFetch | None = None
+    ) -> Answer:
+        """A typed command: `argument` is the text after it (/imagine's prompt with its flags,
+        /reroll [seed] [job id], /cancel [job id], /show <job id>, /settings [reset | <name> <value>],
+        /ban <user id> [reason], /unban <user id>), `image` the picture sent with an /imagine."""
+        return await self.run(caller, name, read_options(name, argument, image))
 
     async def press(self, caller: Caller, press: ButtonPress | SettingPress) -> Answer:
         """What a button under a job, or a settings button or select, does; every rule (who may see

@@ -38,16 +38,14 @@ def version() -> str:
         return "unknown (not installed as a package)"
 
 
-def _secrets(config: Config) -> list[str]:
-    tokens = [config.discord.token, config.telegram.token, config.telegram.webhook_secret]
-    return [token.get_secret_value() for token in tokens if token is not None]
-
-
 def _load(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
     log_format = args.log_format or config.logging.format
     configure_logging(
-        args.log_level or config.logging.level, _secrets(config), json_lines=log_format == "json"
+        args.log_level or config.logging.level,
+        config.secrets(),
+        json_lines=log_format == "json",
+        noisy_loggers=[name for platform in config.platforms for name in platform.noisy_loggers],
     )
     return config
 
@@ -301,9 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="json: one object per line (log collectors)",
     )
 
-    parser = argparse.ArgumentParser(
-        prog="majicbot", description="Discord and Telegram bot for local FLUX image generation."
-    )
+    parser = argparse.ArgumentParser(prog="majicbot", description="Chat bot for local FLUX image generation.")
     parser.add_argument("--version", action="version", version=f"majicbot {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

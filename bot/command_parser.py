@@ -433,16 +433,16 @@ def _example(name: str) -> str:
     return next(flag.example for flag in FLAGS if flag.name == name)
 
 
-def read_seed_argument(words: Sequence[str]) -> int | None:
-    """The words after a typed /reroll: none (a random seed) or one seed."""
-    if not words:
-        return None
-    if len(words) > 1 or not _INTEGER.match(words[0]):
+def read_reroll_arguments(words: Sequence[str]) -> tuple[int | None, int | None]:
+    """The words after a typed /reroll: none (a random seed), a seed, or a seed and a job id."""
+    seed_words, job_words = words[:1], [word.lstrip("#") for word in words[1:]]
+    if len(words) > 2 or not all(_INTEGER.match(word) for word in (*seed_words, *job_words)):
         raise InvalidRequest(
             "Write /reroll for a new random seed, or /reroll <seed> with a whole number "
-            f"from 0 to {MAX_SEED}, e.g. /reroll 1234."
+            f"from 0 to {MAX_SEED}, e.g. /reroll 1234 (/reroll <seed> <job id> rerolls that job)."
         )
-    return check_seed(int(words[0]))
+    seed = check_seed(int(words[0])) if words else None
+    return seed, check_job_id(int(job_words[0])) if job_words else None
 
 
 def read_job_argument(words: Sequence[str], command: str) -> int | None:

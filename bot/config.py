@@ -1,38 +1,38 @@
 """The whole configuration: one typed model per section, loaded from TOML plus environment secrets.
 
-Every package owns the settings of its own section; this module only composes them, reads the file,
-and turns validation errors into lines an operator can act on
-(``engine.default_steps: 0 is below the minimum 1``).
+Every package owns the settings of its own section, and every chat platform its section's model
+(`bot/<platform>/settings.py`, declared in its `PlatformSpec`); this module only composes them (`Config`
+has the core sections plus one per installed platform), reads the file, and turns validation errors into
+lines an operator can act on (``engine.default_steps: 0 is below the minimum 1``).
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
 
 from bot.metrics import MetricsSettings
+from bot.platforms import PlatformError, PlatformSpec, installed
 from bot.settings import (
     DeliverySettings,
-    DiscordSettings,
     LimitsSettings,
     ModerationSettings,
-    TelegramSettings,
+    PlatformSettings,
     VariationsSettings,
 )
 from engine.settings import EngineSettings
+from storage.jobs import Platform
 from storage.settings import StorageSettings
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 CONFIG_PATH_VARIABLE = "MAJICBOT_CONFIG"
-SECRET_VARIABLES: Mapping[str, tuple[str, str]] = {
-    "MAJICBOT_DISCORD_TOKEN": ("discord", "token"),
-    "MAJICBOT_TELEGRAM_TOKEN": ("telegram", "token"),
-}
+
+S = TypeVar("S", bound=PlatformSettings)
 
 
 class LoggingSettings(BaseModel):
@@ -46,10 +46,13 @@ class LoggingSettings(BaseModel):
     )
 
 
-class Config(BaseModel):
-    """Everything majicbot reads from `config.toml`."""
+class CoreConfig(BaseModel):
+    """The sections every installation has; `Config` adds one per platform."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    platforms: ClassVar[tuple[PlatformSpec[Any], ...]] = ()
+    """The platforms whose sections this model has (`compose_config`)."""
 
     storage: StorageSettings = Field(default_factory=StorageSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -57,18 +60,57 @@ class Config(BaseModel):
     variations: VariationsSettings = Field(default_factory=VariationsSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)
-    discord: DiscordSettings = Field(default_factory=DiscordSettings)
-    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
-    @property
-    def discord_enabled(self) -> bool:
-        return self.discord.token is not None
+    def section(self, platform: PlatformSpec[S]) -> S:
+        """The `[name]` section of `platform`."""
+        value = getattr(self, platform.name)
+        if not isinstance(value, platform.settings):
+            raise TypeError(f"the config has no {platform.name} section of {platform.settings.__name__}")
+        return value
 
-    @property
-    def telegram_enabled(self) -> bool:
-        return self.telegram.token is not None
+    def sections(self) -> dict[Platform, PlatformSettings]:
+        """Every platform's section, by name (enabled or not)."""
+        return {platform.name: self.section(platform) for platform in self.platforms}
+
+    def enabled_platforms(self) -> tuple[PlatformSpec[Any], ...]:
+        """The platforms whose adapter runs (their token is set)."""
+        return tuple(platform for platform in self.platforms if self.section(platform).enabled)
+
+    def secrets(self) -> list[str]:
+        """Every secret in the configuration (the platforms' tokens and the like), for log scrubbing."""
+        return [secret for section in self.sections().values() for secret in section.secrets()]
+
+
+def compose_config(platforms: Sequence[PlatformSpec[Any]]) -> type[CoreConfig]:
+    """The configuration model with one section per platform, named after it."""
+    taken = [platform.name for platform in platforms if platform.name in CoreConfig.model_fields]
+    if taken:
+        raise PlatformError(f"a platform cannot be named like a core config section: {', '.join(taken)}")
+    sections: dict[str, Any] = {
+        platform.name: (platform.settings, Field(default_factory=platform.settings)) for platform in platforms
+    }
+    model = create_model(
+        "Config",
+        __base__=CoreConfig,
+        __module__=__name__,
+        __doc__="Everything majicbot reads from `config.toml`: the core sections and one per platform.",
+        **sections,
+    )
+    model.platforms = tuple(platforms)
+    return model
+
+
+if TYPE_CHECKING:
+    Config: TypeAlias = CoreConfig
+else:
+    Config = compose_config(installed())
+
+
+def secret_variables(config_model: type[CoreConfig]) -> Mapping[str, tuple[str, str]]:
+    """Environment variable -> (section, key) it sets: each platform's token."""
+    return {platform.token_variable: (platform.name, "token") for platform in config_model.platforms}
 
 
 class ConfigError(Exception):
@@ -100,7 +142,7 @@ def load_config(explicit: Path | None = None, environ: Mapping[str, str] = os.en
             raise ConfigError(str(path), [f"not valid TOML: {error}"]) from None
     elif required:
         raise ConfigError(str(path), ["file not found; copy config.example.toml to config.toml and edit it"])
-    for variable, (section, key) in SECRET_VARIABLES.items():
+    for variable, (section, key) in secret_variables(Config).items():
         value = environ.get(variable)
         if value:
             section_table = raw.setdefault(section, {})
@@ -138,7 +180,7 @@ def _describe(error: ValidationError) -> Iterator[str]:
             yield f"{key}: {message}{shown}"
 
 
-def masked_dump(config: Config) -> dict[str, Any]:
+def masked_dump(config: CoreConfig) -> dict[str, Any]:
     """The effective configuration as plain data, with every secret replaced by a mask."""
 
     def mask(value: Any) -> Any:

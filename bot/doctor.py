@@ -7,7 +7,7 @@
     disk          room for the model files still to download
     model files   present and recognised (models.check)
     database      reachable and migrated
-    telegram / discord   each configured token accepted by its platform
+    <platform>    each enabled platform's token accepted by that platform (`PlatformSpec.check_token`)
 
 Everything that needs a GPU or the network goes through `DoctorProbes`, so tests give fakes. `torch` is
 asked in a child process (engine.gpu_probe): this process never imports it. `--no-engine` (a chat-only
@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.config import Config
-from bot.token_check import check_discord_token, check_telegram_token
 from engine.gpu_probe import GpuDevice, GpuProbe, probe_gpu
 from engine.host_memory import HostMemory, estimated_need, read_meminfo, shortfall
 from engine.memory_model import GIB
@@ -296,26 +295,20 @@ class Doctor:
         return CheckResult("database", True, f"{where}, migrations up to date ({', '.join(status.head)})")
 
     async def tokens(self) -> list[CheckResult]:
+        """Each enabled platform's token, asked of the platform (`PlatformSpec.check_token`)."""
         config = self.config
         results: list[CheckResult] = []
-        if config.telegram.token is not None:
-            verdict = await check_telegram_token(
-                config.telegram.token.get_secret_value(), config.telegram.base_url
-            )
-            results.append(CheckResult("telegram", verdict.accepted, verdict.detail))
-        if config.discord.token is not None:
-            verdict = await check_discord_token(
-                config.discord.token.get_secret_value(), config.discord.api_base_url
-            )
-            results.append(CheckResult("discord", verdict.accepted, verdict.detail))
+        for platform in config.enabled_platforms():
+            verdict = await platform.check_token(config.section(platform))
+            results.append(CheckResult(platform.name, verdict.accepted, verdict.detail))
         if not results:
+            variables = " or ".join(platform.token_variable for platform in config.platforms)
             results.append(
                 CheckResult(
                     "chat",
                     False,
                     "no chat platform token is configured",
-                    "set MAJICBOT_TELEGRAM_TOKEN or MAJICBOT_DISCORD_TOKEN (or the config file's token); "
-                    "on an engine-only host use --no-chat",
+                    f"set {variables} (or the config file's token); on an engine-only host use --no-chat",
                 )
             )
         return results

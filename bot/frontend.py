@@ -1,15 +1,9 @@
 """What `bot/app.py` needs from a chat adapter.
 
-Each adapter module exposes a class with this constructor and protocol:
-
-    bot.telegram.frontend.TelegramFrontend(settings: TelegramSettings, service: BotService,
-                                           limits: LimitsSettings)
-    bot.discord.frontend.DiscordFrontend(settings: DiscordSettings, service: BotService,
-                                         limits: LimitsSettings)
-
-`bot.app` imports an adapter's module only when its token is configured. `ChatFrontend` is what every
-adapter's frontend shares: its presenter, the fatal reason, the loggers scrubbed of its secrets, and
-the order of stopping.
+Each platform's `PlatformSpec.frontend(settings, service, limits)` (`bot/platforms.py`) builds one;
+`bot.app` calls it, and so imports the platform's library, only when the platform is enabled.
+`ChatFrontend` is what every adapter's frontend shares: its presenter, the fatal reason, the loggers
+scrubbed of its secrets, and the order of stopping.
 """
 
 from __future__ import annotations

@@ -16,16 +16,9 @@ from bot.json_log import JsonFormatter
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 MASK = "********"
-# Chatty at INFO/DEBUG and never useful to an operator at those levels.
-_QUIET_LOGGERS = (
-    "httpx",
-    "httpcore",
-    "telegram.ext.Updater",
-    "discord.gateway",
-    "discord.http",
-    "aiosqlite",
-    "alembic",
-)
+# Chatty at INFO/DEBUG and never useful to an operator at those levels (and each platform's own,
+# `PlatformSpec.noisy_loggers`).
+_QUIET_LOGGERS = {"httpx", "httpcore", "aiosqlite", "alembic"}
 
 
 # Credentials recognised by where they stand; group 1 is kept, the rest of the match is masked.
@@ -83,9 +76,11 @@ def guard_loggers(redactor: SecretRedactor, prefixes: Iterable[str]) -> list[log
     return guarded
 
 
-def configure_logging(level: str, secrets: Iterable[str] = (), *, json_lines: bool = False) -> None:
+def configure_logging(
+    level: str, secrets: Iterable[str] = (), *, json_lines: bool = False, noisy_loggers: Iterable[str] = ()
+) -> None:
     """Send logs to stderr at `level` (one JSON object per line if `json_lines`), with `secrets`
-    scrubbed; idempotent."""
+    scrubbed and `noisy_loggers` quietened; idempotent."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_majicbot", False):
@@ -98,5 +93,7 @@ def configure_logging(level: str, secrets: Iterable[str] = (), *, json_lines: bo
     root.setLevel(level)
     # At DEBUG everything shows (also after an earlier call quietened these).
     quiet_level = logging.NOTSET if level == "DEBUG" else logging.WARNING
+    # Remembered, so that a later call at DEBUG shows the platforms' loggers an earlier one quietened.
+    _QUIET_LOGGERS.update(noisy_loggers)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(quiet_level)

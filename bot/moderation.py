@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bot.errors import Banned, PromptNotAllowed, RateLimited
-from bot.settings import DiscordSettings, ModerationSettings, TelegramSettings
+from bot.settings import ModerationSettings, PlatformSettings
 from storage.bans import Ban
 from storage.jobs import Job, Platform, Requester
 
@@ -69,13 +69,9 @@ class Operators:
     user_ids: Mapping[Platform, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, discord: DiscordSettings, telegram: TelegramSettings) -> Operators:
-        return cls(
-            {
-                Platform.DISCORD: frozenset(str(user) for user in discord.admin_user_ids),
-                Platform.TELEGRAM: frozenset(str(user) for user in telegram.admin_user_ids),
-            }
-        )
+    def from_sections(cls, sections: Mapping[Platform, PlatformSettings]) -> Operators:
+        """From each platform's config section (`Config.sections`)."""
+        return cls({platform: section.operator_ids() for platform, section in sections.items()})
 
     def includes(self, platform: Platform, user_id: str) -> bool:
         return user_id in self.user_ids.get(platform, frozenset())

@@ -594,7 +594,7 @@ class BotService:
 
 
 def _same_platform(requester: Requester, job: Job) -> bool:
-    return job.requester.platform is requester.platform
+    return job.requester.platform == requester.platform
 
 
 def _owns(requester: Requester, job: Job) -> bool:

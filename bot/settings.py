@@ -1,9 +1,10 @@
-"""Settings of the chat side: limits on requests and the two chat platforms."""
+"""Settings of the chat side: limits on requests, moderation, delivery, and what every platform's
+section has (each platform's own section is in its folder)."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -83,7 +84,7 @@ class ModerationSettings(BaseModel):
     banned_words: tuple[Word, ...] = Field(default=(), description="A prompt with one is refused.")
     banned_patterns: tuple[Pattern, ...] = ()
     spoiler_words: tuple[Word, ...] = Field(
-        default=(), description="A picture from a prompt with one is posted as a spoiler (Discord)."
+        default=(), description="A picture from a prompt with one is posted as a spoiler."
     )
     spoiler_patterns: tuple[Pattern, ...] = ()
 
@@ -132,52 +133,23 @@ class DeliverySettings(BaseModel):
         return self
 
 
-class DiscordSettings(BaseModel):
-    """The `[discord]` section. The adapter runs when a token is set (here or MAJICBOT_DISCORD_TOKEN)."""
+class PlatformSettings(BaseModel):
+    """What every chat platform's section has (`bot/<platform>/settings.py` subclasses it): the bot's
+    token, whose presence turns the adapter on, and the platform's operators."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     token: SecretStr | None = None
-    sync_guild_ids: tuple[int, ...] = Field(
-        default=(), description="Sync slash commands to these guilds (instant); empty: globally."
-    )
-    allowed_guild_ids: tuple[int, ...] = ()
-    allowed_channel_ids: tuple[int, ...] = ()
-    allowed_role_ids: tuple[int, ...] = ()
-    admin_user_ids: tuple[int, ...] = ()
-    allow_dms: bool = True
-    progress_edit_interval_s: float = Field(default=2.0, ge=1.0)
-    api_base_url: str | None = Field(default=None, description="REST base, e.g. http://proxy/api/v10")
-    gateway_url: str | None = Field(default=None, description="Gateway websocket URL, e.g. ws://proxy/")
 
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None
 
-class TelegramSettings(BaseModel):
-    """The `[telegram]` section. The adapter runs when a token is set (here or MAJICBOT_TELEGRAM_TOKEN)."""
+    def operator_ids(self) -> frozenset[str]:
+        """The users who may ban and unban, as the platform's ids in text (as `Requester.user_id`)."""
+        return frozenset()
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    token: SecretStr | None = None
-    allowed_user_ids: tuple[int, ...] = ()
-    allowed_chat_ids: tuple[int, ...] = ()
-    admin_user_ids: tuple[int, ...] = ()
-    base_url: str = Field(default="https://api.telegram.org/bot", description="Bot API base (self-hosted).")
-    base_file_url: str = "https://api.telegram.org/file/bot"
-    mode: Literal["polling", "webhook"] = "polling"
-    webhook_url: str | None = Field(default=None, description="Public HTTPS URL Telegram posts updates to.")
-    webhook_listen: str = "127.0.0.1"
-    webhook_port: int = Field(default=8443, ge=1, le=65535)
-    webhook_secret: SecretStr | None = None
-    progress_interval_private_s: float = Field(default=1.0, ge=0.5)
-    progress_interval_group_s: float = Field(default=3.0, ge=3.0)
-    group_reply_batch_s: float = Field(
-        default=0.5,
-        ge=0,
-        le=5,
-        description="In groups, answers to commands arriving within this many seconds share one message.",
-    )
-
-    @model_validator(mode="after")
-    def _webhook_complete(self) -> TelegramSettings:
-        if self.mode == "webhook" and (self.webhook_url is None or self.webhook_secret is None):
-            raise ValueError('mode "webhook" needs webhook_url and webhook_secret')
-        return self
+    def secrets(self) -> list[str]:
+        """Every secret set in this section (its `SecretStr` fields), to be scrubbed from the logs."""
+        values = (getattr(self, name) for name in type(self).model_fields)
+        return [value.get_secret_value() for value in values if isinstance(value, SecretStr)]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.command_parser import EXAMPLE, FLAGS
+from bot.command_table import COMMAND_TABLE, usage
 from bot.settings import LimitsSettings
 from bot.standing import Queued, QueueOverview
 from bot.user_settings import SettingName
@@ -39,25 +40,20 @@ HELP_EXAMPLES: tuple[str, ...] = (
 """Shown by /help; a test checks that each one parses under the default limits."""
 
 
-def help_text(
-    commands: Sequence[tuple[str, str]],
-    limits: LimitsSettings,
-    admin_commands: Sequence[tuple[str, str]] = (),
-) -> str:
-    """/help: the platform's commands as (usage, what it does), the operators' commands when given,
-    then every flag the parser accepts (from `bot.command_parser.FLAGS`, so help and parser cannot
-    drift), the settings, the limits and examples."""
-    operators = [
-        "",
-        "For the bot's operators only (admin_user_ids in its config):",
-        *(f"{usage}: {what}" for usage, what in admin_commands),
-    ]
+def help_text(limits: LimitsSettings, *, typed: bool = False) -> str:
+    """/help: the commands of `bot.command_table.COMMAND_TABLE` with their usage (`typed`: as written
+    on a text-only platform), the operators' commands under their own heading, then every flag the
+    parser accepts (from `bot.command_parser.FLAGS`), the settings, the limits and examples; all from
+    the tables the commands are read with, so help cannot drift from them."""
+    said = {c.name: f"{usage(c, typed=typed)}: {c.description}" for c in COMMAND_TABLE}
     lines = [
         "majicbot draws pictures from your words on a local GPU (majicflus, a FLUX.1 model).",
         "",
         "Commands:",
-        *(f"{usage}: {what}" for usage, what in commands),
-        *(operators if admin_commands else ()),
+        *(said[c.name] for c in COMMAND_TABLE if not c.operators_only),
+        "",
+        "For the bot's operators only (admin_user_ids in its config):",
+        *(said[c.name] for c in COMMAND_TABLE if c.operators_only),
         "",
         "Flags (write them after the prompt; --flag=value works too):",
         *(f"  {flag.help_line(limits)}" for flag in FLAGS),
@@ -370,6 +366,18 @@ def unexpected_error_text(error: BaseException | None) -> str:
     if isinstance(error, StorageFull):
         return STORAGE_FULL
     return "Sorry, something went wrong on my side. Try again in a moment."
+
+
+UNKNOWN_BUTTON = "This button is from an older version of the bot and no longer works."
+
+
+def unknown_command_text(name: str) -> str:
+    return f"I don't know /{name}. Send /help for what I can do."
+
+
+def deleted_text(job: Job) -> str:
+    """Said once the picture of `job` is taken down (its Delete button)."""
+    return f"Deleted job #{job.id}'s image."
 
 
 def not_allowed_text() -> str:

@@ -44,7 +44,7 @@ class BanList:
         """Ban the user (again: the newest operator, time and reason replace the old ones)."""
         async with self._db.write() as session:
             values = {
-                "platform": platform.value,
+                "platform": platform,
                 "user_id": user_id,
                 "banned_by": banned_by,
                 "banned_at": await database_now(session),
@@ -66,12 +66,12 @@ class BanList:
     async def unban(self, platform: Platform, user_id: str) -> Ban | None:
         """Lift the ban; the ban that was lifted, or None if the user was not banned."""
         async with self._db.write() as session:
-            row = await session.get(BanRow, (platform.value, user_id), with_for_update=True)
+            row = await session.get(BanRow, (platform, user_id), with_for_update=True)
             if row is None:
                 return None
             ban = _to_ban(row)
             await session.execute(
-                delete(BanRow).where(BanRow.platform == platform.value, BanRow.user_id == user_id)
+                delete(BanRow).where(BanRow.platform == platform, BanRow.user_id == user_id)
             )
             return ban
 
@@ -84,7 +84,7 @@ class BanList:
         async with self._db.sessions() as session:
             rows = await session.scalars(
                 select(BanRow)
-                .where(BanRow.platform == platform.value)
+                .where(BanRow.platform == platform)
                 .order_by(BanRow.banned_at.desc(), BanRow.user_id)
             )
             return [_to_ban(row) for row in rows]
@@ -92,7 +92,7 @@ class BanList:
 
 async def find_ban(session: AsyncSession, platform: Platform, user_id: str) -> Ban | None:
     """The user's ban, read in the caller's transaction (enqueue's)."""
-    row = await session.get(BanRow, (platform.value, user_id))
+    row = await session.get(BanRow, (platform, user_id))
     return None if row is None else _to_ban(row)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NewType
 
 
 class JobStatus(enum.StrEnum):
@@ -44,11 +45,10 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
-class Platform(enum.StrEnum):
-    """Where a job came from, and so where its result goes."""
-
-    DISCORD = "discord"
-    TELEGRAM = "telegram"
+Platform = NewType("Platform", str)
+"""Where a job came from, and so where its result goes: a chat platform's short name, as stored in the
+rows ("discord", "telegram"). Each adapter declares its own (`bot/<platform>/platform.py`); storage
+knows no platform and checks nothing about the name beyond its column's 16 characters."""
 
 
 class FailureKind(enum.StrEnum):

@@ -182,7 +182,7 @@ class JobQueue:
             png = new_job.input_png
             input_sha256 = None if png is None else hashlib.sha256(png).hexdigest()
             row = JobRow(
-                platform=requester.platform.value,
+                platform=requester.platform,
                 chat_id=requester.chat_id,
                 guild_id=requester.guild_id,
                 user_id=requester.user_id,
@@ -639,7 +639,7 @@ class JobQueue:
             raise ValueError(f"limit must be at least 1, not {limit}.")
         return await self._select(
             select(JobRow)
-            .where(JobRow.platform == platform.value, JobRow.user_id == user_id)
+            .where(JobRow.platform == platform, JobRow.user_id == user_id)
             .order_by(JobRow.created_at.desc(), JobRow.id.desc())
             .limit(limit)
         )
@@ -648,7 +648,7 @@ class JobQueue:
         """The user's most recent job in this chat (for /reroll)."""
         jobs = await self._select(
             select(JobRow)
-            .where(JobRow.platform == platform.value, JobRow.chat_id == chat_id, JobRow.user_id == user_id)
+            .where(JobRow.platform == platform, JobRow.chat_id == chat_id, JobRow.user_id == user_id)
             .order_by(JobRow.created_at.desc(), JobRow.id.desc())
             .limit(1)
         )
@@ -665,7 +665,7 @@ class JobQueue:
             .where(
                 JobRow.delivered_at.is_(None),
                 JobRow.status.in_(_FINAL),
-                JobRow.platform.in_([platform.value for platform in platforms]),
+                JobRow.platform.in_(list(platforms)),
             )
             .order_by(JobRow.id)
         )
@@ -696,7 +696,7 @@ def _expired(now: datetime) -> Any:
 def _active_query(platform: Platform, user_id: str) -> Select[JobRow]:
     return (
         select(JobRow)
-        .where(JobRow.platform == platform.value, JobRow.user_id == user_id, JobRow.status.in_(_ACTIVE))
+        .where(JobRow.platform == platform, JobRow.user_id == user_id, JobRow.status.in_(_ACTIVE))
         .order_by(JobRow.created_at, JobRow.id)
     )
 
@@ -713,7 +713,7 @@ async def _check_hourly(session: AsyncSession, requester: Requester, limit: int,
         await session.scalars(
             select(JobRow.created_at)
             .where(
-                JobRow.platform == requester.platform.value,
+                JobRow.platform == requester.platform,
                 JobRow.user_id == requester.user_id,
                 JobRow.created_at > window_start,
             )
@@ -734,7 +734,7 @@ async def _lock_user(session: AsyncSession, requester: Requester) -> None:
     """
     if dialect_name(session) != "postgresql":
         return
-    key = f"majicbot-user:{requester.platform.value}:{requester.user_id}"
+    key = f"majicbot-user:{requester.platform}:{requester.user_id}"
     await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
 
 

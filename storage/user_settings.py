@@ -41,7 +41,7 @@ class UserSettingsStore:
     async def get(self, platform: Platform, user_id: str) -> StoredSettings:
         """The user's settings; all unset (`StoredSettings()`) if they never changed one."""
         async with self._db.sessions() as session:
-            row = await session.get(UserSettingsRow, (platform.value, user_id))
+            row = await session.get(UserSettingsRow, (platform, user_id))
             return StoredSettings() if row is None else _to_settings(row)
 
     async def update(
@@ -56,11 +56,11 @@ class UserSettingsStore:
             insert = postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
             await session.execute(
                 insert(UserSettingsRow)
-                .values(platform=platform.value, user_id=user_id, updated_at=await database_now(session))
+                .values(platform=platform, user_id=user_id, updated_at=await database_now(session))
                 .on_conflict_do_nothing(index_elements=[UserSettingsRow.platform, UserSettingsRow.user_id])
             )
             row = await session.get(
-                UserSettingsRow, (platform.value, user_id), with_for_update=True, populate_existing=True
+                UserSettingsRow, (platform, user_id), with_for_update=True, populate_existing=True
             )
             assert row is not None
             changed = change(_to_settings(row))
@@ -74,7 +74,7 @@ class UserSettingsStore:
         async with self._db.write() as session:
             result = await session.execute(
                 delete(UserSettingsRow)
-                .where(UserSettingsRow.platform == platform.value, UserSettingsRow.user_id == user_id)
+                .where(UserSettingsRow.platform == platform, UserSettingsRow.user_id == user_id)
                 .returning(UserSettingsRow.user_id)
             )
             return result.first() is not None

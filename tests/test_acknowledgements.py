@@ -21,6 +21,8 @@ from storage.queue import JobQueue
 from tests.support.new_jobs import NewJobFactory
 from tests.support.services import build_service
 
+CHAT = Platform("chat")  # a platform that records what it is asked
+
 
 class Flaky(Exception):
     pass
@@ -31,7 +33,7 @@ class Refused(Exception):
 
 
 class QuietPresenter(StatusPresenter):
-    platform = Platform.TELEGRAM
+    platform = CHAT
     result_actions = (ButtonAction.REROLL,)
     activity_every_s = 4.0
 
@@ -68,7 +70,7 @@ async def test_a_network_failure_is_retried_and_the_answer_becomes_the_status_li
     queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
 ) -> None:
     presenter = QuietPresenter(build_service(queue, image_store))
-    job = (await queue.enqueue(make_new_job())).job
+    job = (await queue.enqueue(make_new_job(platform=CHAT))).job
     sent: list[tuple[str, str]] = []
 
     async def send(command: str, text: str) -> int:
@@ -90,7 +92,7 @@ async def test_a_refused_answer_is_given_up_at_once_and_only_logged(
     queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     presenter = QuietPresenter(build_service(queue, image_store))
-    job = (await queue.enqueue(make_new_job())).job
+    job = (await queue.enqueue(make_new_job(platform=CHAT))).job
     attempts = 0
 
     async def send(command: str, text: str) -> int:
@@ -110,8 +112,8 @@ async def test_answers_in_a_busy_chat_share_one_message(
     queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
 ) -> None:
     presenter = QuietPresenter(build_service(queue, image_store))
-    first = (await queue.enqueue(make_new_job(user_id="1", user_name="ann"))).job
-    second = (await queue.enqueue(make_new_job(user_id="2", user_name="bob"))).job
+    first = (await queue.enqueue(make_new_job(platform=CHAT, user_id="1", user_name="ann"))).job
+    second = (await queue.enqueue(make_new_job(platform=CHAT, user_id="2", user_name="bob"))).job
     sent: list[str] = []
 
     async def send(command: str, text: str) -> int:

@@ -17,9 +17,10 @@ from bot.app import Application, ApplicationError
 from bot.command_parser import ImagineArgs
 from bot.config import Config
 from bot.settings import LimitsSettings
+from bot.telegram import TELEGRAM
 from engine.errors import EngineStartError
 from storage.database import Database
-from storage.jobs import JobStatus, Platform, Requester
+from storage.jobs import JobStatus, Requester
 from storage.queue import JobQueue
 from storage.signals import LocalSignals
 from tests.support.app_harness import tiny_app_config
@@ -29,7 +30,7 @@ from tests.support.new_jobs import build_new_job
 TINY = "tests.support.tiny_backend:create_backend"
 REPO = Path(__file__).resolve().parent.parent
 START_S = 90.0  # the worker imports torch on a shared 2-core machine
-ALICE = Requester(Platform.TELEGRAM, chat_id="100", user_id="1", user_name="alice")
+ALICE = Requester(TELEGRAM, chat_id="100", user_id="1", user_name="alice")
 
 
 def make_config(tmp_path: Path, backend: str = TINY) -> Config:
@@ -65,8 +66,8 @@ def test_refuses_to_run_chat_without_an_adapter(tmp_path: Path) -> None:
     with pytest.raises(ApplicationError) as caught:
         Application(make_config(tmp_path))
     assert str(caught.value) == (
-        "no chat adapter is configured: set telegram.token or discord.token in the config file "
-        "(or MAJICBOT_TELEGRAM_TOKEN / MAJICBOT_DISCORD_TOKEN in the environment)"
+        "no chat adapter is configured: set discord.token or telegram.token in the config file "
+        "(or MAJICBOT_DISCORD_TOKEN / MAJICBOT_TELEGRAM_TOKEN in the environment)"
     )
 
 
@@ -183,7 +184,8 @@ import asyncio, json, sys
 from pathlib import Path
 from bot.app import Application
 from bot.command_parser import ImagineArgs
-from storage.jobs import Platform, Requester
+from bot.telegram import TELEGRAM
+from storage.jobs import Requester
 from tests.support.app_harness import tiny_app_config
 from tests.support.memory_frontend import MemoryFrontend
 from tests.test_app import make_config
@@ -195,7 +197,7 @@ async def main() -> None:
     task = asyncio.create_task(app.run(stop))
     async with asyncio.timeout(90):
         await app.started()
-        requester = Requester(Platform.TELEGRAM, chat_id="1", user_id="1", user_name="u")
+        requester = Requester(TELEGRAM, chat_id="1", user_id="1", user_name="u")
         await app.service.imagine(requester, ImagineArgs("a cat", steps=2, width=256, height=256))
         await frontend.presenter.wait_until(lambda: bool(frontend.presenter.of("deliver")))
     imported = sorted(name for name in ("torch", "diffsynth") if name in sys.modules)

@@ -31,8 +31,7 @@ def test_defaults_when_no_file_and_none_asked_for(tmp_path: Path, monkeypatch: p
     monkeypatch.chdir(tmp_path)
     config = load_config(None, {})
     assert config == Config()
-    assert not config.discord_enabled
-    assert not config.telegram_enabled
+    assert config.enabled_platforms() == ()
 
 
 def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
@@ -82,7 +81,7 @@ def test_tokens_from_environment_override_file_and_are_masked(tmp_path: Path) ->
     )
     assert config.telegram.token is not None
     assert config.telegram.token.get_secret_value() == "from-env-456"
-    assert config.discord_enabled and config.telegram_enabled
+    assert [platform.name for platform in config.enabled_platforms()] == ["discord", "telegram"]
     dumped = repr(masked_dump(config))
     assert "from-env-456" not in dumped and "dsc-789" not in dumped
     assert masked_dump(config)["telegram"]["token"] == "********"

@@ -13,10 +13,12 @@ import pytest
 from sqlalchemy import update
 
 from bot.delivery import DeliveryLoop
+from bot.discord import DISCORD
 from bot.job_view import JobView
+from bot.telegram import TELEGRAM
 from storage.database import Database
 from storage.images import ImageStore
-from storage.jobs import FailureKind, Job, JobStatus, Platform
+from storage.jobs import FailureKind, Job, JobStatus
 from storage.queue import JobQueue
 from storage.signals import LocalSignals, Topic
 from storage.tables import JobRow
@@ -122,9 +124,9 @@ async def test_a_failing_presenter_is_retried_and_others_go_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     telegram = RecordingPresenter(failures=2)
-    discord = RecordingPresenter(platform=Platform.DISCORD)
+    discord = RecordingPresenter(platform=DISCORD)
     flaky = await finished_job(queue, image_store, make_new_job)
-    steady = await finished_job(queue, image_store, make_new_job, platform=Platform.DISCORD)
+    steady = await finished_job(queue, image_store, make_new_job, platform=DISCORD)
     with caplog.at_level(logging.WARNING, logger="bot.delivery"):
         async with running(make_loop(queue, signals, telegram, discord)):
             await wait_delivered(queue, signals, steady.id)
@@ -249,9 +251,9 @@ async def test_eta_is_passed_once_timings_are_known(
 async def test_only_platforms_with_a_presenter_are_served(
     queue: JobQueue, signals: LocalSignals, image_store: ImageStore, make_new_job: NewJobFactory
 ) -> None:
-    presenter = RecordingPresenter(platform=Platform.TELEGRAM)
-    discord_job = await finished_job(queue, image_store, make_new_job, platform=Platform.DISCORD)
-    await queue.enqueue(make_new_job(platform=Platform.DISCORD, user_id="2"))
+    presenter = RecordingPresenter(platform=TELEGRAM)
+    discord_job = await finished_job(queue, image_store, make_new_job, platform=DISCORD)
+    await queue.enqueue(make_new_job(platform=DISCORD, user_id="2"))
     await make_loop(queue, signals, presenter).run_once()
     assert presenter.calls == []
     assert (await queue.get(discord_job.id)).delivered_at is None

@@ -16,16 +16,17 @@ from bot.eta import StepTimes, estimate
 from bot.input_images import size_for_image
 from bot.service import BotService
 from bot.settings import LimitsSettings, VariationsSettings
+from bot.telegram import TELEGRAM
 from engine.settings import EngineSettings
 from storage.images import ImageStore
-from storage.jobs import Job, JobOrigin, JobStatus, Platform, Requester
+from storage.jobs import Job, JobOrigin, JobStatus, Requester
 from storage.queue import JobQueue
 from tests.support.services import build_service
 
 pytestmark = pytest.mark.all_databases
 
-ALICE = Requester(Platform.TELEGRAM, chat_id="100", user_id="1", user_name="alice")
-BOB = Requester(Platform.TELEGRAM, chat_id="100", user_id="2", user_name="bob")
+ALICE = Requester(TELEGRAM, chat_id="100", user_id="1", user_name="alice")
+BOB = Requester(TELEGRAM, chat_id="100", user_id="2", user_name="bob")
 VARIATIONS = VariationsSettings(subtle_strength=0.3, strong_strength=0.75, upscale_strength=0.25)
 
 
@@ -71,7 +72,7 @@ async def test_imagine_makes_one_job_of_n_images(service: BotService, queue: Job
     job = queued.job
     assert (job.request.count, job.origin, job.request.strength) == (4, JobOrigin.NEW, None)
     assert job.progress_total == 16
-    assert len(await queue.active_jobs(Platform.TELEGRAM, "1")) == 1
+    assert len(await queue.active_jobs(TELEGRAM, "1")) == 1
     default = await service.imagine(ALICE, ImagineArgs("a fox"))
     assert default.job.request.count == 1  # limits.default_images
 
@@ -82,7 +83,7 @@ async def test_n_is_refused_outside_one_to_max_images(queue: JobQueue, image_sto
         await service.imagine(ALICE, ImagineArgs("a fox"), count=3)
     with pytest.raises(InvalidRequest, match=r"^--n 0 is out of range"):
         await service.imagine(ALICE, ImagineArgs("a fox"), count=0)
-    assert await queue.active_jobs(Platform.TELEGRAM, "1") == []
+    assert await queue.active_jobs(TELEGRAM, "1") == []
 
 
 async def test_a_job_of_four_counts_once_for_the_quota_and_four_times_for_the_eta(
@@ -232,7 +233,7 @@ async def test_image_prompts_are_checked_before_anything_is_queued(
         await service.imagine(ALICE, args, image=picture(64, 64), strength=0.05)
     with pytest.raises(InvalidRequest, match=r"^--strength goes with an image"):
         await service.imagine(ALICE, args, strength=0.5)
-    assert await queue.active_jobs(Platform.TELEGRAM, "1") == []
+    assert await queue.active_jobs(TELEGRAM, "1") == []
 
 
 async def test_a_reroll_is_recorded_as_one_and_keeps_the_count(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.discord import presenter
-from storage.jobs import JobStatus, Platform
+from bot.discord import DISCORD, presenter
+from storage.jobs import JobStatus
 from tests.support.app_harness import running
 from tests.support.discord_emulator import DiscordEmulator, Injected, RecordedCall
 from tests.support.discord_harness import (
@@ -57,7 +57,7 @@ async def test_imagine_defers_shows_progress_and_posts_the_png_with_buttons(
             post = await emulator.wait_for_call(channel_post(), within=60)
             await emulator.wait_for_call(lambda c: answer_to(interaction)(c) and "posted" in content(c))
             edits = emulator.calls_matching(answer_to(interaction))
-            job = (await app.queue.history(Platform.DISCORD, str(OWNER)))[0]
+            job = (await app.queue.history(DISCORD, str(OWNER)))[0]
             stored = await app.images.read(job.result_path or "")
 
     # Queue position first, then steps, throttled; the last edit points at the posted image.

@@ -9,8 +9,9 @@ import sqlite3
 from pathlib import Path
 
 from bot.app import Application
+from bot.discord import DISCORD
 from bot.settings import LimitsSettings, ModerationSettings
-from storage.jobs import Job, JobOrigin, Platform
+from storage.jobs import Job, JobOrigin
 from storage.queue import JobNotFound
 from tests.support.app_harness import SMALL_LIMITS, running
 from tests.support.discord_emulator import DiscordEmulator, Injected, RecordedCall
@@ -183,7 +184,7 @@ async def test_an_attached_image_is_the_prompts_start_and_refusals_reach_the_use
             len(emulator.calls_matching(lambda c: c.route.startswith("GET /user-attachments"))) == downloads
         )
         assert "not an image I can read" in await refusal({"prompt": "a hill"}, b"not a picture at all")
-        assert [j.id for j in await app.queue.history(Platform.DISCORD, str(OWNER), 10)] == [1]
+        assert [j.id for j in await app.queue.history(DISCORD, str(OWNER), 10)] == [1]
 
         # Upscale past the size limit.
         await emulator.inject_slash("imagine", {"prompt": "a wall --size 256x256 --steps 1"}, user_id=OWNER)

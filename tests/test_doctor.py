@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from bot.config import Config
+from bot.discord.settings import DiscordSettings
 from bot.doctor import CheckResult, Doctor, DoctorProbes
-from bot.settings import DiscordSettings, TelegramSettings
+from bot.telegram.settings import TelegramSettings
 from engine.gpu_probe import GpuDevice, GpuProbe
 from engine.host_memory import HostMemory
 from engine.memory_model import GIB

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.eta import StepTimes, estimate
-from storage.jobs import ImageRequest, Job, JobStatus, Platform, Requester
+from bot.telegram import TELEGRAM
+from storage.jobs import ImageRequest, Job, JobStatus, Requester
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -24,7 +25,7 @@ def job(
 ) -> Job:
     return Job(
         id=1,
-        requester=Requester(Platform.TELEGRAM, "1", "1", "someone"),
+        requester=Requester(TELEGRAM, "1", "1", "someone"),
         request=ImageRequest(prompt="p", seed=1, steps=steps, width=size[0], height=size[1], guidance=3.5),
         parent_id=None,
         status=status,

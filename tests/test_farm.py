@@ -15,8 +15,9 @@ from socket import gethostname
 
 import pytest
 
+from bot.telegram import TELEGRAM
 from storage.database import Database
-from storage.jobs import Job, JobStatus, Platform
+from storage.jobs import Job, JobStatus
 from storage.queue import JobQueue
 from storage.signals import LocalSignals
 from tests.support.new_jobs import NewJobFactory
@@ -162,7 +163,7 @@ base_file_url = "{emulator.base_file_url}"
         holders[0].kill()
 
         async def all_delivered() -> bool:
-            return not await queue.pending_delivery([Platform.TELEGRAM]) and all(
+            return not await queue.pending_delivery([TELEGRAM]) and all(
                 [(await queue.get(job.id)).delivered_at is not None for job in jobs]
             )
 
@@ -190,7 +191,7 @@ base_file_url = "{emulator.base_file_url}"
         for user in {user_of(row) for row in rows}:
             ids = [row.id for row in claims if user_of(row) == user and row.id != orphan.id]
             assert ids == sorted(ids), "each user's jobs ran first in, first out"
-        assert all(row.requester.platform is Platform.TELEGRAM for row in rows)
+        assert all(row.requester.platform == TELEGRAM for row in rows)
     except BaseException:
         for process in processes:
             print(f"===== {process.name}\n{process.text()[-4000:]}")

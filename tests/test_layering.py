@@ -7,12 +7,16 @@ those inside functions and under TYPE_CHECKING):
   and `engine/generate.py`;
 - the GPU worker process (`engine/worker.py` and everything it imports) imports neither storage nor bot;
 - storage and models import none of the others; nobody imports bot;
-- no import cycles between modules.
+- no import cycles between modules;
+- a chat platform is its folder: no module outside `bot/<platform>/` names one (imports, names,
+  attributes, or a string that uses its name as a key: "telegram.token", "MAJICBOT_DISCORD_TOKEN");
+  prose in docstrings and texts may mention one.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -35,6 +39,9 @@ STORAGE_IN_ENGINE: dict[str, tuple[str, ...]] = {
     "engine/generate.py": ("storage.jobs",),
 }
 WORKER_ENTRY = "engine.worker"
+PLATFORM_FOLDERS = tuple(sorted(path.parent.name for path in (ROOT / "bot").glob("*/platform.py")))
+"""Each `bot/<name>/` folder with a `platform.py` is a chat platform (`bot.platforms.discover`)."""
+MIGRATIONS = "storage/migrations/versions/"  # history: written once, never edited
 
 
 @dataclass(frozen=True)
@@ -223,3 +230,99 @@ def test_a_one_off_image_does_not_load_the_queue() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == ""
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The string expressions that are documentation (module, class, function or attribute docs)."""
+    return {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    }
+
+
+def _names_platform(text: str, platform: str) -> bool:
+    """`text` uses the platform's name as a key (`telegram`, `telegram.token`, `MAJICBOT_TELEGRAM_TOKEN`,
+    `'telegram'` in SQL); prose ("on Telegram, ...") is not a key."""
+    name = re.escape(platform)
+    return bool(
+        re.fullmatch(name, text, re.IGNORECASE)
+        or re.search(rf"(?<![\w-]){name}[._]\w|_{name}_|['\"]{name}['\"]", text, re.IGNORECASE)
+    )
+
+
+def _platform_mentions(path: Path, platforms: tuple[str, ...] = PLATFORM_FOLDERS) -> list[str]:
+    """Where a file outside the platforms' folders names one of them."""
+    relative = str(path.relative_to(ROOT))
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=relative)
+    docs = _docstrings(tree)
+    found: list[str] = []
+    for node in ast.walk(tree):
+        for platform in platforms:
+            what = None
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    modules.append(node.module)
+                    modules += [f"{node.module}.{alias.name}" for alias in node.names]
+                parts = [module.split(".") for module in modules]
+                if any(part[0] == platform or part[:2] == ["bot", platform] for part in parts):
+                    what = "imports " + ", ".join(modules)
+            elif isinstance(node, ast.Name | ast.Attribute):
+                identifier = node.id if isinstance(node, ast.Name) else node.attr
+                if platform in identifier.lower():
+                    what = f"uses {identifier}"
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docs
+                and _names_platform(node.value, platform)
+            ):
+                what = f"has {node.value[:60]!r}"
+            if what:
+                found.append(f"{relative}:{node.lineno} {what}: only bot/{platform}/ may name {platform}")
+    return found
+
+
+def _outside_the_platform_folders() -> list[Path]:
+    return [
+        path
+        for path in _source_files()
+        if not str(path.relative_to(ROOT)).startswith(MIGRATIONS)
+        and not (path.parts[len(ROOT.parts)] == "bot" and path.parts[len(ROOT.parts) + 1] in PLATFORM_FOLDERS)
+    ]
+
+
+def test_no_module_outside_a_platform_folder_names_a_platform() -> None:
+    """Adding a platform is adding its folder: config, CLI, doctor, app and storage loop over
+    `bot.platforms`, and nothing outside a folder knows its name."""
+    assert PLATFORM_FOLDERS, "no bot/<platform>/platform.py found"
+    wrong = [line for path in _outside_the_platform_folders() for line in _platform_mentions(path)]
+    assert wrong == [], "\n".join(wrong)
+
+
+def test_the_platform_rule_catches_a_platform_named_outside_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bot").mkdir()
+    bad = tmp_path / "bot" / "wiring.py"
+    bad.write_text(
+        '"""Prose may say Telegram."""\n\n'
+        "from bot.telegram.frontend import TelegramFrontend\n"
+        "import telegram.ext\n"
+        "def f(config):\n"
+        "    shown = 'posted on Telegram, as a reply'\n"
+        "    return config.telegram.token, 'telegram.ext.Updater', 'MAJICBOT_TELEGRAM_TOKEN'\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    rule = ": only bot/telegram/ may name telegram"
+    assert sorted(_platform_mentions(bad, ("telegram",))) == [
+        f"bot/wiring.py:3 imports bot.telegram.frontend, bot.telegram.frontend.TelegramFrontend{rule}",
+        f"bot/wiring.py:4 imports telegram.ext{rule}",
+        f"bot/wiring.py:7 has 'MAJICBOT_TELEGRAM_TOKEN'{rule}",
+        f"bot/wiring.py:7 has 'telegram.ext.Updater'{rule}",
+        f"bot/wiring.py:7 uses telegram{rule}",
+    ]

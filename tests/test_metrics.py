@@ -15,13 +15,14 @@ from bot.command_parser import ImagineArgs
 from bot.metrics import Health, MetricsSettings, PrometheusMetrics
 from bot.metrics_server import MetricsServer
 from bot.settings import LimitsSettings
+from bot.telegram import TELEGRAM
 from engine.messages import JobSucceeded, MemoryReport, RawImage
-from storage.jobs import JobStatus, Platform, Requester
+from storage.jobs import JobStatus, Requester
 from tests.support.app_harness import tiny_app_config
 from tests.support.memory_frontend import MemoryFrontend
 
 START_S = 90.0  # the worker imports torch on a shared 2-core machine
-ALICE = Requester(Platform.TELEGRAM, chat_id="100", user_id="1", user_name="alice")
+ALICE = Requester(TELEGRAM, chat_id="100", user_id="1", user_name="alice")
 
 
 def _succeeded(seconds: float, step_seconds: float) -> JobSucceeded:

@@ -10,12 +10,16 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, load_config
+from bot.discord import DISCORD
+from bot.discord.settings import DiscordSettings
 from bot.errors import PromptNotAllowed
 from bot.moderation import Moderation, Operators, PromptSource, RuleList, rate_limited
-from bot.settings import DiscordSettings, ModerationSettings, TelegramSettings
-from storage.jobs import Platform, Requester
+from bot.settings import ModerationSettings
+from bot.telegram import TELEGRAM
+from bot.telegram.settings import TelegramSettings
+from storage.jobs import Requester
 
-ALICE = Requester(Platform.TELEGRAM, chat_id="100", user_id="1", user_name="alice")
+ALICE = Requester(TELEGRAM, chat_id="100", user_id="1", user_name="alice")
 
 
 @pytest.mark.parametrize(
@@ -89,14 +93,16 @@ def test_style_suffix_refusals_say_where_the_word_is() -> None:
 def test_spoilers_and_operators() -> None:
     moderation = Moderation(
         ModerationSettings(spoiler_words=("spider",), spoiler_patterns=("clowns?",)),
-        Operators.from_settings(DiscordSettings(admin_user_ids=(7,)), TelegramSettings(admin_user_ids=(1,))),
+        Operators.from_sections(
+            {DISCORD: DiscordSettings(admin_user_ids=(7,)), TELEGRAM: TelegramSettings(admin_user_ids=(1,))}
+        ),
     )
     assert moderation.is_spoiler("a huge Spider")
     assert moderation.is_spoiler("two CLOWNS")
     assert not moderation.is_spoiler("spiderman")
     assert moderation.is_operator(ALICE)
-    assert not moderation.is_operator(Requester(Platform.DISCORD, "100", "1", "alice"))
-    assert moderation.is_operator(Requester(Platform.DISCORD, "100", "7", "op"))
+    assert not moderation.is_operator(Requester(DISCORD, "100", "1", "alice"))
+    assert moderation.is_operator(Requester(DISCORD, "100", "7", "op"))
 
 
 def test_the_rate_limit_refusal_says_when_to_come_back() -> None:

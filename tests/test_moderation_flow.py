@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.discord import DISCORD
 from bot.settings import ModerationSettings
-from storage.jobs import Platform, Requester
+from bot.telegram import TELEGRAM
+from storage.jobs import Requester
 from tests.support.app_harness import running
 from tests.support.discord_harness import answer_to, channel_post, content, emulated
 from tests.support.discord_harness import make_config as discord_config
@@ -29,16 +31,16 @@ async def test_refusals_reach_the_user_and_queue_nothing(emulator: TelegramEmula
         sent = await emulator.send_text(BOB, bob_chat, "/imagine a Forbidden city --size 64x64")
         answer = await emulator.wait_for("sendMessage", reply_to(bob_chat.id, sent), within_s=15)
         assert answer.params["text"].startswith("Your prompt has a word or phrase that is not allowed")
-        assert await app.queue.active_jobs(Platform.TELEGRAM, str(BOB.id)) == []
+        assert await app.queue.active_jobs(TELEGRAM, str(BOB.id)) == []
 
         sent = await emulator.send_text(BOB, bob_chat, "/imagine a quiet city --size 64x64")
         await emulator.wait_for("sendMessage", reply_to(bob_chat.id, sent), within_s=15)
         sent = await emulator.send_text(BOB, bob_chat, "/imagine another city --size 64x64")
         answer = await emulator.wait_for("sendMessage", reply_to(bob_chat.id, sent), within_s=15)
         assert answer.params["text"].startswith("You have sent 1 job in the last hour")
-        assert len(await app.queue.active_jobs(Platform.TELEGRAM, str(BOB.id))) == 1
+        assert len(await app.queue.active_jobs(TELEGRAM, str(BOB.id))) == 1
 
-        operator = Requester(Platform.TELEGRAM, str(ANN.id), str(ANN.id), "ann")
+        operator = Requester(TELEGRAM, str(ANN.id), str(ANN.id), "ann")
         await app.service.ban(operator, str(BOB.id), reason="spam")
         sent = await emulator.send_text(BOB, bob_chat, "/reroll")
         answer = await emulator.wait_for("sendMessage", reply_to(bob_chat.id, sent), within_s=15)
@@ -118,7 +120,7 @@ async def test_discord_bans_operators_only_banned_words_and_spoilers(tmp_path: P
             assert refused.startswith("Only the bot's operators")
             refused = await ask(user, "imagine", {"prompt": "a forbidden city --ar 1:1"})
             assert refused.startswith("Your prompt has a word or phrase that is not allowed")
-            assert await app.queue.active_jobs(Platform.DISCORD, str(user)) == []
+            assert await app.queue.active_jobs(DISCORD, str(user)) == []
 
             # A prompt on the spoiler list: the picture is posted behind a spoiler, the rest as usual.
             assert "Job #1" in await ask(user, "imagine", {"prompt": "a ghost ship --ar 1:1 --seed 3"})
@@ -136,7 +138,7 @@ async def test_discord_bans_operators_only_banned_words_and_spoilers(tmp_path: P
             assert (await ask(user, "settings")).startswith(refusal)
             click = await emulator.inject_click(post.answer["id"], "majicbot:reroll:1", user_id=user)
             assert content(await emulator.wait_for_call(answer_to(click))).startswith(refusal)
-            assert len(await app.queue.history(Platform.DISCORD, str(user))) == 1  # nothing queued
+            assert len(await app.queue.history(DISCORD, str(user))) == 1  # nothing queued
             assert f"{user}: since " in await ask(operator, "bans")
 
             assert (await ask(operator, "unban", {"user": str(user)})).startswith(f"Unbanned user {user}")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.app import Application
-from storage.jobs import Platform
+from bot.telegram import TELEGRAM
 from tests.support.app_harness import running
 from tests.support.discord_emulator import DiscordEmulator, Injected
 from tests.support.discord_harness import answer_to, content, emulated
@@ -74,7 +74,7 @@ async def telegram_texts(tmp_path: Path) -> list[str]:
                 return [status.params["text"], *edits]
 
             await move_the_queue(app, shown)
-            assert all(job.requester.platform is Platform.TELEGRAM for job in await app.queue.running())
+            assert all(job.requester.platform == TELEGRAM for job in await app.queue.running())
             return shown()
     finally:
         await emulator.close()

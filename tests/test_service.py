@@ -5,21 +5,23 @@ from __future__ import annotations
 import pytest
 
 from bot.command_parser import MAX_SEED, ImagineArgs
+from bot.discord import DISCORD
 from bot.errors import InvalidRequest, NotAllowed, NothingToDo, QuotaExceeded
 from bot.service import BotService
 from bot.settings import LimitsSettings
+from bot.telegram import TELEGRAM
 from engine.settings import EngineSettings
 from storage.images import ImageStore
-from storage.jobs import Job, JobStatus, Platform, Requester
+from storage.jobs import Job, JobStatus, Requester
 from storage.queue import JobQueue
 from tests.support.services import build_service
 
 pytestmark = pytest.mark.all_databases
 
-ALICE = Requester(Platform.TELEGRAM, chat_id="100", user_id="1", user_name="alice")
-BOB = Requester(Platform.TELEGRAM, chat_id="100", user_id="2", user_name="bob")
-BOB_ELSEWHERE = Requester(Platform.TELEGRAM, chat_id="999", user_id="2", user_name="bob")
-ALICE_ON_DISCORD = Requester(Platform.DISCORD, chat_id="100", user_id="1", user_name="alice")
+ALICE = Requester(TELEGRAM, chat_id="100", user_id="1", user_name="alice")
+BOB = Requester(TELEGRAM, chat_id="100", user_id="2", user_name="bob")
+BOB_ELSEWHERE = Requester(TELEGRAM, chat_id="999", user_id="2", user_name="bob")
+ALICE_ON_DISCORD = Requester(DISCORD, chat_id="100", user_id="1", user_name="alice")
 
 
 def make_service(
@@ -71,7 +73,7 @@ async def test_imagine_checks_arguments_built_by_an_adapter(service: BotService,
         await service.imagine(ALICE, ImagineArgs("a cat", steps=500))
     with pytest.raises(InvalidRequest, match=r"^Your prompt is empty"):
         await service.imagine(ALICE, ImagineArgs("   "))
-    assert await queue.active_jobs(Platform.TELEGRAM, "1") == []
+    assert await queue.active_jobs(TELEGRAM, "1") == []
 
 
 async def test_positions_follow_fair_order(service: BotService) -> None:

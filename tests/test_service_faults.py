@@ -11,17 +11,18 @@ from bot import texts
 from bot.command_parser import ImagineArgs
 from bot.errors import InvalidRequest, NothingToDo, Unavailable
 from bot.service import BotService
+from bot.telegram import TELEGRAM
 from engine.settings import EngineSettings
 from storage.database import Database
 from storage.errors import StorageFull
 from storage.images import ImageStore
-from storage.jobs import Platform, Requester
+from storage.jobs import Requester
 from storage.queue import JobQueue
 from storage.signals import LocalSignals
 from tests.support.services import build_service
 
-ALICE = Requester(Platform.TELEGRAM, chat_id="100", user_id="1", user_name="alice")
-STRANGER = Requester(Platform.TELEGRAM, chat_id="555", user_id="9", user_name="eve")
+ALICE = Requester(TELEGRAM, chat_id="100", user_id="1", user_name="alice")
+STRANGER = Requester(TELEGRAM, chat_id="555", user_id="9", user_name="eve")
 HUGE = 99999999999999999999
 
 

@@ -12,30 +12,36 @@ import pytest
 from sqlalchemy import update
 
 from bot.command_parser import ImagineArgs, parse_imagine
+from bot.discord import DISCORD
+from bot.discord.settings import DiscordSettings
 from bot.errors import Banned, InvalidRequest, NotAllowed, NothingToDo, PromptNotAllowed, RateLimited
 from bot.moderation import Moderation, Operators
 from bot.service import BotService
-from bot.settings import DiscordSettings, LimitsSettings, ModerationSettings, TelegramSettings
+from bot.settings import LimitsSettings, ModerationSettings
+from bot.telegram import TELEGRAM
+from bot.telegram.settings import TelegramSettings
 from bot.user_settings import SettingName
 from engine.settings import EngineSettings
 from storage.images import ImageStore
-from storage.jobs import Platform, Requester
+from storage.jobs import Requester
 from storage.queue import JobQueue
 from storage.tables import JobRow
 from tests.support.services import build_service
 
 pytestmark = pytest.mark.all_databases
 
-OPERATOR = Requester(Platform.TELEGRAM, chat_id="100", user_id="1", user_name="op")
-ALICE = Requester(Platform.TELEGRAM, chat_id="100", user_id="2", user_name="alice")
-BOB = Requester(Platform.TELEGRAM, chat_id="100", user_id="3", user_name="bob")
-ALICE_ON_DISCORD = Requester(Platform.DISCORD, chat_id="100", user_id="2", user_name="alice")
+OPERATOR = Requester(TELEGRAM, chat_id="100", user_id="1", user_name="op")
+ALICE = Requester(TELEGRAM, chat_id="100", user_id="2", user_name="alice")
+BOB = Requester(TELEGRAM, chat_id="100", user_id="3", user_name="bob")
+ALICE_ON_DISCORD = Requester(DISCORD, chat_id="100", user_id="2", user_name="alice")
 MODERATION = ModerationSettings(banned_words=("forbidden",), spoiler_patterns=("spider",))
 LIMITS = LimitsSettings(max_active_jobs_per_user=10)
 
 
 def make_service(queue: JobQueue, image_store: ImageStore, limits: LimitsSettings = LIMITS) -> BotService:
-    operators = Operators.from_settings(DiscordSettings(), TelegramSettings(admin_user_ids=(1,)))
+    operators = Operators.from_sections(
+        {DISCORD: DiscordSettings(), TELEGRAM: TelegramSettings(admin_user_ids=(1,))}
+    )
     return build_service(
         queue,
         image_store,
@@ -111,7 +117,7 @@ async def test_banned_words_are_refused_and_logged_without_the_prompt(
     caplog.set_level(logging.INFO)
     with pytest.raises(PromptNotAllowed, match=r"^Your prompt has a word or phrase that is not allowed"):
         await service.imagine(ALICE, ImagineArgs("a Forbidden secret castle"))
-    assert await queue.active_jobs(Platform.TELEGRAM, "2") == []
+    assert await queue.active_jobs(TELEGRAM, "2") == []
     lines = [record.getMessage() for record in caplog.records]
     assert any("rule=word:'forbidden'" in line and "user=2" in line for line in lines)
     assert not any("secret castle" in line for line in lines)
@@ -210,7 +216,7 @@ async def test_a_burst_of_commands_accepts_exactly_jobs_per_hour(
     queue: JobQueue, image_store: ImageStore
 ) -> None:
     service = make_service(queue, image_store, LIMITS.model_copy(update={"jobs_per_hour": PER_HOUR}))
-    users = [Requester(Platform.TELEGRAM, "100", f"{10 + n}", f"user {n}") for n in range(USERS)]
+    users = [Requester(TELEGRAM, "100", f"{10 + n}", f"user {n}") for n in range(USERS)]
     outcomes = await asyncio.gather(
         *(service.imagine(user, ImagineArgs(f"cat {n}")) for n in range(COMMANDS_PER_USER) for user in users),
         return_exceptions=True,

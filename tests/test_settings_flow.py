@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.app import Application
+from bot.discord import DISCORD
+from bot.telegram import TELEGRAM
 from storage.jobs import Job, Platform
 from tests.support.app_harness import running
 from tests.support.discord_emulator import DiscordEmulator, Injected, RecordedCall
@@ -76,14 +78,14 @@ async def test_telegram_settings_from_the_keyboard_and_typed_survive_a_restart(
 
         sent = await emulator.send_text(ANN, chat, "/imagine a harbour at dawn")
         await emulator.wait_for("sendMessage", reply_to(chat.id, sent))
-        job = await newest_job(app, Platform.TELEGRAM, ANN.id)
+        job = await newest_job(app, TELEGRAM, ANN.id)
         assert (job.request.width, job.request.height, job.request.steps) == (256, 144, 4)
         assert job.request.prompt == "a harbour at dawn, watercolor"
 
         # A flag on the command wins over the setting.
         sent = await emulator.send_text(ANN, chat, "/imagine a harbour at noon --ar 1:1 --steps 2")
         await emulator.wait_for("sendMessage", reply_to(chat.id, sent))
-        job = await newest_job(app, Platform.TELEGRAM, ANN.id)
+        job = await newest_job(app, TELEGRAM, ANN.id)
         assert (job.request.width, job.request.height, job.request.steps) == (256, 256, 2)
 
         sent = await emulator.send_text(ANN, chat, "/settings reset")
@@ -159,13 +161,13 @@ async def test_discord_settings_from_selects_and_options_survive_a_restart(tmp_p
             assert "Steps: 4" in text and WIDE in text
 
             assert "Job #" in await ask(emulator, "imagine", {"prompt": "a harbour at dawn"})
-            job = await newest_job(app, Platform.DISCORD, OWNER)
+            job = await newest_job(app, DISCORD, OWNER)
             assert (job.request.width, job.request.height, job.request.steps) == (256, 144, 4)
             assert job.request.prompt == "a harbour at dawn, watercolor"
             assert job.request.negative_prompt == "text, watermark"
 
             assert "Job #" in await ask(emulator, "imagine", {"prompt": "a harbour --ar 3:2 --no people"})
-            job = await newest_job(app, Platform.DISCORD, OWNER)
+            job = await newest_job(app, DISCORD, OWNER)
             assert (job.request.width, job.request.height) == (256, 160)
             assert job.request.negative_prompt == "people"
 

@@ -22,6 +22,8 @@ from storage.queue import JobQueue
 from tests.support.new_jobs import NewJobFactory
 from tests.support.services import build_service
 
+CHAT = Platform("chat")  # a platform that records what it is asked
+
 KEY = "the-bot-token-of-this-bot"
 TOKEN = "interaction-token-abcdef"
 FIRST_ID = "500"  # the id a deferred answer turns out to have on its first edit
@@ -31,7 +33,7 @@ Edit = tuple[str | None, str | None, str]  # message id, token, text
 
 
 class RecordingPresenter(StatusPresenter):
-    platform = Platform.DISCORD
+    platform = CHAT
     result_actions = (ButtonAction.REROLL,)
 
     def __init__(
@@ -81,7 +83,7 @@ async def test_a_posted_answer_is_stored_and_another_process_edits_that_message(
     queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
 ) -> None:
     service = build_service(queue, image_store)
-    job = (await queue.enqueue(make_new_job())).job
+    job = (await queue.enqueue(make_new_job(platform=CHAT))).job
     here = RecordingPresenter(service)
     await here.attach_status(job, 41, "Job #1 is queued.")
     assert here.edits == []  # the answer shows that text already
@@ -95,7 +97,7 @@ async def test_a_token_line_is_stored_sealed_and_restored_only_while_its_token_l
     queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
 ) -> None:
     service = build_service(queue, image_store)
-    job = (await queue.enqueue(make_new_job(platform=Platform.DISCORD))).job
+    job = (await queue.enqueue(make_new_job(platform=CHAT))).job
     here = RecordingPresenter(service, token_key=KEY, token_lifetime_s=60.0)
     await here.attach_status(job, None, "Job #1 is queued.", token=TOKEN, opener=object())
     assert here.edits == [(FIRST_ID, TOKEN, "Job #1 is queued.")]
@@ -118,7 +120,7 @@ async def test_once_the_token_dies_the_outcome_goes_to_the_chat(
     queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
 ) -> None:
     service = build_service(queue, image_store)
-    job = (await queue.enqueue(make_new_job(platform=Platform.DISCORD))).job
+    job = (await queue.enqueue(make_new_job(platform=CHAT))).job
     presenter = RecordingPresenter(service, token_key=KEY, token_lifetime_s=0.0)
     await presenter.attach_status(job, None, "Job #1 is queued.", token=TOKEN, opener=object())
     failed = dataclasses.replace(job, status=JobStatus.FAILED)
@@ -131,7 +133,7 @@ async def test_a_fast_jobs_late_answer_is_tidied_at_once(
     queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
 ) -> None:
     service = build_service(queue, image_store)
-    job = (await queue.enqueue(make_new_job())).job
+    job = (await queue.enqueue(make_new_job(platform=CHAT))).job
     presenter = RecordingPresenter(service)
     done = build_view(dataclasses.replace(job, status=JobStatus.DONE, duration_s=1.0))
     assert await presenter.deliver(done) == "900"
@@ -145,7 +147,7 @@ async def test_ready_later_is_said_in_the_chat_and_ends_the_status_line(
     queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
 ) -> None:
     service = build_service(queue, image_store)
-    job = (await queue.enqueue(make_new_job())).job
+    job = (await queue.enqueue(make_new_job(platform=CHAT))).job
     presenter = RecordingPresenter(service)
     await presenter.attach_status(job, 41, "Job #1 is queued.")
     await presenter.report_ready_later(job)

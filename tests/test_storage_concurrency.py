@@ -23,7 +23,7 @@ CLAIMERS = 4
 
 
 def key(job: Job) -> UserKey:
-    return (job.requester.platform.value, job.requester.user_id)
+    return (job.requester.platform, job.requester.user_id)
 
 
 def in_claim_order(claims: list[Job]) -> list[Job]:

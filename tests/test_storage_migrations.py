@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,12 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from storage.database import MIGRATIONS_DIR, Database
+from storage.jobs import ImageRequest, NewJob, Platform, Requester
+from storage.queue import JobQueue
+from storage.signals import LocalSignals
 from storage.tables import Base
 
 pytestmark = pytest.mark.all_databases
@@ -133,5 +138,49 @@ async def test_processes_starting_at_once_all_come_up(db_url: str, tmp_path: Pat
     try:
         assert await scalar(database, "SELECT version_num FROM alembic_version") == head_revision()
         assert await scalar(database, "SELECT count(*) FROM alembic_version") == 1
+    finally:
+        await database.close()
+
+
+async def test_any_platform_once_migrated_and_nothing_else_changes(db_url: str) -> None:
+    """Revision 0006 drops the CHECK that listed the platforms (on SQLite by editing the schema, not
+    rebuilding `jobs`, whose rebuild would clear parent ids and delete images): the rows, a reroll's
+    parent and the stored images stay, and a job from a platform storage never heard of is stored."""
+    database = Database(db_url)
+    try:
+        await database.upgrade("0005")
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        insert = (
+            "INSERT INTO jobs (platform, chat_id, user_id, user_name, prompt, negative_prompt, seed, steps,"
+            " width, height, guidance, status, attempts, progress_step, progress_total, created_at,"
+            " updated_at, parent_id) VALUES (:platform, 'c', 'u', 'n', 'p', '', 1, 4, 64, 64, 3.5, 'done',"
+            " 0, 4, 4, :now, :now, :parent)"
+        )
+        async with database.write() as session:
+            await session.execute(text(insert), {"platform": "telegram", "now": now, "parent": None})
+            await session.execute(text(insert), {"platform": "discord", "now": now, "parent": 1})
+            await session.execute(
+                text(
+                    "INSERT INTO images (job_id, claim, image_index, png, sha256, size_bytes, created_at)"
+                    " VALUES (1, 1, 0, :png, 'ab', 3, :now)"
+                ),
+                {"png": b"old", "now": now},
+            )
+        async with database.write() as session:
+            with pytest.raises(IntegrityError):
+                await session.execute(text(insert), {"platform": "matrix", "now": now, "parent": None})
+        await database.upgrade()
+        assert await scalar(database, "SELECT version_num FROM alembic_version") == head_revision()
+        queue = JobQueue(database, LocalSignals(), max_attempts=2)
+        first, second = await queue.get(1), await queue.get(2)
+        assert (first.requester.platform, second.requester.platform) == ("telegram", "discord")
+        assert second.parent_id == 1
+        assert await scalar(database, "SELECT count(*) FROM images WHERE job_id = 1") == 1
+        requester = Requester(Platform("matrix"), chat_id="!room", user_id="@ann", user_name="ann")
+        stored = (await queue.enqueue(NewJob(requester, ImageRequest("a fox", 1, 4, 64, 64, 3.5)))).job
+        assert (await queue.get(stored.id)).requester.platform == "matrix"
+        assert [job.id for job in await queue.pending_delivery([Platform("matrix")])] == []
+        if database.dialect == "sqlite":
+            assert await scalar(database, "PRAGMA integrity_check") == "ok"
     finally:
         await database.close()

@@ -11,9 +11,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from bot.discord import DISCORD
+from bot.telegram import TELEGRAM
 from storage.bans import BanList, UserBanned
 from storage.database import Database
-from storage.jobs import Platform
 from storage.queue import ActiveLimitReached, HourlyLimitReached, JobQueue
 from storage.tables import JobRow
 from storage.user_settings import StoredSettings, UserSettingsStore
@@ -21,7 +22,7 @@ from tests.support.new_jobs import NewJobFactory
 
 pytestmark = pytest.mark.all_databases
 
-TG = Platform.TELEGRAM
+TG = TELEGRAM
 
 
 async def test_settings_are_stored_per_platform_and_user_and_reset(database: Database) -> None:
@@ -30,7 +31,7 @@ async def test_settings_are_stored_per_platform_and_user_and_reset(database: Dat
     chosen = StoredSettings("16:9", 28, 2, "text", "watercolor", False)
     assert await store.update(TG, "1", lambda _: chosen) == chosen
     assert await store.get(TG, "1") == chosen
-    assert await store.get(Platform.DISCORD, "1") == StoredSettings()
+    assert await store.get(DISCORD, "1") == StoredSettings()
     assert await store.get(TG, "2") == StoredSettings()
     assert await store.reset(TG, "1")
     assert await store.get(TG, "1") == StoredSettings()
@@ -76,14 +77,14 @@ async def test_bans_are_kept_listed_and_lifted(database: Database) -> None:
     again = await bans.ban(TG, "5", banned_by="2", reason="still spam")
     assert (again.banned_by, again.reason) == ("2", "still spam") and again.banned_at >= first.banned_at
     await bans.ban(TG, "6", banned_by="1")
-    await bans.ban(Platform.DISCORD, "5", banned_by="9")
+    await bans.ban(DISCORD, "5", banned_by="9")
     assert [ban.user_id for ban in await bans.all(TG)] == ["6", "5"]
     assert await bans.get(TG, "5") == again
     lifted = await bans.unban(TG, "5")
     assert lifted == again
     assert await bans.unban(TG, "5") is None
     assert await bans.get(TG, "5") is None
-    assert await bans.get(Platform.DISCORD, "5") is not None
+    assert await bans.get(DISCORD, "5") is not None
 
 
 async def test_a_banned_user_cannot_enqueue(

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from bot.discord import DISCORD
+from bot.telegram import TELEGRAM
 from storage.database import Database
-from storage.jobs import FailureKind, JobStatus, Platform, StoredImage
+from storage.jobs import FailureKind, JobStatus, StoredImage
 from storage.queue import InvalidTransition, JobNotFound, JobQueue
 from storage.signals import LocalSignals, Topic
 from storage.tables import JobRow
@@ -68,11 +70,11 @@ async def test_a_job_goes_from_queued_to_delivered(
     assert done.status is JobStatus.DONE and done.finished_at is not None
     assert (done.result_path, done.result_sha256) == (IMAGE.path, IMAGE.sha256)
     assert (done.duration_s, done.step_seconds, done.progress_step) == (2.0, 0.5, 4)
-    assert [j.id for j in await queue.pending_delivery([Platform.TELEGRAM])] == [job.id]
+    assert [j.id for j in await queue.pending_delivery([TELEGRAM])] == [job.id]
 
     delivered = await queue.mark_delivered(job.id, result_message_id="m-1")
     assert delivered.delivered_at is not None and delivered.result_message_id == "m-1"
-    assert await queue.pending_delivery([Platform.TELEGRAM]) == []
+    assert await queue.pending_delivery([TELEGRAM]) == []
     again = await queue.mark_delivered(job.id, result_message_id="m-2")
     assert again.delivered_at == delivered.delivered_at and again.result_message_id == "m-1"
     assert recorded.topics == [Topic.QUEUED] + [Topic.UPDATED] * 4
@@ -272,38 +274,38 @@ async def test_user_queries(queue: JobQueue, make_new_job: NewJobFactory) -> Non
     a1 = (await queue.enqueue(make_new_job(user_id="a", chat_id="c1", prompt="one"))).job
     a2 = (await queue.enqueue(make_new_job(user_id="a", chat_id="c2", prompt="two"))).job
     b1 = (await queue.enqueue(make_new_job(user_id="b", chat_id="c1"))).job
-    d1 = (await queue.enqueue(make_new_job(platform=Platform.DISCORD, user_id="a", chat_id="c1"))).job
+    d1 = (await queue.enqueue(make_new_job(platform=DISCORD, user_id="a", chat_id="c1"))).job
 
-    assert [j.id for j in await queue.history(Platform.TELEGRAM, "a")] == [a2.id, a1.id]
-    assert [j.id for j in await queue.history(Platform.TELEGRAM, "a", limit=1)] == [a2.id]
-    assert [j.id for j in await queue.history(Platform.DISCORD, "a")] == [d1.id]
-    assert await queue.history(Platform.TELEGRAM, "nobody") == []
+    assert [j.id for j in await queue.history(TELEGRAM, "a")] == [a2.id, a1.id]
+    assert [j.id for j in await queue.history(TELEGRAM, "a", limit=1)] == [a2.id]
+    assert [j.id for j in await queue.history(DISCORD, "a")] == [d1.id]
+    assert await queue.history(TELEGRAM, "nobody") == []
 
-    last = await queue.last_job(Platform.TELEGRAM, "c1", "a")
+    last = await queue.last_job(TELEGRAM, "c1", "a")
     assert last is not None and last.id == a1.id
-    assert await queue.last_job(Platform.TELEGRAM, "c3", "a") is None
+    assert await queue.last_job(TELEGRAM, "c3", "a") is None
 
-    assert [j.id for j in await queue.active_jobs(Platform.TELEGRAM, "a")] == [a1.id, a2.id]
+    assert [j.id for j in await queue.active_jobs(TELEGRAM, "a")] == [a1.id, a2.id]
     # Fair order: a1, then b1 (b's first job comes before a's second).
     assert (await queue.claim_next("w")).id == a1.id  # type: ignore[union-attr]
     await finish(queue, a1.id)
-    assert [j.id for j in await queue.active_jobs(Platform.TELEGRAM, "a")] == [a2.id]
+    assert [j.id for j in await queue.active_jobs(TELEGRAM, "a")] == [a2.id]
     assert (await queue.claim_next("w")).id == b1.id  # type: ignore[union-attr]
     assert [j.id for j in await queue.running()] == [b1.id]
-    assert [j.id for j in await queue.active_jobs(Platform.TELEGRAM, "b")] == [b1.id]
+    assert [j.id for j in await queue.active_jobs(TELEGRAM, "b")] == [b1.id]
 
 
 async def test_delivery_queries(queue: JobQueue, make_new_job: NewJobFactory) -> None:
     tg = (await queue.enqueue(make_new_job())).job
-    dc = (await queue.enqueue(make_new_job(platform=Platform.DISCORD, user_id="2"))).job
+    dc = (await queue.enqueue(make_new_job(platform=DISCORD, user_id="2"))).job
     first = await queue.claim_next("w")
     assert first is not None and first.id == tg.id
 
     await finish(queue, tg.id)
     await queue.cancel(dc.id)
-    assert [j.id for j in await queue.pending_delivery([Platform.TELEGRAM])] == [tg.id]
-    assert [j.id for j in await queue.pending_delivery([Platform.DISCORD])] == [dc.id]
-    assert [j.id for j in await queue.pending_delivery([Platform.TELEGRAM, Platform.DISCORD])] == [
+    assert [j.id for j in await queue.pending_delivery([TELEGRAM])] == [tg.id]
+    assert [j.id for j in await queue.pending_delivery([DISCORD])] == [dc.id]
+    assert [j.id for j in await queue.pending_delivery([TELEGRAM, DISCORD])] == [
         tg.id,
         dc.id,
     ]

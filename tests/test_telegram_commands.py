@@ -21,7 +21,6 @@ from bot.delivery_record import album_of, result_message_id
 from bot.frontend import FrontendStartError
 from bot.settings import LimitsSettings
 from bot.telegram.frontend import TelegramFrontend
-from bot.telegram.handlers import UNKNOWN_BUTTON
 from storage.images import ImageStore
 from storage.jobs import JobStatus
 from storage.queue import JobQueue
@@ -227,8 +226,8 @@ async def test_unknown_forged_and_refused_buttons_are_answered(
         history = await emulator.wait_for("sendMessage", reply_to(chat.id, listing))
         history_id = history.response["message_id"]
         for user, data, expected in [
-            (ANN, "frobnicate:1", UNKNOWN_BUTTON),  # not ours
-            (ANN, "delete:1", UNKNOWN_BUTTON),  # not a button of this message: forged
+            (ANN, "frobnicate:1", texts.UNKNOWN_BUTTON),  # not ours
+            (ANN, "delete:1", texts.UNKNOWN_BUTTON),  # not a button of this message: forged
             (STRANGER, "reroll:1", texts.not_allowed_text()),
         ]:
             before = len(emulator.calls)

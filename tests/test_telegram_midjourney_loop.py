@@ -12,7 +12,8 @@ from pathlib import Path
 
 from bot.app import Application
 from bot.settings import LimitsSettings, ModerationSettings
-from storage.jobs import Job, JobOrigin, Platform
+from bot.telegram import TELEGRAM
+from storage.jobs import Job, JobOrigin
 from storage.queue import JobNotFound
 from tests.support.app_harness import SMALL_LIMITS, running
 from tests.support.pictures import closest, distance, mean_colour, noise_png, solid_png
@@ -249,7 +250,7 @@ async def test_every_refusal_reaches_the_user_and_queues_nothing(
 
 
 async def history_of_ann(app: Application) -> list[Job]:
-    return list(await app.queue.history(Platform.TELEGRAM, str(ANN.id), 10))
+    return list(await app.queue.history(TELEGRAM, str(ANN.id), 10))
 
 
 async def test_a_spoiler_listed_set_is_an_album_of_spoilered_photos(

@@ -12,7 +12,8 @@ from bot.command_parser import FLAGS, parse_imagine
 from bot.errors import InvalidRequest
 from bot.settings import LimitsSettings
 from bot.standing import Queued, QueueOverview
-from storage.jobs import FailureKind, ImageRequest, Job, JobOrigin, JobStatus, Platform, Requester
+from bot.telegram import TELEGRAM
+from storage.jobs import FailureKind, ImageRequest, Job, JobOrigin, JobStatus, Requester
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -20,7 +21,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def make_job(**changes: object) -> Job:
     job = Job(
         id=12,
-        requester=Requester(Platform.TELEGRAM, "100", "1", "alice"),
+        requester=Requester(TELEGRAM, "100", "1", "alice"),
         request=ImageRequest("a red fox in the snow", 42, 20, 1024, 768, 3.5),
         parent_id=None,
         status=JobStatus.QUEUED,
@@ -169,22 +170,23 @@ def _parser_takes(name: str) -> bool:
 
 def test_help_names_every_flag_the_parser_takes_and_its_limits() -> None:
     limits = LimitsSettings(max_steps=30, max_prompt_length=300, max_active_jobs_per_user=2)
-    text = texts.help_text([("/imagine <prompt>", "draw"), ("/help", "this text")], limits)
+    text = texts.help_text(limits)
     taken = {name for name in CANDIDATE_FLAGS if _parser_takes(name)}
     assert taken == {flag.name for flag in FLAGS}
     for name in taken:
         assert f"--{name} " in text, name
-    assert "/imagine <prompt>: draw" in text and "/help: this text" in text
+    assert "/imagine <prompt> [seed] [steps] [aspect] [negative] [n] [image] [strength]: Draw" in text
+    assert "/help: The commands, the flags" in text
     assert "--steps N: 1 to 30;" in text
     assert "prompts up to 300 characters; 2 pictures waiting or running" in text
 
 
 def test_help_names_the_settings_and_the_operators_commands_as_theirs() -> None:
-    text = texts.help_text([("/settings", "your defaults")], LimitsSettings(), [("/ban <user>", "ban")])
+    text = texts.help_text(LimitsSettings(), typed=True)
     assert "Your defaults (/settings): ar, steps, images, negative, style, progress;" in text
     operators = text.index("For the bot's operators only")
-    assert text.index("/settings: your defaults") < operators < text.index("/ban <user>: ban")
-    assert "operators only" not in texts.help_text([("/help", "this")], LimitsSettings())
+    assert text.index("/settings [negative] [style] [reset]: Your defaults") < operators
+    assert operators < text.index("/ban <user> [reason]: Operators: refuse") < text.index("/bans: Operators")
 
 
 def test_help_examples_are_valid_commands() -> None:

@@ -1,4 +1,5 @@
-"""The slash commands and button presses: admitted once at the entrance, one `ChatCommands` call, rendered.
+"""The slash commands and button presses: admitted once at the entrance (`bot.entrance`), one
+`ChatCommands` call, rendered. The slash commands are declared from `bot.command_table`, one per spec.
 
 Every answer is ephemeral: the status line of a job, mistakes, /history and /queue are the asker's
 business; the finished image is posted for everyone by the presenter.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import io
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,19 +20,20 @@ from discord import app_commands
 
 from bot import texts
 from bot.access import AccessPolicy, Caller, Place
-from bot.chat_commands import Answer, ChatCommands, Details, Reply, SettingsShown, Shown
-from bot.command_parser import ASPECT_RATIOS, MAX_JOB_ID, MAX_SEED, read_imagine, with_options
+from bot.chat_commands import Answer, ChatCommands, Details, Refused, Reply, SettingsShown, Shown
+from bot.command_table import COMMAND_TABLE, CommandSpec, OptionKind, OptionSpec, OptionValue, OptionValues
+from bot.discord import DISCORD
 from bot.discord.buttons import components, settings_components
 from bot.discord.presenter import NO_MENTIONS, DiscordPresenter
-from bot.errors import InvalidRequest, UserFacingError
+from bot.entrance import ChatEntrance, serve
+from bot.errors import InvalidRequest
 from bot.input_images import check_file_size
 from bot.job_view import ButtonPress, ButtonSpec
 from bot.service import Picture
 from bot.settings import LimitsSettings
 from bot.settings_menu import SettingPress
 from bot.standing import Queued
-from bot.user_settings import SettingName
-from storage.jobs import Platform, Requester
+from storage.jobs import Requester
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ class DiscordHandlers:
 
     def __init__(self, commands: ChatCommands, policy: AccessPolicy, presenter: DiscordPresenter) -> None:
         self.commands = commands
-        self._policy = policy
+        self._entrance = ChatEntrance(commands, policy, explain_refusals=True)
         self._presenter = presenter
         self._in_flight: set[asyncio.Task[Any]] = set()
 
@@ -63,21 +66,11 @@ class DiscordHandlers:
         except discord.HTTPException as error:
             log.warning("interaction %s could not be acknowledged: %s", interaction.id, error)
             return False
-        try:
-            self._policy.check(_place(interaction))
-            await self.commands.admit(self._caller(interaction))
-        except UserFacingError as error:
-            log.info("refused discord user %s in channel %s", interaction.user.id, interaction.channel_id)
-            await reply(interaction, str(error))
-            return False
-        except Exception as error:
-            log.exception("interaction %s: the entrance check failed", interaction.id)
-            await reply(interaction, texts.unexpected_error_text(error))
+        admitted = await self._entrance.admit(_place(interaction), _requester(interaction))
+        if isinstance(admitted, Refused):
+            await reply(interaction, admitted.text)
             return False
         return True
-
-    def _caller(self, interaction: discord.Interaction) -> Caller:
-        return Caller(_requester(interaction), self._policy.is_admin(interaction.user.id))
 
     async def answer(
         self, interaction: discord.Interaction, call: Callable[[Caller], Awaitable[Answer]]
@@ -86,13 +79,13 @@ class DiscordHandlers:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
+        caller = self._entrance.caller(_place(interaction), _requester(interaction))
         try:
-            await self._render(interaction, await call(self._caller(interaction)))
-        except UserFacingError as error:
-            await reply(interaction, str(error))
-        except Exception as error:
-            log.exception("interaction %s failed", interaction.id)
-            await reply(interaction, texts.unexpected_error_text(error))
+            await serve(
+                lambda: call(caller),
+                lambda answer: self._render(interaction, answer),
+                f"interaction {interaction.id}",
+            )
         finally:
             if task is not None:
                 self._in_flight.discard(task)
@@ -110,6 +103,8 @@ class DiscordHandlers:
                 log.exception("job=%s is queued, but its status line could not be shown", answer.job.id)
         elif isinstance(answer, Reply):
             await reply(interaction, answer.text, answer.buttons)
+        elif isinstance(answer, Refused):
+            await reply(interaction, answer.text)
         elif isinstance(answer, Shown):
             await self._presenter.show_result(interaction, answer.job)
         elif isinstance(answer, Details):
@@ -133,7 +128,7 @@ class DiscordHandlers:
                 with contextlib.suppress(discord.NotFound):
                     await interaction.message.delete()
             log.info("result deleted by user %s job=%d", interaction.user.id, answer.job.id)
-            await reply(interaction, f"Deleted the picture of job #{answer.job.id}.")
+            await reply(interaction, texts.deleted_text(answer.job))
 
     async def drain(self, within_s: float) -> None:
         """Let answers already being written finish (bounded), on shutdown."""
@@ -153,7 +148,7 @@ def _place(interaction: discord.Interaction) -> Place:
 def _requester(interaction: discord.Interaction) -> Requester:
     """Who asked and where the answer goes (a DM's channel id is the DM itself)."""
     return Requester(
-        platform=Platform.DISCORD,
+        platform=DISCORD,
         chat_id=str(interaction.channel_id),
         user_id=str(interaction.user.id),
         user_name=interaction.user.display_name,
@@ -174,135 +169,64 @@ async def reply(interaction: discord.Interaction, text: str, buttons: Sequence[B
         log.warning("interaction %s could not be answered: %s", interaction.id, error)
 
 
-ASPECT_CHOICES = [app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_RATIOS]
-Seed = app_commands.Range[int, 0, MAX_SEED]
-JobId = app_commands.Range[int, 1, MAX_JOB_ID]
-
-
 def build_commands(handlers: DiscordHandlers) -> list[app_commands.Command[Any, Any, None]]:
-    """/imagine, /reroll, /history, /queue, /cancel, /show, /settings, /help and the operators' /ban,
-    /unban and /bans, answered by `handlers`."""
-    commands, limits = handlers.commands, handlers.commands.limits
-    count_choices = [app_commands.Choice(name=str(n), value=n) for n in range(1, limits.max_images + 1)]
+    """A slash command for each command of `bot.command_table.COMMAND_TABLE`, answered by `handlers`."""
+    return [slash_command(spec, handlers) for spec in COMMAND_TABLE]
 
-    @app_commands.command(name="imagine", description="Draw a picture from your words.")
-    @app_commands.describe(
-        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --steps 20 --no text --n 4",
-        seed="The same seed and prompt give the same picture (0 to 4294967295)",
-        steps="More steps, more detail, more time",
-        aspect="Width to height",
-        negative="What to leave out of the picture",
-        n="How many pictures to draw at once",
-        image="Start from this picture (PNG, JPEG or WebP)",
-        strength="With an image: 0.1 stays close to it, 1.0 keeps only its idea",
-    )
-    @app_commands.choices(aspect=ASPECT_CHOICES)
-    @app_commands.choices(n=count_choices)
-    async def imagine(
-        interaction: discord.Interaction,
-        prompt: str,
-        seed: Seed | None = None,
-        steps: app_commands.Range[int, 1, 100] | None = None,
-        aspect: app_commands.Choice[str] | None = None,
-        negative: str | None = None,
-        n: app_commands.Choice[int] | None = None,
-        image: discord.Attachment | None = None,
-        strength: float | None = None,
-    ) -> None:
-        async def call(caller: Caller) -> Answer:
-            # Only read here: the service checks the merged arguments, once.
-            args = with_options(
-                read_imagine(prompt, limits),
-                limits,
-                seed=seed,
-                steps=steps,
-                aspect=None if aspect is None else aspect.value,
-                negative_prompt=negative,
-                count=None if n is None else n.value,
-                strength=strength,
-            )
-            data = None if image is None else await read_attachment(image, limits)
-            return await commands.imagine(caller, args, data)
 
-        await handlers.answer(interaction, call)
+def slash_command(spec: CommandSpec, handlers: DiscordHandlers) -> app_commands.Command[Any, Any, None]:
+    """`spec` as a discord.py command. discord.py reads a command's options from its callback's
+    signature, so the callback is given one made from the spec: typed, ranged and with choices, as
+    the decorators would make them; Discord's client then checks the values before sending them."""
+    limits = handlers.commands.limits
 
-    @app_commands.command(name="reroll", description="Draw your last prompt here again, with a new seed.")
-    @app_commands.describe(seed="Use this seed instead of a random one", job="Reroll this job id instead")
-    async def reroll(
-        interaction: discord.Interaction, seed: Seed | None = None, job: JobId | None = None
-    ) -> None:
-        await handlers.answer(interaction, lambda caller: commands.reroll(caller, seed, job))
+    async def callback(interaction: discord.Interaction[Any], /, **options: Any) -> None:
+        values = OptionValues({name: _value(value, limits) for name, value in options.items()})
+        await handlers.answer(interaction, lambda caller: handlers.commands.run(caller, spec.name, values))
 
-    @app_commands.command(name="history", description="Your last pictures, with their seeds.")
-    async def history(interaction: discord.Interaction) -> None:
-        await handlers.answer(interaction, commands.history)
-
-    @app_commands.command(name="queue", description="What is running and where your pictures stand.")
-    async def queue(interaction: discord.Interaction) -> None:
-        await handlers.answer(interaction, commands.queue)
-
-    @app_commands.command(name="cancel", description="Stop your newest waiting or running picture.")
-    @app_commands.describe(job="Cancel this job id instead")
-    async def cancel(interaction: discord.Interaction, job: JobId | None = None) -> None:
-        await handlers.answer(interaction, lambda caller: commands.cancel(caller, job))
-
-    @app_commands.command(name="show", description="Post a finished picture again.")
-    @app_commands.describe(job="The job id (see /history)")
-    async def show(interaction: discord.Interaction, job: JobId) -> None:
-        await handlers.answer(interaction, lambda caller: commands.show(caller, job))
-
-    @app_commands.command(name="settings", description="Your defaults for /imagine (flags override them).")
-    @app_commands.describe(
-        negative="Leave this out of every picture (off clears it)",
-        style="Added to the end of every prompt, e.g. watercolor (off clears it)",
-        reset="Put every setting back to the default first",
-    )
-    async def settings(
-        interaction: discord.Interaction,
-        negative: str | None = None,
-        style: str | None = None,
-        reset: bool = False,
-    ) -> None:
-        typed = ((SettingName.NEGATIVE, negative), (SettingName.STYLE, style))
-        changes = [(name, value) for name, value in typed if value is not None]
-        await handlers.answer(interaction, lambda caller: commands.settings(caller, changes, reset=reset))
-
-    @app_commands.command(name="help", description="The commands, the flags, the limits and examples.")
-    async def help_command(interaction: discord.Interaction) -> None:
-        async def call(caller: Caller) -> Answer:
-            return commands.help(usage, admin_usage)
-
-        await handlers.answer(interaction, call)
-
-    @app_commands.command(name="ban", description="Operators: refuse every command of a user.")
-    @app_commands.describe(user="Their user id or @mention", reason="Told to them with each refusal")
-    async def ban(interaction: discord.Interaction, user: str, reason: str = "") -> None:
-        await handlers.answer(interaction, lambda caller: commands.ban(caller, str(user), reason))
-
-    @app_commands.command(name="unban", description="Operators: lift a user's ban.")
-    @app_commands.describe(user="Their user id or @mention")
-    async def unban(interaction: discord.Interaction, user: str) -> None:
-        await handlers.answer(interaction, lambda caller: commands.unban(caller, str(user)))
-
-    @app_commands.command(name="bans", description="Operators: who is banned.")
-    async def bans(interaction: discord.Interaction) -> None:
-        await handlers.answer(interaction, commands.bans)
-
-    registered: list[app_commands.Command[Any, Any, None]] = [
-        imagine,
-        reroll,
-        history,
-        queue,
-        cancel,
-        show,
-        settings,
-        help_command,
+    interaction = inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    parameters = [
+        inspect.Parameter(
+            option.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=_annotation(option, limits),
+            **({} if option.required else {"default": None}),
+        )
+        for option in spec.options
     ]
-    operators: list[app_commands.Command[Any, Any, None]] = [ban, unban, bans]
-    # /help lists the commands as registered, so it cannot name an option a command does not have.
-    usage = [(command_usage(command), command.description) for command in registered]
-    admin_usage = [(command_usage(command), command.description) for command in operators]
-    return registered + operators
+    callback.__signature__ = inspect.Signature([interaction, *parameters])  # type: ignore[attr-defined]
+    callback.__name__ = callback.__qualname__ = spec.name
+    app_commands.describe(**{o.name: o.description for o in spec.options})(callback)
+    app_commands.choices(**{o.name: _choices(o, limits) for o in spec.options if o.choices})(callback)
+    return app_commands.Command(name=spec.name, description=spec.description, callback=callback)
+
+
+def _annotation(option: OptionSpec, limits: LimitsSettings) -> Any:
+    """The type discord.py reads `option` from (Optional when the option may be left out)."""
+    base: Any
+    if option.choices is not None:
+        base = app_commands.Choice[str] if option.kind is OptionKind.TEXT else app_commands.Choice[int]
+    elif option.kind in (OptionKind.INTEGER, OptionKind.NUMBER):
+        number = int if option.kind is OptionKind.INTEGER else float
+        ranged = option.min_value is not None or option.max_value is not None
+        base = app_commands.Range[number, option.min_value, option.max_value] if ranged else number
+    else:
+        plain = {OptionKind.TEXT: str, OptionKind.BOOLEAN: bool, OptionKind.IMAGE: discord.Attachment}
+        base = plain[option.kind]
+    return base if option.required else base | None
+
+
+def _choices(option: OptionSpec, limits: LimitsSettings) -> list[app_commands.Choice[Any]]:
+    return [app_commands.Choice(name=str(value), value=value) for value in option.choices_for(limits)]
+
+
+def _value(value: Any, limits: LimitsSettings) -> OptionValue:
+    """An option's value as `ChatCommands.run` takes it: a choice's value, an attachment's fetch."""
+    if isinstance(value, app_commands.Choice):
+        return value.value  # type: ignore[no-any-return]
+    if isinstance(value, discord.Attachment):
+        return lambda: read_attachment(value, limits)
+    return value  # type: ignore[no-any-return]
 
 
 async def read_attachment(attachment: discord.Attachment, limits: LimitsSettings) -> bytes:
@@ -313,12 +237,6 @@ async def read_attachment(attachment: discord.Attachment, limits: LimitsSettings
     except discord.HTTPException as error:
         log.warning("attachment %s could not be fetched: %s", attachment.id, error)
         raise InvalidRequest("I could not fetch your image from Discord; attach it again.") from None
-
-
-def command_usage(command: app_commands.Command[Any, Any, None]) -> str:
-    """ "/reroll [seed] [job]": the command with its options, required ones in angle brackets."""
-    options = (f"<{p.name}>" if p.required else f"[{p.name}]" for p in command.parameters)
-    return " ".join((f"/{command.name}", *options))
 
 
 async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

@@ -19,9 +19,10 @@ from bot.discord.buttons import JobButton, SettingSelect
 from bot.discord.client import MajicClient
 from bot.discord.commands import DiscordHandlers, build_commands, on_tree_error
 from bot.discord.presenter import DiscordPresenter
+from bot.discord.settings import DiscordSettings
 from bot.frontend import ChatFrontend, FrontendStartError
 from bot.service import BotService
-from bot.settings import DiscordSettings, LimitsSettings
+from bot.settings import LimitsSettings
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from typing import Any
 import discord
 
 from bot import texts
+from bot.discord import DISCORD
 from bot.discord.buttons import components
 from bot.image_fallback import Upload, fit_uploads
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
@@ -23,7 +24,7 @@ from bot.service import BotService
 from bot.standing import Queued
 from bot.status_lines import StatusLine
 from bot.status_presenter import StatusPresenter
-from storage.jobs import Job, Platform
+from storage.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ MAX_FILES = 10  # attachments in one message
 class DiscordPresenter(StatusPresenter):
     """Implements `bot.delivery.Presenter` for Discord: renders `JobView`s (`bot.status_presenter`)."""
 
-    platform = Platform.DISCORD
+    platform = DISCORD
     result_actions: tuple[ButtonAction, ...] = (
         ButtonAction.REROLL,
         ButtonAction.DETAILS,

@@ -20,10 +20,11 @@ from bot.acknowledgements import Acknowledger
 from bot.chat_commands import ChatCommands
 from bot.frontend import ChatFrontend, FrontendStartError
 from bot.service import BotService
-from bot.settings import LimitsSettings, TelegramSettings
+from bot.settings import LimitsSettings
 from bot.telegram.handlers import COMMANDS, TelegramApp, TelegramHandlers
 from bot.telegram.presenter import TelegramPresenter, may_retry
 from bot.telegram.rate_limiter import PriorityRateLimiter
+from bot.telegram.settings import TelegramSettings
 
 logger = logging.getLogger(__name__)
 

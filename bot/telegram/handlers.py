@@ -1,6 +1,9 @@
-"""Telegram updates -> one BotService call -> a reply. Thin on purpose: the rules live in bot/service.py.
+"""Telegram updates -> one `ChatCommands` call -> a reply. Thin on purpose: the commands and their
+options are `bot.command_table`'s, typed text is read by `bot.typed_commands`, the rules live in
+bot/service.py.
 
-Every handler is registered through `_entrance`, the one place that checks access and says who asks.
+Every handler is registered through `_entrance`, the one place that admits (`bot.entrance`) and says
+who asks; each answer is rendered here, refusals and failures included (`bot.entrance.serve`).
 """
 
 from __future__ import annotations
@@ -32,17 +35,21 @@ from telegram.ext import (
 from bot import texts
 from bot.access import AccessPolicy, Caller, Place
 from bot.acknowledgements import Acknowledger
-from bot.chat_commands import Answer, ChatCommands, Details, Reply, SettingsShown, Shown
+from bot.chat_commands import Answer, ChatCommands, Details, Refused, Reply, SettingsShown, Shown
+from bot.command_table import COMMAND_TABLE, ImageFetch
 from bot.delivery_record import album_of
-from bot.errors import InvalidRequest, UserFacingError
+from bot.entrance import ChatEntrance, serve
+from bot.errors import InvalidRequest
 from bot.input_images import check_file_size
 from bot.job_view import ButtonPress
 from bot.service import Picture
 from bot.settings_menu import SettingPress, settings_menu
 from bot.standing import Queued
+from bot.telegram import TELEGRAM
 from bot.telegram.keyboards import markup, menu_markup
 from bot.telegram.presenter import TelegramPresenter
-from storage.jobs import Job, Platform, Requester
+from bot.typed_commands import CommandLine, read_command_line
+from storage.jobs import Job, Requester
 
 logger = logging.getLogger(__name__)
 
@@ -50,25 +57,13 @@ Context = ContextTypes.DEFAULT_TYPE
 TelegramApp = Application[Any, Any, Any, Any, Any, Any]
 Handler = Callable[[Update, Caller], Awaitable[None]]
 
-COMMANDS: tuple[BotCommand, ...] = (
-    BotCommand("imagine", "Draw: /imagine <prompt> [--ar 16:9] [--n 4]; as a photo's caption, from it"),
-    BotCommand("reroll", "Your last prompt again with a new seed, or /reroll <seed>"),
-    BotCommand("history", "Your last 10 images"),
-    BotCommand("queue", "What is being drawn and where your jobs stand"),
-    BotCommand("cancel", "Stop your newest queued or running job"),
-    BotCommand("show", "Post a finished picture again: /show <job id>"),
-    BotCommand("settings", "Your defaults: /settings, /settings <name> <value>, /settings reset"),
-    BotCommand("help", "How to write prompts and flags"),
-)
-# Handled for everyone (the service refuses non-operators) but not in the menu, which all users see.
-ADMIN_COMMANDS: tuple[BotCommand, ...] = (
-    BotCommand("ban", "Refuse every command of a user: /ban <user id> [reason]"),
-    BotCommand("unban", "Lift a ban: /unban <user id>"),
-    BotCommand("bans", "Who is banned"),
+# The menu all users see: the operators' commands are handled for everyone (the service refuses
+# non-operators) but not offered.
+COMMANDS: tuple[BotCommand, ...] = tuple(
+    BotCommand(c.name, c.description) for c in COMMAND_TABLE if not c.operators_only
 )
 
 MAX_MESSAGE = 4096
-UNKNOWN_BUTTON = "This button is from an older version of the bot and no longer works."
 OTHERS_MENU = "These are someone else's settings; send /settings for yours."
 PRIVATE_CHAT_NOTE = (
     "In a private chat with me, any message that is not a command is a prompt too, and a picture with a "
@@ -92,37 +87,27 @@ class TelegramHandlers:
         acks: Acknowledger[Message],
     ) -> None:
         self._commands = commands
-        usage = [(f"/{c.command}", c.description) for c in COMMANDS]
-        admin_usage = [(f"/{c.command}", c.description) for c in ADMIN_COMMANDS]
-        self._help = Reply(commands.help(usage, admin_usage).text + "\n" + PRIVATE_CHAT_NOTE)
-        self._policy = policy
+        self._help = Reply(commands.help(typed=True).text + "\n" + PRIVATE_CHAT_NOTE)
+        self._entry = ChatEntrance(commands, policy, explain_refusals=False)
         self._presenter = presenter
         self._acks = acks
 
     def register(self, app: TelegramApp) -> None:
-        names = [c.command for c in (*COMMANDS, *ADMIN_COMMANDS) if c.command != "help"]
+        names = [c.name for c in COMMAND_TABLE if c.name != "help"]
         app.add_handler(CommandHandler(names, self._entrance(self.command), filters=_NEW_MESSAGES))
         app.add_handler(CommandHandler(["help", "start"], self._entrance(self.help), filters=_NEW_MESSAGES))
-        # A picture with "/imagine ..." as its caption: an image prompt (commands never see captions).
-        pictures = filters.PHOTO | filters.Document.IMAGE
-        app.add_handler(
-            MessageHandler(
-                _NEW_MESSAGES & pictures & filters.CaptionRegex(_IMAGINE_CAPTION),
-                self._entrance(self.picture_prompt),
-            )
-        )
+        # A picture with "/imagine ..." as its caption is an image prompt (commands never see captions);
+        # in a private chat, any caption is a prompt too (as any text is), the picture its start.
         private = _NEW_MESSAGES & filters.ChatType.PRIVATE
+        captions = filters.CaptionRegex(_IMAGINE_CAPTION) | (
+            private & filters.CAPTION & ~filters.CaptionRegex(r"^/")
+        )
+        pictures = filters.PHOTO | filters.Document.IMAGE
+        app.add_handler(MessageHandler(_NEW_MESSAGES & pictures & captions, self._entrance(self.picture)))
         app.add_handler(
             MessageHandler(private & filters.TEXT & ~filters.COMMAND, self._entrance(self.private_text))
         )
-        # In a private chat, any caption is a prompt too (as any text is): the picture is its start.
-        app.add_handler(
-            MessageHandler(
-                private & pictures & filters.CAPTION & ~filters.CaptionRegex(r"^/"),
-                self._entrance(self.private_picture),
-            )
-        )
-        app.add_handler(MessageHandler(private & filters.COMMAND, self._entrance(self.unknown_command)))
+        app.add_handler(MessageHandler(private & filters.COMMAND, self._entrance(self.command)))
         app.add_handler(CallbackQueryHandler(self._entrance(self.button)))
         app.add_error_handler(self.error)
 
@@ -133,22 +118,10 @@ class TelegramHandlers:
             user, chat = update.effective_user, update.effective_chat
             if user is None or chat is None:
                 return
-            try:
-                self._policy.check(Place(user.id, chat.id, private=False))
-            except UserFacingError:
-                logger.info("refused telegram user %s in chat %s", user.id, chat.id)
-                # One polite line whatever the reason: the allowlists are the operator's business.
-                await self._say(update, texts.not_allowed_text())
-                return
-            requester = Requester(
-                Platform.TELEGRAM, str(chat.id), str(user.id), user.username or user.full_name
-            )
-            caller = Caller(requester, self._policy.is_admin(user.id))
-            try:
-                await self._commands.admit(caller)
-            except UserFacingError as error:  # banned: the refusal says so, with the reason
-                logger.info("refused telegram user %s in chat %s: banned", user.id, chat.id)
-                await self._say(update, str(error))
+            requester = Requester(TELEGRAM, str(chat.id), str(user.id), user.username or user.full_name)
+            caller = await self._entry.admit(Place(user.id, chat.id, private=False), requester)
+            if isinstance(caller, Refused):
+                await self._say(update, caller.text)
                 return
             await handler(update, caller)
 
@@ -156,37 +129,31 @@ class TelegramHandlers:
 
     # -- messages -------------------------------------------------------------------------------
     async def command(self, update: Update, caller: Caller) -> None:
+        """A typed command (in a private chat also one I don't know, which is answered so)."""
         message = _message(update)
-        name, argument = _command(message)
+        line = read_command_line(message.text or "")
+        if line is None or not line.is_for(message.get_bot().username or ""):
+            return  # addressed to another bot
         # "/imagine ..." written as a reply to a picture starts from that picture.
-        picture = message.reply_to_message if name == "imagine" else None
+        picture = message.reply_to_message if line.name == "imagine" else None
+        await self._typed(update, caller, line.name, line.argument, picture)
 
-        async def call() -> Answer:
-            image = None if picture is None else await self._picture_bytes(picture)
-            return await self._commands.text_command(caller, name, argument, image)
-
-        await self._answer(update, call)
-
-    async def picture_prompt(self, update: Update, caller: Caller) -> None:
+    async def picture(self, update: Update, caller: Caller) -> None:
+        """A picture with "/imagine <prompt>" as its caption, or in a private chat with any prompt."""
         message = _message(update)
-        name, argument = _command(message, caption=True)
-        if name != "imagine" or not _addressed_to_me(message, caption=True):
-            return
+        caption = message.caption or ""
+        line = read_command_line(caption) or CommandLine("imagine", "", caption)
+        if line.name == "imagine" and line.is_for(message.get_bot().username or ""):
+            await self._typed(update, caller, "imagine", line.argument, message)
 
-        async def call() -> Answer:
-            image = await self._picture_bytes(message)
-            return await self._commands.text_command(caller, "imagine", argument, image)
+    async def private_text(self, update: Update, caller: Caller) -> None:
+        await self._typed(update, caller, "imagine", _message(update).text or "")
 
-        await self._answer(update, call)
-
-    async def private_picture(self, update: Update, caller: Caller) -> None:
-        message = _message(update)
-
-        async def call() -> Answer:
-            image = await self._picture_bytes(message)
-            return await self._commands.text_command(caller, "imagine", message.caption or "", image)
-
-        await self._answer(update, call)
+    async def _typed(
+        self, update: Update, caller: Caller, name: str, argument: str, picture: Message | None = None
+    ) -> None:
+        image: ImageFetch | None = None if picture is None else (lambda: self._picture_bytes(picture))
+        await self._answer(update, lambda: self._commands.text_command(caller, name, argument, image))
 
     async def _picture_bytes(self, message: Message) -> bytes | None:
         """The picture a message carries (its largest photo size, or an image document), fetched
@@ -211,26 +178,15 @@ class TelegramHandlers:
                 "send it again, or a smaller one."
             ) from None
 
-    async def private_text(self, update: Update, caller: Caller) -> None:
-        text = _message(update).text or ""
-        await self._answer(update, lambda: self._commands.text_command(caller, "imagine", text))
-
     async def help(self, update: Update, caller: Caller) -> None:
         await self._render(update, self._help)
-
-    async def unknown_command(self, update: Update, caller: Caller) -> None:
-        message = _message(update)
-        command = (message.text or "").split(maxsplit=1)[0]
-        if "@" in command and command.partition("@")[2].lower() != (message.get_bot().username or "").lower():
-            return  # addressed to another bot
-        await _reply(message, f"I don't know {command}. Send /help for what I can do.")
 
     async def button(self, update: Update, caller: Caller) -> None:
         query = update.callback_query
         assert query is not None
         press = ButtonPress.parse(query.data) or SettingPress.parse(query.data)
         if press is None or not _is_on_its_message(query):
-            await query.answer(UNKNOWN_BUTTON, show_alert=True)
+            await query.answer(texts.UNKNOWN_BUTTON, show_alert=True)
             return
         if isinstance(press, SettingPress) and not _is_menu_of(query):
             # A group sees everyone's /settings: a press would show the presser's settings in another's.
@@ -240,12 +196,7 @@ class TelegramHandlers:
 
     # -- answers --------------------------------------------------------------------------------
     async def _answer(self, update: Update, call: Callable[[], Awaitable[Answer]]) -> None:
-        try:
-            answer = await call()
-        except UserFacingError as error:
-            await self._say(update, str(error))
-            return
-        await self._render(update, answer)
+        await serve(call, lambda answer: self._render(update, answer), f"telegram update {update.update_id}")
 
     async def _render(self, update: Update, answer: Answer) -> None:
         query, message = update.callback_query, update.effective_message
@@ -254,6 +205,8 @@ class TelegramHandlers:
         elif isinstance(answer, Reply):
             assert message is not None
             await _reply(message, answer.text, reply_markup=markup(answer.buttons))
+        elif isinstance(answer, Refused):
+            await self._say(update, answer.text)
         elif isinstance(answer, Shown):
             assert message is not None
             await self._presenter.post_image(answer.job, reply_to=message.message_id)
@@ -342,7 +295,7 @@ class TelegramHandlers:
             logger.info("job=%s could not delete its image message: %s", job.id, error)
             await query.answer("Telegram would not let me delete that message; it may be too old.")
             return
-        await query.answer(f"Deleted job #{job.id}'s image.")
+        await query.answer(texts.deleted_text(job))
         logger.info("job=%s image message deleted by telegram user %s", job.id, query.from_user.id)
 
     async def _say(self, update: Update, text: str) -> None:
@@ -385,25 +338,6 @@ def _is_menu_of(query: CallbackQuery) -> bool:
     message = query.message
     asked = message.reply_to_message if isinstance(message, Message) else None
     return asked is None or asked.from_user is None or asked.from_user.id == query.from_user.id
-
-
-def _command(message: Message, *, caption: bool = False) -> tuple[str, str]:
-    """The command's name (without /, or @bot) and the text after it (in the caption with `caption`)."""
-    text = (message.caption if caption else message.text) or ""
-    entities = message.caption_entities if caption else message.entities
-    for entity in entities:
-        if entity.type == "bot_command" and entity.offset == 0:
-            command = message.parse_caption_entity(entity) if caption else message.parse_entity(entity)
-            return command[1:].partition("@")[0].lower(), text[len(command) :].strip()
-    command, _, argument = text.partition(" ")
-    return command[1:].partition("@")[0].lower(), argument.strip()
-
-
-def _addressed_to_me(message: Message, *, caption: bool = False) -> bool:
-    """Whether a command is for this bot: "/imagine" or "/imagine@thisbot", not "@otherbot"."""
-    command = ((message.caption if caption else message.text) or "").split(maxsplit=1)[0]
-    target = command.partition("@")[2]
-    return not target or target.lower() == (message.get_bot().username or "").lower()
 
 
 def _reply_parameters(message: object) -> ReplyParameters | None:

@@ -19,12 +19,13 @@ from bot.errors import UserFacingError
 from bot.image_fallback import fit_upload, fit_uploads
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.service import BotService
-from bot.settings import TelegramSettings
 from bot.status_lines import StatusLine
 from bot.status_presenter import StatusPresenter
+from bot.telegram import TELEGRAM
 from bot.telegram.keyboards import markup
 from bot.telegram.rate_limiter import Priority, ProgressDropped
-from storage.jobs import Job, Platform
+from bot.telegram.settings import TelegramSettings
+from storage.jobs import Job
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class TelegramPresenter(StatusPresenter):
     """The `bot.delivery.Presenter` for Telegram: renders `JobView`s (`bot.status_presenter`). One
     instance per bot, used from one event loop."""
 
-    platform = Platform.TELEGRAM
+    platform = TELEGRAM
     result_actions: tuple[ButtonAction, ...] = (
         ButtonAction.REROLL,
         ButtonAction.ORIGINAL,

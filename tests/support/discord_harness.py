@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Config
-from bot.settings import DiscordSettings, LimitsSettings
+from bot.discord.settings import DiscordSettings
+from bot.settings import LimitsSettings
 from tests.support.app_harness import SMALL_LIMITS, tiny_app_config
 from tests.support.discord_emulator import DiscordEmulator, Injected, RecordedCall
 

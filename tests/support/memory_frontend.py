@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.job_view import ButtonAction, JobView
+from bot.telegram import TELEGRAM
 from storage.jobs import Job, JobStatus, Platform
 
 WAIT_S = 20.0
@@ -30,7 +31,7 @@ class Call:
 class RecordingPresenter:
     """Records every call; `failures` makes the next outcome posts raise, `hang` makes them never return."""
 
-    platform: Platform = Platform.TELEGRAM
+    platform: Platform = TELEGRAM
     result_actions: tuple[ButtonAction, ...] = (ButtonAction.REROLL, ButtonAction.DELETE)
     failures: int = 0
     hang: bool = False
@@ -90,8 +91,8 @@ class RecordingPresenter:
 class MemoryFrontend:
     """A `Frontend` with no platform behind it; records start and stop."""
 
-    def __init__(self, platform: Platform = Platform.TELEGRAM) -> None:
-        self.name = f"memory-{platform.value}"
+    def __init__(self, platform: Platform = TELEGRAM) -> None:
+        self.name = f"memory-{platform}"
         self._presenter = RecordingPresenter(platform=platform)
         self.started = False
         self.stopped = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from bot.telegram import TELEGRAM
 from storage.jobs import ImageRequest, JobOrigin, NewJob, Platform, Requester
 
 
@@ -35,7 +36,7 @@ class NewJobFactory(Protocol):
 
 def build_new_job(
     *,
-    platform: Platform = Platform.TELEGRAM,
+    platform: Platform = TELEGRAM,
     chat_id: str = "100",
     user_id: str = "1",
     user_name: str | None = None,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from bot.config import Config
-from bot.settings import LimitsSettings, TelegramSettings
+from bot.settings import LimitsSettings
+from bot.telegram.settings import TelegramSettings
 from tests.support.app_harness import SMALL_LIMITS, tiny_app_config
 from tests.support.telegram_emulator import Call, TelegramEmulator, TgChat, TgUser
 

@@ -1,0 +1,53 @@
+"""Telegram as the rest of majicbot sees it (light: python-telegram-bot is imported only by the frontend)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot.platforms import PlatformSpec
+from bot.telegram import TELEGRAM
+from bot.telegram.settings import TelegramSettings
+from bot.token_check import NETWORK_ERRORS, TokenVerdict, check_session, network_problem, origin
+
+if TYPE_CHECKING:
+    from bot.frontend import Frontend
+    from bot.service import BotService
+    from bot.settings import LimitsSettings
+
+
+def _frontend(settings: TelegramSettings, service: BotService, limits: LimitsSettings) -> Frontend:
+    from bot.telegram.frontend import TelegramFrontend
+
+    return TelegramFrontend(settings, service, limits)
+
+
+async def check_token(settings: TelegramSettings) -> TokenVerdict:
+    """getMe at ``{base_url}{token}/getMe`` (the token is in the URL: errors never show it)."""
+    assert settings.token is not None
+    url = f"{settings.base_url}{settings.token.get_secret_value()}/getMe"
+    fix = "check telegram.token or MAJICBOT_TELEGRAM_TOKEN (BotFather's /token shows it)"
+    try:
+        async with check_session() as session, session.post(url) as response:
+            status = response.status
+            body = await response.json(content_type=None) if status < 500 else {}
+    except NETWORK_ERRORS as error:
+        return TokenVerdict(
+            False,
+            f"cannot reach the Telegram Bot API at {origin(settings.base_url)} ({network_problem(error)}); "
+            "check the network or telegram.base_url",
+        )
+    if status in (401, 404):
+        return TokenVerdict(False, f"Telegram rejected the token ({status}); {fix}")
+    if status != 200 or not isinstance(body, dict) or not body.get("ok"):
+        return TokenVerdict(False, f"the Telegram Bot API answered {status}; try again later or {fix}")
+    return TokenVerdict(True, f"@{(body.get('result') or {}).get('username', '?')}")
+
+
+PLATFORM = PlatformSpec(
+    name=TELEGRAM,
+    settings=TelegramSettings,
+    token_variable="MAJICBOT_TELEGRAM_TOKEN",
+    frontend=_frontend,
+    check_token=check_token,
+    noisy_loggers=("telegram.ext.Updater",),
+)
