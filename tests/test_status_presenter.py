@@ -10,6 +10,8 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from bot import texts
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.sealed_token import unseal
@@ -68,6 +70,16 @@ class RecordingPresenter(StatusPresenter):
         return 0.0
 
 
+@pytest.fixture
+def service(queue: JobQueue, image_store: ImageStore) -> BotService:
+    return build_service(queue, image_store)
+
+
+@pytest.fixture
+async def job(queue: JobQueue, make_new_job: NewJobFactory) -> Job:
+    return (await queue.enqueue(make_new_job(platform=CHAT))).job
+
+
 def running(job: Job, step: int) -> JobView:
     return build_view(dataclasses.replace(job, status=JobStatus.RUNNING, progress_step=step))
 
@@ -80,10 +92,8 @@ async def edits_elsewhere(service: BotService, job: Job, token_key: str | None =
 
 
 async def test_a_posted_answer_is_stored_and_another_process_edits_that_message(
-    queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
+    queue: JobQueue, service: BotService, job: Job
 ) -> None:
-    service = build_service(queue, image_store)
-    job = (await queue.enqueue(make_new_job(platform=CHAT))).job
     here = RecordingPresenter(service)
     await here.attach_status(job, 41, "Job #1 is queued.")
     assert here.edits == []  # the answer shows that text already
@@ -94,10 +104,8 @@ async def test_a_posted_answer_is_stored_and_another_process_edits_that_message(
 
 
 async def test_a_token_line_is_stored_sealed_and_restored_only_while_its_token_lives(
-    queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
+    queue: JobQueue, service: BotService, job: Job
 ) -> None:
-    service = build_service(queue, image_store)
-    job = (await queue.enqueue(make_new_job(platform=CHAT))).job
     here = RecordingPresenter(service, token_key=KEY, token_lifetime_s=60.0)
     await here.attach_status(job, None, "Job #1 is queued.", token=TOKEN, opener=object())
     assert here.edits == [(FIRST_ID, TOKEN, "Job #1 is queued.")]
@@ -116,11 +124,7 @@ async def test_a_token_line_is_stored_sealed_and_restored_only_while_its_token_l
     assert await edits_elsewhere(service, await queue.get(job.id), KEY) == []
 
 
-async def test_once_the_token_dies_the_outcome_goes_to_the_chat(
-    queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
-) -> None:
-    service = build_service(queue, image_store)
-    job = (await queue.enqueue(make_new_job(platform=CHAT))).job
+async def test_once_the_token_dies_the_outcome_goes_to_the_chat(service: BotService, job: Job) -> None:
     presenter = RecordingPresenter(service, token_key=KEY, token_lifetime_s=0.0)
     await presenter.attach_status(job, None, "Job #1 is queued.", token=TOKEN, opener=object())
     failed = dataclasses.replace(job, status=JobStatus.FAILED)
@@ -130,10 +134,8 @@ async def test_once_the_token_dies_the_outcome_goes_to_the_chat(
 
 
 async def test_a_fast_jobs_late_answer_is_tidied_at_once(
-    queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
+    queue: JobQueue, service: BotService, job: Job
 ) -> None:
-    service = build_service(queue, image_store)
-    job = (await queue.enqueue(make_new_job(platform=CHAT))).job
     presenter = RecordingPresenter(service)
     done = build_view(dataclasses.replace(job, status=JobStatus.DONE, duration_s=1.0))
     assert await presenter.deliver(done) == "900"
@@ -144,10 +146,8 @@ async def test_a_fast_jobs_late_answer_is_tidied_at_once(
 
 
 async def test_ready_later_is_said_in_the_chat_and_ends_the_status_line(
-    queue: JobQueue, image_store: ImageStore, make_new_job: NewJobFactory
+    service: BotService, job: Job
 ) -> None:
-    service = build_service(queue, image_store)
-    job = (await queue.enqueue(make_new_job(platform=CHAT))).job
     presenter = RecordingPresenter(service)
     await presenter.attach_status(job, 41, "Job #1 is queued.")
     await presenter.report_ready_later(job)
