@@ -41,11 +41,18 @@ class Upload:
     note: str | None  # why this is not the original PNG
 
 
+def upload_name(job: Job, index: int = 0) -> str:
+    """The file name (without its extension) image `index` of `job` is posted under: by its number in
+    a set, else by its seed."""
+    if job.request.count > 1:
+        return f"majicbot-{job.id}-{index + 1}"
+    return f"majicbot-{job.id}-{job.request.seed}"
+
+
 async def fit_upload(job: Job, png: bytes, limit: int, index: int = 0) -> Upload:
     """The PNG of image `index` if it is within the platform's `limit` bytes, else the best JPEG under
     it, saying so."""
-    several = job.request.count > 1
-    name = f"majicbot-{job.id}-{index + 1}" if several else f"majicbot-{job.id}-{job.request.seed}"
+    name = upload_name(job, index)
     if len(png) <= limit:
         return Upload(png, f"{name}.png", None)
     note = (

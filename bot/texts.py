@@ -112,6 +112,13 @@ def queued_batch_text(batch: Sequence[Queued]) -> str:
     return "\n".join(f"{queued.job.requester.user_name}: {queued_text(queued)}" for queued in batch)
 
 
+def queued_press_text(queued: Queued) -> str:
+    """The short answer to a button press that queued a job (Reroll, Try again, Vary, Upscale), or
+    found it queued already (a second press queues nothing)."""
+    lead = "Queued as" if queued.created else "Already queued as"
+    return f"{lead} job #{queued.job.id}."
+
+
 def _standing(queued: Queued) -> str:
     if queued.position == 0:
         return f"is running{eta_phrase(queued.eta_s)}"
@@ -369,6 +376,13 @@ def unexpected_error_text(error: BaseException | None) -> str:
 
 
 UNKNOWN_BUTTON = "This button is from an older version of the bot and no longer works."
+OTHERS_MENU = "These are someone else's settings; send /settings for yours."
+SENDING_ORIGINAL = "Sending the original PNG…"
+
+
+def original_caption(job: Job) -> str:
+    """What the original PNG files of `job` are sent with (Original PNG button)."""
+    return f"Original PNG of job #{job.id} (lossless)."
 
 
 def unknown_command_text(name: str) -> str:

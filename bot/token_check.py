@@ -8,6 +8,7 @@ some platforms put it in the URL, so errors are described (`network_problem`), n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -21,6 +22,14 @@ NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, ValueError)
 class TokenVerdict:
     accepted: bool
     detail: str  # the bot's name when accepted; what is wrong and what to do when not
+
+
+@dataclass(frozen=True, slots=True)
+class ApiAnswer:
+    """What the platform's API answered a check's request."""
+
+    status: int
+    body: object  # the decoded JSON of a 200 answer; None for any other status
 
 
 def check_session(timeout_s: float = TIMEOUT_S) -> aiohttp.ClientSession:
@@ -42,3 +51,20 @@ def origin(url: str) -> str:
     """`scheme://host[:port]` of `url`: where a check went, without a path that may hold a token."""
     scheme, _, rest = url.partition("://")
     return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+async def ask_api(method: str, url: str, *, headers: Mapping[str, str] | None = None) -> ApiAnswer:
+    """One request of a check, in a `check_session`: the status and, for a 200, the JSON body.
+    Raises one of NETWORK_ERRORS when the platform cannot be reached or answers garbage."""
+    async with check_session() as session, session.request(method, url, headers=headers) as response:
+        body = await response.json(content_type=None) if response.status == 200 else None
+        return ApiAnswer(response.status, body)
+
+
+def unreachable(api: str, url: str, error: BaseException, setting: str) -> TokenVerdict:
+    """The verdict when `api` ("Discord", "the Telegram Bot API") at `url` cannot be reached: the
+    problem in words that cannot hold the token, and the `setting` that says where the API is."""
+    return TokenVerdict(
+        False,
+        f"cannot reach {api} at {origin(url)} ({network_problem(error)}); check the network or {setting}",
+    )

@@ -222,3 +222,12 @@ def test_the_embed_and_the_caption_show_the_same_facts_of_a_picture() -> None:
         "a fox\nseed 42 · 20 steps · 1024x768 · 3.0 s · job #12 · 4 images · vary (strong) of #9 image 2 · "
         "strength 0.6 · without blur, text"
     )
+
+
+def test_the_answers_to_a_press_and_the_original_png() -> None:
+    job = make_job()
+    assert texts.queued_press_text(Queued(job, 1, 0, None, created=True)) == "Queued as job #12."
+    again = Queued(job, 1, 0, None, created=False)
+    assert texts.queued_press_text(again) == "Already queued as job #12."
+    assert texts.original_caption(job) == "Original PNG of job #12 (lossless)."
+    assert texts.SENDING_ORIGINAL == "Sending the original PNG…"

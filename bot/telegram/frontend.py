@@ -25,6 +25,7 @@ from bot.telegram.handlers import COMMANDS, TelegramApp, TelegramHandlers
 from bot.telegram.presenter import TelegramPresenter, may_retry
 from bot.telegram.rate_limiter import PriorityRateLimiter
 from bot.telegram.settings import TelegramSettings
+from bot.token_check import origin
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class TelegramFrontend(ChatFrontend[TelegramPresenter]):
             ) from None
         except TelegramError as error:
             raise FrontendStartError(
-                f"Cannot reach the Telegram Bot API at {_origin(self._settings.base_url)} "
+                f"Cannot reach the Telegram Bot API at {origin(self._settings.base_url)} "
                 f"({self._redactor.redact(str(error))}). Check the network or telegram.base_url."
             ) from None
         try:
@@ -167,8 +168,3 @@ class TelegramFrontend(ChatFrontend[TelegramPresenter]):
         if self._app.running:
             await self._app.stop()
         await self._app.shutdown()
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"

@@ -35,19 +35,19 @@ from telegram.ext import (
 from bot import texts
 from bot.access import AccessPolicy, Caller, Place
 from bot.acknowledgements import Acknowledger
+from bot.button_presses import read_press
 from bot.chat_commands import Answer, ChatCommands, Details, Refused, Reply, SettingsShown, Shown
 from bot.command_table import COMMAND_TABLE, ImageFetch
 from bot.delivery_record import album_of
 from bot.entrance import ChatEntrance, serve
 from bot.errors import InvalidRequest
 from bot.input_images import check_file_size
-from bot.job_view import ButtonPress
 from bot.service import Picture
-from bot.settings_menu import SettingPress, settings_menu
+from bot.settings_menu import settings_menu
 from bot.standing import Queued
 from bot.telegram import TELEGRAM
 from bot.telegram.keyboards import markup, menu_markup
-from bot.telegram.presenter import TelegramPresenter
+from bot.telegram.presenter import MAX_MESSAGE, AnswerTo, TelegramPresenter, reply_parameters
 from bot.typed_commands import CommandLine, read_command_line
 from storage.jobs import Job, Requester
 
@@ -63,8 +63,6 @@ COMMANDS: tuple[BotCommand, ...] = tuple(
     BotCommand(c.name, c.description) for c in COMMAND_TABLE if not c.operators_only
 )
 
-MAX_MESSAGE = 4096
-OTHERS_MENU = "These are someone else's settings; send /settings for yours."
 PRIVATE_CHAT_NOTE = (
     "In a private chat with me, any message that is not a command is a prompt too, and a picture with a "
     "caption starts from that picture.\n"
@@ -84,7 +82,7 @@ class TelegramHandlers:
         commands: ChatCommands,
         policy: AccessPolicy,
         presenter: TelegramPresenter,
-        acks: Acknowledger[Message],
+        acks: Acknowledger[AnswerTo],
     ) -> None:
         self._commands = commands
         self._help = Reply(commands.help(typed=True).text + "\n" + PRIVATE_CHAT_NOTE)
@@ -184,13 +182,11 @@ class TelegramHandlers:
     async def button(self, update: Update, caller: Caller) -> None:
         query = update.callback_query
         assert query is not None
-        press = ButtonPress.parse(query.data) or SettingPress.parse(query.data)
-        if press is None or not _is_on_its_message(query):
-            await query.answer(texts.UNKNOWN_BUTTON, show_alert=True)
-            return
-        if isinstance(press, SettingPress) and not _is_menu_of(query):
-            # A group sees everyone's /settings: a press would show the presser's settings in another's.
-            await query.answer(OTHERS_MENU, show_alert=True)
+        press = read_press(
+            query.data, caller.requester.user_id, offered=_offered(query), menu_owner=_menu_owner(query)
+        )
+        if isinstance(press, Refused):
+            await self._say(update, press.text)
             return
         await self._answer(update, lambda: self._commands.press(caller, press))
 
@@ -214,22 +210,22 @@ class TelegramHandlers:
             await self._settings(update, answer)
         elif isinstance(answer, Picture):
             assert query is not None and update.effective_chat is not None
-            await query.answer("Sending the original PNG…")
-            caption = f"Original PNG of job #{answer.job.id} (lossless)."
+            await query.answer(texts.SENDING_ORIGINAL)
+            caption = texts.original_caption(answer.job)
             if answer.others:  # a set: an album of the PNG files
                 files = [InputMediaDocument(p.png, filename=p.filename) for p in (answer, *answer.others)]
                 await query.get_bot().send_media_group(
                     update.effective_chat.id,
                     files,
                     caption=caption,
-                    reply_parameters=_reply_parameters(message),
+                    reply_parameters=_quoting(message),
                 )
                 return
             await query.get_bot().send_document(
                 update.effective_chat.id,
                 document=InputFile(answer.png, filename=answer.filename),
                 caption=caption,
-                reply_parameters=_reply_parameters(message),
+                reply_parameters=_quoting(message),
             )
         elif isinstance(answer, Details):
             assert query is not None and message is not None
@@ -240,32 +236,23 @@ class TelegramHandlers:
             await self._delete(query, answer.job)
 
     async def _queued(self, update: Update, queued: Queued) -> None:
-        query, message = update.callback_query, update.effective_message
+        query, chat = update.callback_query, update.effective_chat
+        assert chat is not None
         if query is not None:
             try:  # queued either way: a failed answer must not reach the "try again" error reply
-                lead = "Queued as" if queued.created else "Already queued as"
-                await query.answer(f"{lead} job #{queued.job.id}.")
+                await query.answer(texts.queued_press_text(queued))
             except TelegramError as error:
                 logger.warning(
                     "job=%s queued, but the button press was not answered: %s", queued.job.id, error
                 )
             if not queued.created:
                 return
-        if message is not None:
-            # Answer at once with the queue position and ETA (see bot/acknowledgements.py).
-            logger.info("job=%s queued from telegram chat %s", queued.job.id, message.chat_id)
-            batch = message.chat.type != "private"
-            await self._acks.acknowledge(message, queued, chat=message.chat_id, batch=batch)
-            return
-        chat = update.effective_chat  # a press on a message too old for Telegram to include
-        assert chat is not None
-        text = texts.queued_text(queued)
-        try:
-            status = await chat.send_message(text)
-        except TelegramError as error:  # queued all the same: never invite a second press
-            logger.warning("job=%s queued, but the answer was not sent: %s", queued.job.id, error)
-            return
-        await self._presenter.attach_status(queued.job, status.message_id, text)
+        # Answer at once with the queue position and ETA (see bot/acknowledgements.py), quoting the
+        # command or the pressed message (none for a press on a message too old for Telegram to include).
+        logger.info("job=%s queued from telegram chat %s", queued.job.id, chat.id)
+        message = update.effective_message
+        to = AnswerTo(chat.id, None if message is None else message.message_id)
+        await self._acks.acknowledge(to, queued, chat=chat.id, batch=chat.type != "private")
 
     async def _settings(self, update: Update, shown: SettingsShown) -> None:
         """The settings with their menu: a reply to /settings, or the pressed menu edited in place."""
@@ -321,33 +308,30 @@ def _message(update: Update) -> Message:
     return message
 
 
-def _is_on_its_message(query: CallbackQuery) -> bool:
-    """Whether the pressed data is one of the message's own buttons. Clients can send any callback
-    data; Telegram leaves out messages too old to show, and then the service's checks still apply."""
+def _offered(query: CallbackQuery) -> frozenset[str] | None:
+    """The callback data of the pressed message's buttons; None when Telegram left the message out
+    (too old to show)."""
     message = query.message
-    if not isinstance(message, Message):
-        return True
-    markup = message.reply_markup
-    if markup is None:
-        return False
-    return any(button.callback_data == query.data for row in markup.inline_keyboard for button in row)
-
-
-def _is_menu_of(query: CallbackQuery) -> bool:
-    """Whether the pressed settings menu answers the presser's own /settings (when Telegram says)."""
-    message = query.message
-    asked = message.reply_to_message if isinstance(message, Message) else None
-    return asked is None or asked.from_user is None or asked.from_user.id == query.from_user.id
-
-
-def _reply_parameters(message: object) -> ReplyParameters | None:
     if not isinstance(message, Message):
         return None
-    return ReplyParameters(message_id=message.message_id, allow_sending_without_reply=True)
+    markup = message.reply_markup
+    rows = () if markup is None else markup.inline_keyboard
+    return frozenset(b.callback_data for row in rows for b in row if isinstance(b.callback_data, str))
+
+
+def _menu_owner(query: CallbackQuery) -> str | None:
+    """Who sent the /settings that the pressed menu answers (None when Telegram does not say)."""
+    message = query.message
+    asked = message.reply_to_message if isinstance(message, Message) else None
+    return None if asked is None or asked.from_user is None else str(asked.from_user.id)
+
+
+def _quoting(message: object) -> ReplyParameters | None:
+    return reply_parameters(message.message_id if isinstance(message, Message) else None)
 
 
 async def _reply(message: Message, text: str, **kwargs: Any) -> Message:
     """Plain text (no parse_mode: the text may hold user input), quoting the user's message."""
     return await message.get_bot().send_message(
-        message.chat_id, text[:MAX_MESSAGE], reply_parameters=_reply_parameters(message), **kwargs
+        message.chat_id, text[:MAX_MESSAGE], reply_parameters=_quoting(message), **kwargs
     )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from bot.platforms import PlatformSpec
 from bot.telegram import TELEGRAM
 from bot.telegram.settings import TelegramSettings
-from bot.token_check import NETWORK_ERRORS, TokenVerdict, check_session, network_problem, origin
+from bot.token_check import NETWORK_ERRORS, TokenVerdict, ask_api, unreachable
 
 if TYPE_CHECKING:
     from bot.frontend import Frontend
@@ -27,15 +27,10 @@ async def check_token(settings: TelegramSettings) -> TokenVerdict:
     url = f"{settings.base_url}{settings.token.get_secret_value()}/getMe"
     fix = "check telegram.token or MAJICBOT_TELEGRAM_TOKEN (BotFather's /token shows it)"
     try:
-        async with check_session() as session, session.post(url) as response:
-            status = response.status
-            body = await response.json(content_type=None) if status < 500 else {}
+        answer = await ask_api("POST", url)
     except NETWORK_ERRORS as error:
-        return TokenVerdict(
-            False,
-            f"cannot reach the Telegram Bot API at {origin(settings.base_url)} ({network_problem(error)}); "
-            "check the network or telegram.base_url",
-        )
+        return unreachable("the Telegram Bot API", settings.base_url, error, "telegram.base_url")
+    status, body = answer.status, answer.body
     if status in (401, 404):
         return TokenVerdict(False, f"Telegram rejected the token ({status}); {fix}")
     if status != 200 or not isinstance(body, dict) or not body.get("ok"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from telegram import InputMediaDocument, InputMediaPhoto, Message, ReplyParameters
@@ -16,7 +17,7 @@ from telegram.ext import ExtBot
 from bot import texts
 from bot.delivery_record import result_message_id
 from bot.errors import UserFacingError
-from bot.image_fallback import fit_upload, fit_uploads
+from bot.image_fallback import fit_upload, fit_uploads, upload_name
 from bot.job_view import ButtonAction, ButtonSpec, JobView, build_view
 from bot.service import BotService
 from bot.status_lines import StatusLine
@@ -38,6 +39,15 @@ MAX_PHOTO_SIDES = 10_000
 UPLOAD_TIMEOUT_S = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerTo:
+    """Where the answer to a queued job goes: the chat, quoting the command (or the pressed message;
+    None: nothing to quote)."""
+
+    chat_id: int
+    message_id: int | None
+
+
 class TelegramPresenter(StatusPresenter):
     """The `bot.delivery.Presenter` for Telegram: renders `JobView`s (`bot.status_presenter`). One
     instance per bot, used from one event loop."""
@@ -56,12 +66,12 @@ class TelegramPresenter(StatusPresenter):
         self._settings = settings
 
     # -- called by the handlers ---------------------------------------------------------------
-    async def answer(self, command: Message, text: str) -> int:
-        """The answer to a queued job's command (`bot.acknowledgements`)."""
+    async def answer(self, to: AnswerTo, text: str) -> int:
+        """The answer to a queued job's command or button press (`bot.acknowledgements`)."""
         sent = await self._bot.send_message(
-            command.chat_id,
+            to.chat_id,
             text,
-            reply_parameters=_reply_parameters(command.message_id),
+            reply_parameters=reply_parameters(to.message_id),
             rate_limit_args=Priority.REPLY,
         )
         return sent.message_id
@@ -161,7 +171,7 @@ class TelegramPresenter(StatusPresenter):
         posted = await self._bot.send_media_group(
             _chat_id(job),
             album,
-            reply_parameters=_reply_parameters(reply_to),
+            reply_parameters=reply_parameters(reply_to),
             rate_limit_args=priority,
             **timeouts,
         )
@@ -176,10 +186,9 @@ class TelegramPresenter(StatusPresenter):
     async def _album(self, job: Job, pngs: Sequence[bytes]) -> list[InputMediaPhoto | InputMediaDocument]:
         """The images as an album of photos (each fitted to the photo limit), or of PNG documents
         when the size is past what Telegram takes as a photo."""
-        request = job.request
-        if request.width + request.height > MAX_PHOTO_SIDES:
+        if not _photo_sized(job):
             return [
-                InputMediaDocument(png, filename=f"majicbot-{job.id}-{index + 1}.png")
+                InputMediaDocument(png, filename=f"{upload_name(job, index)}.png")
                 for index, png in enumerate(pngs)
             ]
         uploads = await fit_uploads(job, pngs, MAX_PHOTO_BYTES)
@@ -191,16 +200,16 @@ class TelegramPresenter(StatusPresenter):
     async def _send_image(
         self, view: JobView, png: bytes, *, reply_to: int | None = None, priority: Priority = Priority.RESULT
     ) -> Message:
-        job, request = view.job, view.job.request
+        job = view.job
         common: dict[str, Any] = {
             "caption": texts.caption(job, MAX_CAPTION),
             "reply_markup": markup(view.buttons),
-            "reply_parameters": _reply_parameters(reply_to),
+            "reply_parameters": reply_parameters(reply_to),
             "rate_limit_args": priority,
             "write_timeout": UPLOAD_TIMEOUT_S,
             "read_timeout": UPLOAD_TIMEOUT_S,
         }
-        if request.width + request.height <= MAX_PHOTO_SIDES:
+        if _photo_sized(job):
             # Telegram recompresses photos anyway; only a PNG over the photo limit is re-encoded here.
             photo = await fit_upload(job, png, MAX_PHOTO_BYTES)
             try:
@@ -216,7 +225,7 @@ class TelegramPresenter(StatusPresenter):
         return await self._bot.send_document(
             _chat_id(job),
             document=io.BytesIO(png),
-            filename=f"majicbot-{job.id}-{request.seed}.png",
+            filename=f"{upload_name(job)}.png",
             **common,
         )
 
@@ -232,10 +241,16 @@ def may_retry(error: Exception) -> bool:
     return isinstance(error, NetworkError) and not isinstance(error, TimedOut)
 
 
-def _reply_parameters(message_id: int | None) -> ReplyParameters | None:
+def reply_parameters(message_id: int | None) -> ReplyParameters | None:
+    """Quote message `message_id` (if any), and send all the same if it was deleted meanwhile."""
     if message_id is None:
         return None
     return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
+
+
+def _photo_sized(job: Job) -> bool:
+    """Whether Telegram takes the job's images as photos by their size (width + height)."""
+    return job.request.width + job.request.height <= MAX_PHOTO_SIDES
 
 
 def _chat_id(job: Job) -> int:
