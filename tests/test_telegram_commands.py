@@ -215,6 +215,29 @@ async def test_second_press_while_queued_does_not_queue_another(
         assert [job.id for job in await app.queue.queued_in_fair_order()] == [1, 2]
 
 
+async def test_a_button_on_a_message_too_old_to_show_still_works(
+    emulator: TelegramEmulator, tmp_path: Path
+) -> None:
+    """Telegram sends an old message as an InaccessibleMessage (date 0, no keyboard): the press is
+    still the bot's to read, and the service's checks decide, as for any press."""
+    chat = TgChat.private(ANN)
+    async with running(make_config(tmp_path, emulator), with_engine=False) as app:
+        await say(emulator, ANN, chat, "/imagine a kite --size 64x64")
+        listing = await emulator.send_text(ANN, chat, "/history")
+        history = await emulator.wait_for("sendMessage", reply_to(chat.id, listing))
+        before = len(emulator.calls)
+        await emulator.press_button(ANN, chat, history.response["message_id"], "reroll:1", inaccessible=True)
+        answer = await emulator.wait_for("answerCallbackQuery", after=before)
+        assert answer.params["text"] == "Queued as job #2."
+        before = len(emulator.calls)
+        await emulator.press_button(
+            STRANGER, chat, history.response["message_id"], "frobnicate:1", inaccessible=True
+        )
+        refused = await emulator.wait_for("answerCallbackQuery", after=before)
+        assert refused.params["show_alert"] == "true"
+        assert [job.id for job in await app.queue.queued_in_fair_order()] == [1, 2]
+
+
 async def test_unknown_forged_and_refused_buttons_are_answered(
     emulator: TelegramEmulator, tmp_path: Path
 ) -> None:

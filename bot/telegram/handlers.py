@@ -310,9 +310,9 @@ def _message(update: Update) -> Message:
 
 def _offered(query: CallbackQuery) -> frozenset[str] | None:
     """The callback data of the pressed message's buttons; None when Telegram left the message out
-    (too old to show)."""
+    (too old to show: PTB reads that as a `Message` dated 0, with no keyboard)."""
     message = query.message
-    if not isinstance(message, Message):
+    if not isinstance(message, Message) or not message.is_accessible:
         return None
     markup = message.reply_markup
     rows = () if markup is None else markup.inline_keyboard

@@ -264,15 +264,22 @@ class TelegramEmulator:
         self.messages[(chat.id, message_id)] = message
         return {"update_id": next(self._update_ids), "message": message}
 
-    async def press_button(self, user: TgUser, chat: TgChat, message_id: int, data: str) -> str:
-        """A user presses an inline button with `data` under the bot's message `message_id`."""
+    async def press_button(
+        self, user: TgUser, chat: TgChat, message_id: int, data: str, *, inaccessible: bool = False
+    ) -> str:
+        """A user presses an inline button with `data` under the bot's message `message_id`.
+        `inaccessible`: the message is sent as Telegram sends one too old to show (an
+        InaccessibleMessage: chat, id and date 0, no text and no keyboard)."""
         query_id = str(next(self._callback_ids))
+        message = self.messages[(chat.id, message_id)]
+        if inaccessible:
+            message = {"chat": message["chat"], "message_id": message_id, "date": 0}
         query: JsonObject = {
             "id": query_id,
             "from": user.as_json(),
             "chat_instance": f"ci{chat.id}",
             "data": data,
-            "message": self.messages[(chat.id, message_id)],
+            "message": message,
         }
         await self._add_update({"callback_query": query})
         return query_id
