@@ -8,7 +8,9 @@ some platforms put it in the URL, so errors are described (`network_problem`), n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -42,3 +44,33 @@ def origin(url: str) -> str:
     """`scheme://host[:port]` of `url`: where a check went, without a path that may hold a token."""
     scheme, _, rest = url.partition("://")
     return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiAnswer:
+    """A platform API's answer to a check: the HTTP status and the JSON object it sent ({} for
+    anything else: an error page, an empty body)."""
+
+    status: int
+    body: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def ask(method: str, url: str, *, headers: Mapping[str, str] | None = None) -> ApiAnswer:
+    """One request of a token check, bounded by `TIMEOUT_S`; raises one of `NETWORK_ERRORS` when the
+    platform cannot be reached (describe it with `unreachable`)."""
+    async with check_session() as session, session.request(method, url, headers=headers) as response:
+        try:
+            body = await response.json(content_type=None)
+        except ValueError:  # not JSON: the status says enough
+            body = None
+        return ApiAnswer(response.status, body if isinstance(body, dict) else {})
+
+
+def unreachable(platform: str, base_url: str, error: BaseException, setting: str) -> TokenVerdict:
+    """The verdict when `platform`'s API at `base_url` could not be asked (`error`, one of
+    `NETWORK_ERRORS`), naming the `setting` that points the bot elsewhere (a proxy, a local server)."""
+    return TokenVerdict(
+        False,
+        f"cannot reach {platform} at {origin(base_url)} ({network_problem(error)}); "
+        f"check the network or {setting}",
+    )
