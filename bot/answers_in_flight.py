@@ -22,7 +22,7 @@ class AnswersInFlight:
 
     @contextlib.contextmanager
     def tracking(self) -> Iterator[None]:
-        """The current task answers an event until the block ends (outside a task: nothing to track)."""
+        """The current task answers an event until the block ends (a plain callback: nothing to track)."""
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
