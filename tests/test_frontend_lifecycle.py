@@ -8,45 +8,19 @@ against their emulators in tests/test_discord_*.py and tests/test_telegram_*.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import pytest
 
 from bot import frontend
 from bot.answers_in_flight import AnswersInFlight
 from bot.frontend import ChatFrontend
-from bot.job_view import ButtonAction, ButtonSpec, JobView
 from bot.service import BotService
-from bot.status_lines import StatusLine
-from bot.status_presenter import StatusPresenter
 from storage.images import ImageStore
-from storage.jobs import Job, Platform
 from storage.queue import JobQueue
 from tests.support.services import build_service
+from tests.support.silent_presenter import SilentPresenter
 
 WAIT_S = 5.0
-
-
-class SilentPresenter(StatusPresenter):
-    platform = Platform("wire")
-    result_actions = (ButtonAction.REROLL,)
-
-    async def _edit(
-        self, job: Job, line: StatusLine, text: str, *, buttons: Sequence[ButtonSpec], progress: bool
-    ) -> bool:
-        return True
-
-    async def _post_text(self, job: Job, text: str, buttons: Sequence[ButtonSpec]) -> None:
-        pass
-
-    async def _post_picture(self, view: JobView) -> str | None:
-        return None
-
-    async def _tidy(self, job: Job, ending: str) -> None:
-        pass
-
-    def _edit_interval(self, job: Job) -> float:
-        return 0.0
 
 
 class WireFrontend(ChatFrontend[SilentPresenter]):
