@@ -133,6 +133,8 @@ async def test_serve_never_answers_a_queued_job_with_try_again(
     caplog.set_level(logging.ERROR)
     await serve(imagine, render, "test call")
     assert rendered == []
-    assert [r.getMessage() for r in caplog.records] == [
+    logged = [r for r in caplog.records if r.name == "bot.entrance"]
+    assert [r.getMessage() for r in logged] == [
         f"job={queued.job.id} is queued, but its answer could not be shown"
     ]
+    assert logged[0].exc_info  # with the traceback, for the operator

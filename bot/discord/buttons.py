@@ -4,8 +4,8 @@ components.
 The custom_id is ``majicbot:`` + the press's key (``majicbot:reroll:42``; a settings select
 ``majicbot:set:ar``, the chosen value arriving with the click); one `DynamicItem` class per kind,
 registered at startup, matches them all, so a click on a message posted before a restart still works.
-Each passes the entrance in its `interaction_check` and hands its press over in its `callback`
-(`_Pressable`).
+Each passes the entrance (`bot.discord.client.entrance_of`) in its `interaction_check` and hands its
+press to it in its `callback`.
 """
 
 from __future__ import annotations
@@ -32,27 +32,7 @@ PER_ROW = 5
 MAX_ROWS = 5
 
 
-class _Pressable:
-    """What each component of ours does when used: pass the entrance (`Entrance.admit`), then hand
-    its press (`pressed`) to the entrance."""
-
-    in_place = False  # the answer replaces the message the component is on (a settings select)
-
-    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
-        return await entrance_of(interaction).admit(interaction, in_place=self.in_place)
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        press = self.pressed()
-        if press is not None:
-            await entrance_of(interaction).press(interaction, press)
-
-    def pressed(self) -> ButtonPress | SettingPress | None:
-        """What the click asks for (None: nothing, e.g. a select emptied)."""
-        raise NotImplementedError
-
-
 class JobButton(
-    _Pressable,
     discord.ui.DynamicItem[discord.ui.Button[Any]],
     template=re.compile(rf"majicbot:(?P<key>(?:{_ACTIONS}):[0-9]{{1,20}}(?::[1-9])?)"),
 ):
@@ -77,18 +57,18 @@ class JobButton(
             raise ValueError(f"not a button of this bot: {match['key']}")
         return cls(button(press.action, press.job_id, image=press.image))
 
-    def pressed(self) -> ButtonPress:
-        return self.press
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return await entrance_of(interaction).admit(interaction)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await entrance_of(interaction).press(interaction, self.press)
 
 
 class SettingSelect(
-    _Pressable,
     discord.ui.DynamicItem[discord.ui.Select[Any]],
     template=re.compile(r"majicbot:set:(?P<name>{})".format("|".join(SettingName))),
 ):
     """A select menu for one setting (at most 25 choices, as `SettingOption` promises)."""
-
-    in_place = True
 
     def __init__(self, option: SettingOption) -> None:
         super().__init__(
@@ -111,9 +91,13 @@ class SettingSelect(
         choices = tuple(o.value for o in item.options) if isinstance(item, discord.ui.Select) else ()
         return cls(SettingOption(SettingName(match["name"]), "", "", choices))
 
-    def pressed(self) -> SettingPress | None:
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return await entrance_of(interaction).admit(interaction, in_place=True)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
         values = self.item.values  # the value picked comes with the click
-        return SettingPress(self.name, values[0]) if values else None
+        if values:
+            await entrance_of(interaction).press(interaction, SettingPress(self.name, values[0]))
 
 
 def settings_components(view: SettingsView) -> discord.ui.View:
