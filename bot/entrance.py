@@ -16,6 +16,7 @@ from bot import texts
 from bot.access import AccessPolicy, Caller, Place
 from bot.chat_commands import Answer, ChatCommands, Refused
 from bot.errors import UserFacingError
+from bot.standing import Queued
 from storage.jobs import Requester
 
 logger = logging.getLogger(__name__)
@@ -61,13 +62,23 @@ async def serve(
 ) -> None:
     """Render `call`'s answer; a mistake (`UserFacingError`) is answered in its own words and anything
     else with a generic apology, logged with its traceback as "`what` failed". A refusal that cannot
-    be rendered either is left to the platform's last-resort handler."""
+    be rendered either is left to the platform's last-resort handler.
+
+    A job that was queued stays queued whatever happens to its answer: a failure to render a `Queued`
+    is only logged, never answered with "try again" (that would queue a second job); the picture is
+    posted when done either way."""
+    answer: Answer | None = None
     try:
-        await render(await call())
+        answer = await call()
+        await render(answer)
         return
-    except UserFacingError as error:
-        refusal = Refused(str(error))
     except Exception as error:
-        logger.exception("%s failed", what)
-        refusal = Refused(texts.unexpected_error_text(error))
+        if isinstance(answer, Queued):
+            logger.exception("job=%s is queued, but its answer could not be shown", answer.job.id)
+            return
+        if isinstance(error, UserFacingError):
+            refusal = Refused(str(error))
+        else:
+            logger.exception("%s failed", what)
+            refusal = Refused(texts.unexpected_error_text(error))
     await render(refusal)

@@ -3,16 +3,19 @@
 Each platform's `PlatformSpec.frontend(settings, service, limits)` (`bot/platforms.py`) builds one;
 `bot.app` calls it, and so imports the platform's library, only when the platform is enabled.
 `ChatFrontend` is what every adapter's frontend shares: its presenter, the fatal reason, the loggers
-scrubbed of its secrets, and the order of stopping.
+scrubbed of its secrets, the task that receives the platform's events, the answers still being
+written, and the order of stopping.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Sequence
-from typing import Generic, Protocol, TypeVar
+import contextlib
+from collections.abc import Coroutine, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
+from bot.answers_in_flight import AnswersInFlight
 from bot.delivery import Presenter
 from bot.log_setup import SecretRedactor, guard_loggers
 from bot.status_presenter import StatusPresenter
@@ -25,6 +28,8 @@ CORE_LOGGERS = (
     "bot.keep_alive",
     "bot.flood_control",
 )
+STOP_TIMEOUT_S = 10.0
+"""How long stopping waits for the answers being written, and then for the receiver to end."""
 
 PresenterT = TypeVar("PresenterT", bound=StatusPresenter)
 
@@ -88,8 +93,10 @@ class FatalReason:
 
 class ChatFrontend(abc.ABC, Generic[PresenterT]):
     """The lifecycle every adapter's `Frontend` shares. A subclass sets `_presenter`, implements
-    `_connect`, `_stop_receiving`, `_disconnect`, `_ended_reason` and `is_running`, and reports its
-    receiver task with `_watch_receiver`."""
+    `_connect`, `_disconnect`, `_ended_reason` and `is_running` (and `_stop_receiving` if it must),
+    and reports its receiver task with `_watch_receiver`, or has it run by `_start_receiver`. Where
+    the platform's library answers each event in a task of its own, the handlers answer inside
+    `_answers.tracking()`, so that stopping lets them finish."""
 
     name: str
     _presenter: PresenterT
@@ -102,6 +109,8 @@ class ChatFrontend(abc.ABC, Generic[PresenterT]):
         self._guarded_loggers = guard_loggers(self._redactor, (*leaking_loggers, *CORE_LOGGERS))
         self._fatal = FatalReason()
         self._stopping = False
+        self._answers = AnswersInFlight()
+        self._receiver: asyncio.Task[object] | None = None  # started (and so awaited) by this frontend
 
     @property
     def presenter(self) -> PresenterT:
@@ -117,12 +126,14 @@ class ChatFrontend(abc.ABC, Generic[PresenterT]):
 
     async def stop(self) -> None:
         """Stop receiving and let answers in progress finish (bounded), stop showing jobs, then
-        disconnect."""
+        disconnect and wait (bounded) for the receiver to end."""
         self._stopping = True
         try:
             await self._stop_receiving()
+            await self._answers.drain(STOP_TIMEOUT_S)
             await self._presenter.close()
             await self._disconnect()
+            await self._receiver_finished(STOP_TIMEOUT_S)
         finally:
             for guarded in self._guarded_loggers:
                 guarded.removeFilter(self._redactor)
@@ -131,9 +142,9 @@ class ChatFrontend(abc.ABC, Generic[PresenterT]):
     async def _connect(self) -> None:
         """`Frontend.start` on this platform: FrontendStartError with the fix when it cannot."""
 
-    @abc.abstractmethod
     async def _stop_receiving(self) -> None:
-        """Finish (bounded) the answers to what has come in."""
+        """Finish (bounded) what the platform's side needs before the answers in flight are drained
+        (e.g. answers waiting in a batch); nothing by default."""
 
     @abc.abstractmethod
     async def _disconnect(self) -> None:
@@ -142,6 +153,39 @@ class ChatFrontend(abc.ABC, Generic[PresenterT]):
     @abc.abstractmethod
     def _ended_reason(self, error: BaseException | None) -> str:
         """The fatal reason when the receiver ended by itself with `error` (None: it just ended)."""
+
+    def _start_receiver(self, receiving: Coroutine[Any, Any, object], name: str) -> None:
+        """Run `receiving` (a gateway connection: it returns only when closed) as this frontend's
+        receiver: watched (`_watch_receiver`), and waited for when stopping, after `_disconnect`."""
+        self._receiver = asyncio.create_task(receiving, name=name)
+        self._watch_receiver(self._receiver)
+
+    async def _until_ready(self, ready: Coroutine[Any, Any, object], within_s: float) -> str | None:
+        """Wait for `ready` (the platform's "connected") while the receiver started by
+        `_start_receiver` runs: None once ready, else why not ("the connection closed", in which case
+        `_ended_reason` may have set the fatal reason, or "no answer" within `within_s`)."""
+        assert self._receiver is not None, "start the receiver first"
+        waiting = asyncio.ensure_future(ready)
+        done, _ = await asyncio.wait(
+            {self._receiver, waiting}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiting in done:
+            return None
+        waiting.cancel()
+        return "the connection closed" if self._receiver in done else "no answer"
+
+    @property
+    def _receiving(self) -> bool:
+        """The receiver started by `_start_receiver` runs."""
+        return self._receiver is not None and not self._receiver.done()
+
+    async def _receiver_finished(self, within_s: float) -> None:
+        """The receiver started here has ended once disconnected; its end (an error, a timeout) no
+        longer matters then."""
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(receiver, within_s)
 
     def _watch_receiver(self, receiver: asyncio.Task[object]) -> None:
         """`receiver` (the gateway, the polling) ends only when told to, or on an error that needs a

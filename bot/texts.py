@@ -83,6 +83,12 @@ def shorten(text: str, limit: int) -> str:
     return text[: max(0, limit - 1)].rstrip() + ELLIPSIS
 
 
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, keeping its lines (unlike `shorten`), ending in an
+    ellipsis when cut: for a message's length limit."""
+    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+
+
 def format_duration(seconds: float) -> str:
     """Rough, human durations: "12 s", "3 min 20 s", "1 h 5 min"."""
     total = max(0, round(seconds))

@@ -9,7 +9,8 @@ some platforms put it in the URL, so errors are described (`network_problem`), n
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -22,14 +23,6 @@ NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, ValueError)
 class TokenVerdict:
     accepted: bool
     detail: str  # the bot's name when accepted; what is wrong and what to do when not
-
-
-@dataclass(frozen=True, slots=True)
-class ApiAnswer:
-    """What the platform's API answered a check's request."""
-
-    status: int
-    body: object  # the decoded JSON of a 200 answer; None for any other status
 
 
 def check_session(timeout_s: float = TIMEOUT_S) -> aiohttp.ClientSession:
@@ -53,18 +46,31 @@ def origin(url: str) -> str:
     return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
-async def ask_api(method: str, url: str, *, headers: Mapping[str, str] | None = None) -> ApiAnswer:
-    """One request of a check, in a `check_session`: the status and, for a 200, the JSON body.
-    Raises one of NETWORK_ERRORS when the platform cannot be reached or answers garbage."""
+@dataclass(frozen=True, slots=True)
+class ApiAnswer:
+    """A platform API's answer to a check: the HTTP status and the JSON object it sent ({} for
+    anything else: an error page, an empty body)."""
+
+    status: int
+    body: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def ask(method: str, url: str, *, headers: Mapping[str, str] | None = None) -> ApiAnswer:
+    """One request of a token check, bounded by `TIMEOUT_S`; raises one of `NETWORK_ERRORS` when the
+    platform cannot be reached (describe it with `unreachable`)."""
     async with check_session() as session, session.request(method, url, headers=headers) as response:
-        body = await response.json(content_type=None) if response.status == 200 else None
-        return ApiAnswer(response.status, body)
+        try:
+            body = await response.json(content_type=None)
+        except ValueError:  # not JSON: the status says enough
+            body = None
+        return ApiAnswer(response.status, body if isinstance(body, dict) else {})
 
 
-def unreachable(api: str, url: str, error: BaseException, setting: str) -> TokenVerdict:
-    """The verdict when `api` ("Discord", "the Telegram Bot API") at `url` cannot be reached: the
-    problem in words that cannot hold the token, and the `setting` that says where the API is."""
+def unreachable(platform: str, base_url: str, error: BaseException, setting: str) -> TokenVerdict:
+    """The verdict when `platform`'s API at `base_url` could not be asked (`error`, one of
+    `NETWORK_ERRORS`), naming the `setting` that points the bot elsewhere (a proxy, a local server)."""
     return TokenVerdict(
         False,
-        f"cannot reach {api} at {origin(url)} ({network_problem(error)}); check the network or {setting}",
+        f"cannot reach {platform} at {origin(base_url)} ({network_problem(error)}); "
+        f"check the network or {setting}",
     )

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 
 import pytest
 
 from bot import acknowledgements
 from bot.acknowledgements import Acknowledger
-from bot.job_view import ButtonAction, ButtonSpec, JobView
 from bot.standing import Queued
-from bot.status_lines import StatusLine
-from bot.status_presenter import StatusPresenter
 from storage.images import ImageStore
 from storage.jobs import Job, Platform
 from storage.queue import JobQueue
 from tests.support.new_jobs import NewJobFactory
 from tests.support.services import build_service
+from tests.support.silent_presenter import SilentPresenter
 
 CHAT = Platform("chat")  # a platform that records what it is asked
 
@@ -32,29 +29,11 @@ class Refused(Exception):
     pass
 
 
-class QuietPresenter(StatusPresenter):
+class QuietPresenter(SilentPresenter):
     platform = CHAT
-    result_actions = (ButtonAction.REROLL,)
     activity_every_s = 4.0
 
     signals: int = 0
-
-    async def _edit(
-        self, job: Job, line: StatusLine, text: str, *, buttons: Sequence[ButtonSpec], progress: bool
-    ) -> bool:
-        return True
-
-    async def _post_text(self, job: Job, text: str, buttons: Sequence[ButtonSpec]) -> None:
-        pass
-
-    async def _post_picture(self, view: JobView) -> str | None:
-        return None
-
-    async def _tidy(self, job: Job, ending: str) -> None:
-        pass
-
-    def _edit_interval(self, job: Job) -> float:
-        return 0.0
 
     async def _signal_activity(self, job: Job) -> bool:
         self.signals += 1

@@ -60,6 +60,12 @@ def test_shorten() -> None:
     assert len(texts.shorten("x" * 5000, 1024)) == 1024
 
 
+def test_clip_keeps_lines_and_cuts_to_the_limit() -> None:
+    assert texts.clip("a  b\nc", 10) == "a  b\nc"
+    assert texts.clip("line one\nline two", 10) == "line one\n…"
+    assert len(texts.clip("x\n" * 3000, 2000)) == 2000
+
+
 def test_queued_text() -> None:
     job = make_job()
     assert texts.queued_text(Queued(job, 1, 0, None, True)) == (

@@ -11,10 +11,13 @@ from bot.access import AccessPolicy, Caller, Place
 from bot.chat_commands import Answer, Refused, Reply
 from bot.entrance import ChatEntrance, serve
 from bot.errors import Banned, InvalidRequest
+from bot.standing import Queued
 from bot.telegram import TELEGRAM
 from bot.typed_commands import CommandLine, read_command_line, read_options
 from storage.errors import StorageFull
 from storage.jobs import Requester
+from storage.queue import JobQueue
+from tests.support.new_jobs import NewJobFactory
 
 
 def test_a_command_line_is_split_as_telegram_marks_commands() -> None:
@@ -109,3 +112,29 @@ async def test_serve_turns_every_outcome_into_an_answer(caplog: pytest.LogCaptur
     assert rendered == [Reply("done"), Refused("Write it so."), apology, apology]
     assert [r.getMessage() for r in caplog.records] == ["test call failed"] * 2
     assert all(r.exc_info for r in caplog.records)  # the traceback is logged; the user sees none
+
+
+async def test_serve_never_answers_a_queued_job_with_try_again(
+    queue: JobQueue, make_new_job: NewJobFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job that was queued stays queued: if its answer cannot be shown, "try again" would queue a
+    second one, so the failure is logged with the job id and nothing else is said."""
+    queued = Queued((await queue.enqueue(make_new_job())).job, 1, 0, None, created=True)
+    rendered: list[Answer] = []
+
+    async def render(answer: Answer) -> None:
+        if isinstance(answer, Queued):
+            raise RuntimeError("the status line could not be opened")
+        rendered.append(answer)
+
+    async def imagine() -> Answer:
+        return queued
+
+    caplog.set_level(logging.ERROR)
+    await serve(imagine, render, "test call")
+    assert rendered == []
+    logged = [r for r in caplog.records if r.name == "bot.entrance"]
+    assert [r.getMessage() for r in logged] == [
+        f"job={queued.job.id} is queued, but its answer could not be shown"
+    ]
+    assert logged[0].exc_info  # with the traceback, for the operator

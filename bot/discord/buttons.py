@@ -4,6 +4,8 @@ components.
 The custom_id is ``majicbot:`` + the press's key (``majicbot:reroll:42``; a settings select
 ``majicbot:set:ar``, the chosen value arriving with the click); one `DynamicItem` class per kind,
 registered at startup, matches them all, so a click on a message posted before a restart still works.
+Each passes the entrance (`bot.discord.client.entrance_of`) in its `interaction_check` and hands its
+press to it in its `callback`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import discord
 
-from bot.discord.client import MajicClient
+from bot.discord.client import entrance_of
 from bot.job_view import ButtonAction, ButtonPress, ButtonSpec, ButtonStyle, button, button_rows
 from bot.settings_menu import SettingPress
 from bot.user_settings import SettingName, SettingOption, SettingsView
@@ -56,10 +58,10 @@ class JobButton(
         return cls(button(press.action, press.job_id, image=press.image))
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        return await _client(interaction).entrance.admit(interaction)
+        return await entrance_of(interaction).admit(interaction)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _client(interaction).entrance.press(interaction, self.press)
+        await entrance_of(interaction).press(interaction, self.press)
 
 
 class SettingSelect(
@@ -90,12 +92,12 @@ class SettingSelect(
         return cls(SettingOption(SettingName(match["name"]), "", "", choices))
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        return await _client(interaction).entrance.admit(interaction, in_place=True)
+        return await entrance_of(interaction).admit(interaction, in_place=True)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        values = self.item.values
+        values = self.item.values  # the value picked comes with the click
         if values:
-            await _client(interaction).entrance.press(interaction, SettingPress(self.name, values[0]))
+            await entrance_of(interaction).press(interaction, SettingPress(self.name, values[0]))
 
 
 def settings_components(view: SettingsView) -> discord.ui.View:
@@ -115,9 +117,3 @@ def components(buttons: Sequence[ButtonSpec]) -> discord.ui.View:
         for spec in specs:
             view.add_item(JobButton(spec, row))
     return view
-
-
-def _client(interaction: discord.Interaction) -> MajicClient:
-    client = interaction.client
-    assert isinstance(client, MajicClient), "JobButton is only registered on MajicClient"
-    return client

@@ -28,7 +28,7 @@ class _Tree(app_commands.CommandTree["MajicClient"]):
     async def interaction_check(self, interaction: discord.Interaction[MajicClient], /) -> bool:
         if interaction.command is None:
             return True  # a command this bot does not have: the tree's error handler says so at once
-        return await interaction.client.entrance.admit(interaction)
+        return await entrance_of(interaction).admit(interaction)
 
 
 class MajicClient(discord.Client):
@@ -49,3 +49,10 @@ class MajicClient(discord.Client):
 
     async def setup_hook(self) -> None:
         await self._on_setup(self)
+
+
+def entrance_of(interaction: discord.Interaction) -> Entrance:
+    """Where an interaction comes in: the entrance of the client it reached."""
+    client = interaction.client
+    assert isinstance(client, MajicClient), "majicbot's commands and components live on MajicClient"
+    return client.entrance

@@ -7,7 +7,6 @@ business; the finished image is posted for everyone by the presenter.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import io
@@ -20,6 +19,7 @@ from discord import app_commands
 
 from bot import texts
 from bot.access import AccessPolicy, Caller, Place
+from bot.answers_in_flight import AnswersInFlight
 from bot.chat_commands import Answer, ChatCommands, Details, Refused, Reply, SettingsShown, Shown
 from bot.command_table import COMMAND_TABLE, CommandSpec, OptionKind, OptionSpec, OptionValue, OptionValues
 from bot.discord import DISCORD
@@ -37,6 +37,9 @@ from storage.jobs import Requester
 
 log = logging.getLogger(__name__)
 
+MAX_CONTENT = 2000  # characters of a message's content
+MAX_DESCRIPTION = 4096  # characters of an embed's description
+_CALLER = "majicbot.caller"  # the admitted `Caller`, in `Interaction.extras`
 EXAMPLE = "/imagine prompt: a red fox in the snow --ar 16:9"
 SETTINGS_HINT = (
     "Pick new values below. Texts are options of /settings: negative (left out of every picture) and "
@@ -49,11 +52,19 @@ class DiscordHandlers:
     """The entrance (`bot.discord.client.Entrance`): admits an interaction once, runs one
     `ChatCommands` call and renders its answer."""
 
-    def __init__(self, commands: ChatCommands, policy: AccessPolicy, presenter: DiscordPresenter) -> None:
+    def __init__(
+        self,
+        commands: ChatCommands,
+        policy: AccessPolicy,
+        presenter: DiscordPresenter,
+        answers: AnswersInFlight,
+    ) -> None:
+        """`answers`: discord.py answers each interaction in a task of its own, which its frontend's
+        stop lets finish."""
         self.commands = commands
         self._entrance = ChatEntrance(commands, policy, explain_refusals=True)
         self._presenter = presenter
-        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._answers = answers
 
     async def admit(self, interaction: discord.Interaction, *, in_place: bool = False) -> bool:
         # Deferring comes first, before anything that could take time: Discord forgets an interaction
@@ -70,37 +81,27 @@ class DiscordHandlers:
         if isinstance(admitted, Refused):
             await reply(interaction, admitted.text)
             return False
+        interaction.extras[_CALLER] = admitted  # whom the command's callback then runs for
         return True
 
     async def answer(
         self, interaction: discord.Interaction, call: Callable[[Caller], Awaitable[Answer]]
     ) -> None:
         """Run an admitted interaction's call and show its answer; a mistake or failure is the answer."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
-        caller = self._entrance.caller(_place(interaction), _requester(interaction))
-        try:
+        caller: Caller = interaction.extras[_CALLER]
+        with self._answers.tracking():
             await serve(
                 lambda: call(caller),
                 lambda answer: self._render(interaction, answer),
                 f"interaction {interaction.id}",
             )
-        finally:
-            if task is not None:
-                self._in_flight.discard(task)
 
     async def press(self, interaction: discord.Interaction, press: ButtonPress | SettingPress) -> None:
         await self.answer(interaction, lambda caller: self.commands.press(caller, press))
 
     async def _render(self, interaction: discord.Interaction, answer: Answer) -> None:
-        if isinstance(answer, Queued):
-            # Queued whatever happens now: a failure to say so must never end in the generic "try
-            # again" (that would queue a second job); the picture is posted when done either way.
-            try:
-                await self._presenter.open(interaction, answer)
-            except Exception:
-                log.exception("job=%s is queued, but its status line could not be shown", answer.job.id)
+        if isinstance(answer, Queued):  # `serve` keeps a failure here from inviting a second job
+            await self._presenter.open(interaction, answer)
         elif isinstance(answer, Reply):
             await reply(interaction, answer.text, answer.buttons)
         elif isinstance(answer, Refused):
@@ -108,13 +109,13 @@ class DiscordHandlers:
         elif isinstance(answer, Shown):
             await self._presenter.show_result(interaction, answer.job)
         elif isinstance(answer, Details):
-            embed = discord.Embed(description=fit(answer.text, 4096))
+            embed = discord.Embed(description=texts.clip(answer.text, MAX_DESCRIPTION))
             await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
         elif isinstance(answer, SettingsShown):
             selects = settings_components(answer.view)
             text = f"{answer.view.summary}\n\n{SETTINGS_HINT}"
             await interaction.edit_original_response(
-                content=fit(text), view=selects, allowed_mentions=NO_MENTIONS
+                content=texts.clip(text, MAX_CONTENT), view=selects, allowed_mentions=NO_MENTIONS
             )
         elif isinstance(answer, Picture):
             files = [
@@ -129,11 +130,6 @@ class DiscordHandlers:
                     await interaction.message.delete()
             log.info("result deleted by user %s job=%d", interaction.user.id, answer.job.id)
             await reply(interaction, texts.deleted_text(answer.job))
-
-    async def drain(self, within_s: float) -> None:
-        """Let answers already being written finish (bounded), on shutdown."""
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=within_s)
 
 
 def _place(interaction: discord.Interaction) -> Place:
@@ -156,15 +152,12 @@ def _requester(interaction: discord.Interaction) -> Requester:
     )
 
 
-def fit(text: str, limit: int = 2000) -> str:
-    """Cut multi-line text to Discord's length limit, keeping its lines."""
-    return text if len(text) <= limit else text[: limit - 1] + texts.ELLIPSIS
-
-
 async def reply(interaction: discord.Interaction, text: str, buttons: Sequence[ButtonSpec] = ()) -> None:
     extra: dict[str, Any] = {"view": components(buttons)} if buttons else {}
     try:
-        await interaction.edit_original_response(content=fit(text), allowed_mentions=NO_MENTIONS, **extra)
+        await interaction.edit_original_response(
+            content=texts.clip(text, MAX_CONTENT), allowed_mentions=NO_MENTIONS, **extra
+        )
     except discord.HTTPException as error:
         log.warning("interaction %s could not be answered: %s", interaction.id, error)
 

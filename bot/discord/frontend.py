@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import aiohttp
@@ -31,7 +29,6 @@ DISCORD_API_BASE = Route.BASE
 DISCORD_GATEWAY = DiscordWebSocket.DEFAULT_GATEWAY
 READY_TIMEOUT_S = 60.0
 _TOKEN_LEAKING_LOGGERS = ("discord", "aiohttp", "bot.discord")
-STOP_TIMEOUT_S = 10.0
 BOT_SCOPES = ("bot", "applications.commands")
 # What posting an image with buttons and a progress message needs, in channels and threads.
 BOT_PERMISSIONS = discord.Permissions(
@@ -70,9 +67,10 @@ class DiscordFrontend(ChatFrontend[DiscordPresenter]):
             allowed_role_ids=frozenset(settings.allowed_role_ids),
             allow_private=settings.allow_dms,
         )
-        self._handlers = DiscordHandlers(ChatCommands(service, limits), policy, self._presenter)
+        self._handlers = DiscordHandlers(
+            ChatCommands(service, limits), policy, self._presenter, self._answers
+        )
         self._client.entrance = self._handlers
-        self._gateway: asyncio.Task[None] | None = None
 
     async def _connect(self) -> None:
         """Log in, sync the slash commands, connect to the gateway; return once READY."""
@@ -95,15 +93,9 @@ class DiscordFrontend(ChatFrontend[DiscordPresenter]):
                 f"Could not log in to Discord at {Route.BASE} ({type(error).__name__}: {error}). "
                 "Check the network, or discord.api_base_url if you use a proxy."
             ) from None
-        self._gateway = asyncio.create_task(self._client.connect(), name="discord-gateway")
-        self._watch_receiver(self._gateway)
-        ready = asyncio.create_task(self._client.wait_until_ready())
-        done, _ = await asyncio.wait(
-            {self._gateway, ready}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
-        )
-        if ready not in done:
-            ready.cancel()
-            problem = "the connection closed" if self._gateway in done else "no answer"
+        self._start_receiver(self._client.connect(), name="discord-gateway")
+        problem = await self._until_ready(self._client.wait_until_ready(), READY_TIMEOUT_S)
+        if problem is not None:
             await self.stop()
             if self._fatal.is_set():  # e.g. the gateway refused the token (4004): say that
                 raise FrontendStartError(self._fatal.reason)
@@ -117,15 +109,8 @@ class DiscordFrontend(ChatFrontend[DiscordPresenter]):
         if application_id is not None:
             log.info("discord: invite the bot to a server with %s", invite_url(application_id))
 
-    async def _stop_receiving(self) -> None:
-        await self._handlers.drain(STOP_TIMEOUT_S)
-
     async def _disconnect(self) -> None:
-        await self._client.close()
-        if self._gateway is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self._gateway, STOP_TIMEOUT_S)
-            self._gateway = None
+        await self._client.close()  # the gateway task then ends; `ChatFrontend.stop` waits for it
 
     def _token_refused(self) -> None:
         self._fatal.set(
@@ -154,8 +139,7 @@ class DiscordFrontend(ChatFrontend[DiscordPresenter]):
 
     @property
     def is_running(self) -> bool:
-        gateway = self._gateway
-        return gateway is not None and not gateway.done() and self._client.is_ready()
+        return self._receiving and self._client.is_ready()
 
     async def _setup(self, client: MajicClient) -> None:
         """Runs inside login, before the gateway: register buttons and commands, then sync commands."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from bot.discord import DISCORD
 from bot.discord.settings import DiscordSettings
 from bot.platforms import PlatformSpec
-from bot.token_check import NETWORK_ERRORS, TokenVerdict, check_session, network_problem, origin
+from bot.token_check import NETWORK_ERRORS, TokenVerdict, ask, unreachable
 
 if TYPE_CHECKING:
     from bot.frontend import Frontend
@@ -33,20 +33,14 @@ async def check_token(settings: DiscordSettings) -> TokenVerdict:
         "(Developer Portal > your application > Bot > Reset Token)"
     )
     try:
-        async with check_session() as session, session.get(f"{base}/users/@me", headers=headers) as response:
-            status = response.status
-            body = await response.json(content_type=None) if status == 200 else {}
+        answer = await ask("GET", f"{base}/users/@me", headers=headers)
     except NETWORK_ERRORS as error:
-        return TokenVerdict(
-            False,
-            f"cannot reach Discord at {origin(base)} ({network_problem(error)}); "
-            "check the network or discord.api_base_url",
-        )
-    if status == 401:
+        return unreachable("Discord", base, error, "discord.api_base_url")
+    if answer.status == 401:
         return TokenVerdict(False, f"Discord rejected the token (401 Unauthorized); {fix}")
-    if status != 200 or not isinstance(body, dict):
-        return TokenVerdict(False, f"Discord answered {status}; try again later or {fix}")
-    return TokenVerdict(True, f"{body.get('username', '?')} (id {body.get('id', '?')})")
+    if answer.status != 200 or not answer.body:
+        return TokenVerdict(False, f"Discord answered {answer.status}; try again later or {fix}")
+    return TokenVerdict(True, f"{answer.body.get('username', '?')} (id {answer.body.get('id', '?')})")
 
 
 PLATFORM = PlatformSpec(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from bot.platforms import PlatformSpec
 from bot.telegram import TELEGRAM
 from bot.telegram.settings import TelegramSettings
-from bot.token_check import NETWORK_ERRORS, TokenVerdict, ask_api, unreachable
+from bot.token_check import NETWORK_ERRORS, TokenVerdict, ask, unreachable
 
 if TYPE_CHECKING:
     from bot.frontend import Frontend
@@ -27,15 +27,16 @@ async def check_token(settings: TelegramSettings) -> TokenVerdict:
     url = f"{settings.base_url}{settings.token.get_secret_value()}/getMe"
     fix = "check telegram.token or MAJICBOT_TELEGRAM_TOKEN (BotFather's /token shows it)"
     try:
-        answer = await ask_api("POST", url)
+        answer = await ask("POST", url)
     except NETWORK_ERRORS as error:
         return unreachable("the Telegram Bot API", settings.base_url, error, "telegram.base_url")
     status, body = answer.status, answer.body
     if status in (401, 404):
         return TokenVerdict(False, f"Telegram rejected the token ({status}); {fix}")
-    if status != 200 or not isinstance(body, dict) or not body.get("ok"):
+    result = body.get("result")
+    if status != 200 or not body.get("ok") or not isinstance(result, dict):
         return TokenVerdict(False, f"the Telegram Bot API answered {status}; try again later or {fix}")
-    return TokenVerdict(True, f"@{(body.get('result') or {}).get('username', '?')}")
+    return TokenVerdict(True, f"@{result.get('username', '?')}")
 
 
 PLATFORM = PlatformSpec(
