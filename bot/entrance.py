@@ -34,9 +34,6 @@ class ChatEntrance:
         self._policy = policy
         self._explain_refusals = explain_refusals
 
-    def caller(self, place: Place, requester: Requester) -> Caller:
-        return Caller(requester, self._policy.is_admin(place.user_id))
-
     async def admit(self, place: Place, requester: Requester) -> Caller | Refused:
         """The caller, when the access rule and the ban list let them in; else what to tell them."""
         where = f"{requester.platform} user {place.user_id} in chat {place.chat_id}"
@@ -45,7 +42,7 @@ class ChatEntrance:
         except UserFacingError as error:
             logger.info("refused %s", where)
             return Refused(str(error) if self._explain_refusals else texts.not_allowed_text())
-        caller = self.caller(place, requester)
+        caller = Caller(requester, self._policy.is_admin(place.user_id))
         try:
             await self._commands.admit(caller)
         except UserFacingError as error:
